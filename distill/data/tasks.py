@@ -1,0 +1,177 @@
+"""Task data: the generated arith task, local JSONL directories and hub datasets.
+
+Every task is reduced to records with a source and a target field (named by
+the task config); prompts are formatted later, per architecture.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from distill.data.arith import ArithSpec, generate_splits
+from distill.errors import ConfigError, DataError
+from distill.io import read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """Plain mirror of a ``conf/task/*.yaml`` file; fields are documented there."""
+
+    name: str
+    metric: str
+    source_field: str
+    target_field: str
+    prompt: dict[str, str]
+    splits: dict[str, str]
+    max_source_length: int
+    max_target_length: int
+    decoding: dict[str, Any]
+    data_dir: str | None = None
+    hub: dict[str, Any] | None = None
+    generator: dict[str, Any] | None = None
+    validation_from_train: int = 0
+    train_fraction: float = 1.0
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.train_fraction <= 1.0:
+            raise ConfigError(f"task.train_fraction must be in (0, 1], got {self.train_fraction}")
+        for key in ("max_train_examples", "max_eval_examples"):
+            value = getattr(self, key)
+            if value is not None and value < 1:
+                raise ConfigError(f"task.{key} must be >= 1 or null, got {value}")
+
+    @property
+    def fields(self) -> tuple[str, str]:
+        return (self.source_field, self.target_field)
+
+
+_GENERATED: dict[str, dict[str, list[dict]]] = {}
+
+
+def _generated(spec: TaskSpec) -> dict[str, list[dict]]:
+    """All generated splits at once (they are drawn jointly to stay disjoint), memoised per process."""
+    key = json.dumps([spec.generator, spec.splits], sort_keys=True)
+    if key not in _GENERATED:
+        _GENERATED.clear()
+        _GENERATED[key] = _generate(spec)
+    return _GENERATED[key]
+
+
+def _generate(spec: TaskSpec) -> dict[str, list[dict]]:
+    gen = dict(spec.generator)
+    sizes = gen.pop("sizes")
+    arith = ArithSpec(operations=tuple(gen.pop("operations")), **gen)
+    return generate_splits(arith, {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits})
+
+
+def _local(spec: TaskSpec, split_name: str) -> list[dict]:
+    directory = Path(spec.data_dir).expanduser()
+    if not directory.is_dir():
+        raise DataError(f"task {spec.name}: task.data_dir={spec.data_dir} is not a directory")
+    path = directory / f"{split_name}.jsonl"
+    if not path.exists():
+        present = sorted(p.name for p in directory.glob("*.jsonl"))
+        raise DataError(f"task {spec.name}: no {path.name} in {directory} (found {present}); point task.splits at an existing file")
+    return read_jsonl(path, required_fields=spec.fields)
+
+
+def _hub(spec: TaskSpec, split_name: str) -> list[dict]:
+    if not spec.hub:
+        raise ConfigError(f"task {spec.name}: neither task.data_dir nor task.hub is set")
+    try:
+        import datasets
+
+        data = datasets.load_dataset(spec.hub["path"], spec.hub.get("name"), split=split_name)
+    except Exception as exc:  # offline, missing split, unknown name: all one message
+        raise DataError(
+            f"task {spec.name}: cannot load hub dataset {spec.hub['path']} split {split_name} "
+            f"({type(exc).__name__}); set task.data_dir=DIR with {{train,validation,test}}.jsonl"
+        ) from None
+    nested = spec.hub.get("nested_field")  # wmt14 stores {"translation": {"de":..., "en":...}}
+    return [dict(row[nested]) if nested else dict(row) for row in data]
+
+
+def _carve_validation(spec: TaskSpec, split: str, load) -> list[dict]:
+    """GSM8K has no validation split: the last N train records serve, and train drops them."""
+    train = load(spec.splits["train"])
+    if spec.validation_from_train >= len(train):
+        raise ConfigError(f"task {spec.name}: validation_from_train={spec.validation_from_train} leaves no train data")
+    cut = len(train) - spec.validation_from_train
+    return train[cut:] if split == "validation" else train[:cut]
+
+
+def load_split(spec: TaskSpec, split: str) -> list[dict]:
+    """Records of one logical split (train | validation | test), subsetting applied."""
+    if split not in spec.splits:
+        raise ConfigError(f"task {spec.name}: unknown split {split!r}; task.splits has {sorted(spec.splits)}")
+    if spec.generator is not None and spec.data_dir is None:
+        records = _generated(spec)[spec.splits[split]]
+    else:
+        load = (lambda name: _local(spec, name)) if spec.data_dir else (lambda name: _hub(spec, name))
+        if spec.validation_from_train and split in ("train", "validation"):
+            records = _carve_validation(spec, split, load)
+        else:
+            records = load(spec.splits[split])
+    records = [r for r in records if str(r[spec.source_field]).strip()]  # XSum has a few empty documents
+    records = _subset(spec, split, records)
+    if not records:
+        raise DataError(f"task {spec.name}: split {split} is empty after filtering; check task.data_dir and task.splits")
+    missing = [f for f in spec.fields if f not in records[0]]
+    if missing:
+        raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(records[0])}")
+    return records
+
+
+def _subset(spec: TaskSpec, split: str, records: list[dict]) -> list[dict]:
+    # A prefix, not a random sample: smaller fractions are subsets of larger ones,
+    # which is what a data-efficiency curve needs.
+    if split == "train":
+        keep = max(1, math.floor(len(records) * spec.train_fraction))
+        if spec.max_train_examples is not None:
+            keep = min(keep, spec.max_train_examples)
+        return records[:keep]
+    if spec.max_eval_examples is not None:
+        return records[: spec.max_eval_examples]
+    return records
+
+
+@dataclass
+class Example:
+    """One formatted pair; ``source`` is what the model is prompted with."""
+
+    source: str
+    target: str
+    record: dict = field(default_factory=dict, repr=False)
+
+
+def format_examples(spec: TaskSpec, records: list[dict], encoder_decoder: bool) -> list[Example]:
+    """Prompts per architecture: T5-style task prefix, or a decoder-only template."""
+    template = spec.prompt["encoder_decoder" if encoder_decoder else "decoder"]
+    target_prefix = "" if encoder_decoder else spec.prompt.get("decoder_target_prefix", "")
+    try:
+        return [Example(template.format(**r), target_prefix + str(r[spec.target_field]).strip(), r) for r in records]
+    except KeyError as exc:
+        raise ConfigError(f"task {spec.name}: prompt template names field {exc} that the records lack") from None
+
+
+def tokenizer_corpus(spec: TaskSpec, records: list[dict]) -> list[str]:
+    """Texts a tiny tokenizer is trained on: raw fields plus the templates' own words."""
+    texts = [t.format_map(_Blank()) for t in spec.prompt.values()]
+    for r in records:
+        texts.append(str(r[spec.source_field]))
+        texts.append(str(r[spec.target_field]))
+    return texts
+
+
+class _Blank(dict):
+    def __missing__(self, key: str) -> str:
+        return ""

@@ -1,0 +1,68 @@
+"""Entry points of evaluation: they read the config and call ``distill.eval.run``."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from distill import config as C
+from distill.eval.run import EvalSettings, evaluate
+from distill.eval.table import print_table
+from distill.models.load import load_model, resolve_checkpoint
+from distill.train.loop import resolve_device
+
+log = logging.getLogger(__name__)
+
+
+def eval_dir(ckpt: str, task: str, split: str, variant: str) -> str:
+    """Where `distill eval` writes: beside the run that produced the checkpoint when there is one."""
+    path = Path(ckpt).expanduser()
+    run = path.parent if path.name == "final" else path.parent.parent if path.parent.name == "checkpoints" else path
+    name = f"{task}-{split}" + (f"-{path.name}" if path.parent.name == "checkpoints" else "")
+    if not run.is_dir():
+        return str(Path("outputs") / "eval" / C.run_id(str(ckpt)) / name / C.run_id(variant))
+    return str(run / "eval" / name / C.run_id(variant))
+
+
+def settings(cfg: DictConfig) -> EvalSettings:
+    return EvalSettings(**C.plain(cfg.eval))
+
+
+def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    C.check_required(cfg)
+    task, eval_settings = C.task_spec(cfg), settings(cfg)
+    path = resolve_checkpoint(cfg.ckpt)
+    model, tokenizer = load_model(str(path))
+    torch.manual_seed(cfg.seed)
+    out_dir = Path(HydraConfig.get().runtime.output_dir)
+    metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device))
+    print_table([("model", str(path), metrics)], task.metric)
+    log.info("wrote %s", out_dir / "metrics.json")
+    return metrics
+
+
+def evaluate_after_train(cfg: DictConfig) -> dict:
+    """Score the run's final/ (and the teacher, with eval.compare_teacher) and print a table."""
+    from distill.train.run import model_sources, run_dir
+    from distill.train.bootstrap import prepare_model
+
+    task, eval_settings = C.task_spec(cfg), settings(cfg)
+    directory = run_dir()
+    device = resolve_device(cfg.trainer.device)
+    rows = []
+    model, tokenizer = load_model(str(directory / "final"))
+    torch.manual_seed(cfg.seed)
+    split_dir = directory / "eval" / f"{task.name}-{eval_settings.split}"
+    rows.append(("student", cfg.student.name, evaluate(model, tokenizer, task, eval_settings, split_dir / "student",
+                                                       str(directory / "final"), device)))
+    if eval_settings.compare_teacher:
+        teacher, teacher_tokenizer = prepare_model(C.model_spec(cfg.teacher), "teacher", model_sources(cfg, task))
+        torch.manual_seed(cfg.seed)
+        rows.append(("teacher", cfg.teacher.name, evaluate(teacher, teacher_tokenizer, task, eval_settings,
+                                                           split_dir / "teacher", f"teacher:{cfg.teacher.name}", device)))
+    print_table(rows, task.metric)
+    return {role: metrics for role, _, metrics in rows}

@@ -1,0 +1,122 @@
+"""`distill eval`: generate on a task split, write generations.jsonl and metrics.json (SPEC §7).
+
+Scoring reads only the generations file, so ``distill rescore FILE``
+recomputes metrics without a model.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from distill.data.collate import encode
+from distill.data.tasks import TaskSpec, format_examples, load_split
+from distill.eval.generate import Decoding, generate_texts
+from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from distill.metrics import score
+from distill.models.load import fit_lengths
+from distill.metrics.diversity import self_bleu
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EvalSettings:
+    """Plain mirror of ``conf/evaluation/default.yaml``; fields documented there."""
+
+    after_train: bool
+    compare_teacher: bool
+    split: str
+    batch_size: int
+    num_samples: int
+    sampling_temperature: float
+    sampling_temperatures: list
+    strategy: str | None
+    num_beams: int | None
+    max_new_tokens: int | None
+    progress: bool
+
+
+def decodings(task: TaskSpec, settings: EvalSettings) -> list[Decoding]:
+    """The primary decoding (task default unless overridden), then the sampled ones."""
+    default = task.decoding
+    max_new = settings.max_new_tokens or default["max_new_tokens"]
+    strategy = settings.strategy or default["strategy"]
+    primary = Decoding(strategy, max_new, settings.num_beams or default["num_beams"],
+                       settings.sampling_temperature if strategy == "sample" else None,
+                       settings.num_samples if strategy == "sample" else 1)
+    out = [primary]
+    if settings.num_samples > 1 and strategy != "sample":
+        out.append(Decoding("sample", max_new, 1, settings.sampling_temperature, settings.num_samples))
+    for temperature in settings.sampling_temperatures:
+        out.append(Decoding("sample", max_new, 1, float(temperature), settings.num_samples))
+    unique = {d.name: d for d in out}
+    return list(unique.values())
+
+
+def score_decoding(metric: str, outputs: list[list[str]], references: list[str]) -> dict[str, float]:
+    """Task metric averaged over the k sample columns, plus self_bleu when k > 1."""
+    k = len(outputs[0])
+    columns = [score(metric, [o[j] for o in outputs], references) for j in range(k)]
+    result = {key: sum(c[key] for c in columns) / k for key in columns[0]}
+    if k > 1:
+        result["self_bleu"] = self_bleu(outputs)
+    return result
+
+
+def summarise(records: list[dict]) -> dict:
+    """metrics.json content from generation records (all that rescoring needs)."""
+    first = records[0]
+    references = [r["reference"] for r in records]
+    entries = []
+    for name, decoding in first["decoding"].items():
+        outputs = [r["outputs"][name] for r in records]
+        entries.append({"name": name, **decoding, **score_decoding(first["metric"], outputs, references)})
+    primary = entries[0]
+    metrics = {"task": first["task"], "split": first["split"], "checkpoint": first["checkpoint"],
+               "metric": first["metric"], "num_examples": len(records), "decoding": primary}
+    metrics.update({k: v for k, v in primary.items() if k not in ("name",) and k not in Decoding.__dataclass_fields__})
+    sampled = [e for e in entries[1:] if e["num_samples"] > 1 and "self_bleu" in e]
+    if "self_bleu" not in metrics and sampled:
+        metrics["self_bleu"] = sampled[0]["self_bleu"]
+    metrics["by_decoding"] = entries
+    return metrics
+
+
+def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: Path, checkpoint: str,
+             device: torch.device) -> dict:
+    records = load_split(task, settings.split)
+    encoder_decoder = bool(model.config.is_encoder_decoder)
+    examples = format_examples(task, records, encoder_decoder)
+    plan = decodings(task, settings)
+    max_source, _ = fit_lengths(model, task.max_source_length, max(d.max_new_tokens for d in plan))
+    items = encode(tokenizer, examples, max_source, task.max_target_length)
+    model.to(device)
+    generations = [{"index": i, "task": task.name, "split": settings.split, "metric": task.metric,
+                    "checkpoint": checkpoint, "prompt": ex.source, "reference": ex.target.strip(),
+                    "outputs": {}, "decoding": {}} for i, ex in enumerate(examples)]
+    for decoding in plan:
+        texts = generate_texts(model, tokenizer, items, decoding, settings.batch_size, device, settings.progress)
+        for record, outputs in zip(generations, texts):
+            record["outputs"][decoding.name] = outputs
+            record["decoding"][decoding.name] = asdict(decoding)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_jsonl(out_dir / "generations.jsonl", generations)
+    metrics = summarise(generations)
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    return metrics
+
+
+def rescore(generations_path: Path) -> dict:
+    """Recompute metrics.json beside a generations file; no model involved."""
+    records = read_jsonl(generations_path, required_fields=("task", "split", "metric", "checkpoint", "reference", "outputs", "decoding"))
+    if not records:
+        from distill.errors import DataError
+
+        raise DataError(f"{generations_path} holds no generations")
+    metrics = summarise(records)
+    atomic_write_json(generations_path.parent / "metrics.json", metrics)
+    return metrics

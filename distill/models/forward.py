@@ -1,0 +1,46 @@
+"""One forward pass, returned in the target-aligned view every loss uses.
+
+Row t of ``logits`` is the distribution that predicts ``targets[:, t]``;
+``mask`` is 1 exactly on output tokens (EOS included). Decoder-only models
+predict token t from position t-1, so their view drops the first position.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class TokenView:
+    logits: torch.Tensor  # [B, L, V]
+    targets: torch.Tensor  # [B, L] token ids
+    mask: torch.Tensor  # [B, L] float, 1 on output tokens
+    hidden: torch.Tensor | None = None  # [B, L, H] last hidden state at the predicting position
+
+
+def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = False) -> TokenView:
+    if model.config.is_encoder_decoder:
+        labels = batch["labels"]
+        decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=decoder_input_ids, decoder_attention_mask=_decoder_attention(batch),
+                    output_hidden_states=output_hidden)
+        hidden = out.decoder_hidden_states[-1] if output_hidden else None
+        return TokenView(out.logits, labels, batch["loss_mask"].float(), hidden)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=output_hidden)
+    hidden = out.hidden_states[-1][:, :-1] if output_hidden else None
+    return TokenView(out.logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(), hidden)
+
+
+def _decoder_attention(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    # The decoder input is labels shifted right by one (start token first), so
+    # the attention mask covers the start token plus all but the last label.
+    mask = batch["loss_mask"]
+    return torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
+
+
+def num_output_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """N of SPEC §3 for one micro-batch: every masked-in output token."""
+    return batch["loss_mask"].sum()

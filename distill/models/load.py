@@ -1,0 +1,154 @@
+"""Model construction and loading: tiny presets from config, hub ids, local paths.
+
+The Auto class (causal LM or seq2seq LM) follows the model's own config, so
+a user names a model and never an architecture.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Plain mirror of ``conf/teacher/*.yaml`` / ``conf/student/*.yaml``; fields documented there."""
+
+    name: str
+    pretrained: str | None
+    config: dict[str, Any] | None
+    torch_dtype: str
+    bootstrap: dict[str, Any]
+
+    def __post_init__(self) -> None:
+        if (self.pretrained is None) == (self.config is None):
+            raise ModelError(f"model preset {self.name}: set exactly one of `pretrained` (hub id or path) and `config` (tiny preset)")
+        if self.torch_dtype not in DTYPES:
+            raise ModelError(f"model preset {self.name}: torch_dtype must be one of {sorted(DTYPES)}, got {self.torch_dtype}")
+
+    @property
+    def is_tiny(self) -> bool:
+        return self.config is not None
+
+
+def _auto_config(name_or_path: str):
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(name_or_path)
+    except (OSError, ValueError) as exc:
+        if Path(name_or_path).expanduser().exists():
+            raise ModelError(f"{name_or_path} is not a model directory (no usable config.json): {exc}".splitlines()[0]) from None
+        raise ModelError(
+            f"cannot load model {name_or_path!r}: not a local directory and not reachable on the hub "
+            "(offline?); set the preset's `pretrained` to a local path or use a tiny preset (teacher=tiny / student=tiny)"
+        ) from None
+
+
+def is_encoder_decoder(spec: ModelSpec) -> bool:
+    if spec.is_tiny:
+        from transformers import AutoConfig
+
+        return bool(AutoConfig.for_model(**spec.config).is_encoder_decoder)
+    return bool(_auto_config(spec.pretrained).is_encoder_decoder)
+
+
+def _auto_class(encoder_decoder: bool):
+    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
+
+    return AutoModelForSeq2SeqLM if encoder_decoder else AutoModelForCausalLM
+
+
+def build_tiny(spec: ModelSpec, tokenizer, seed: int) -> torch.nn.Module:
+    """A randomly initialised preset whose vocabulary is the tokenizer's."""
+    from transformers import AutoConfig
+
+    special = {"pad_token_id": tokenizer.pad_token_id, "eos_token_id": tokenizer.eos_token_id,
+               "bos_token_id": tokenizer.bos_token_id, "decoder_start_token_id": tokenizer.pad_token_id}
+    config = AutoConfig.for_model(**spec.config, vocab_size=len(tokenizer), **special)
+    torch.manual_seed(seed)
+    model = _auto_class(config.is_encoder_decoder).from_config(config)
+    _align_generation_config(model, tokenizer)
+    return model
+
+
+def _align_generation_config(model, tokenizer) -> None:
+    gen = model.generation_config
+    gen.pad_token_id = tokenizer.pad_token_id
+    gen.eos_token_id = tokenizer.eos_token_id
+    if model.config.is_encoder_decoder:
+        gen.decoder_start_token_id = model.config.decoder_start_token_id
+
+
+def load_model(name_or_path: str, torch_dtype: str = "float32"):
+    """(model, tokenizer) from a hub id or a directory in ``save_pretrained`` format."""
+    from transformers import AutoTokenizer
+
+    config = _auto_config(name_or_path)
+    try:
+        model = _auto_class(config.is_encoder_decoder).from_pretrained(name_or_path, dtype=DTYPES[torch_dtype])
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except OSError as exc:
+        raise ModelError(f"cannot load model or tokenizer from {name_or_path}: {exc}".splitlines()[0]) from None
+    if tokenizer.pad_token_id is None:  # GPT-2/Llama style tokenizers ship without a pad token
+        tokenizer.pad_token = tokenizer.eos_token
+    _align_generation_config(model, tokenizer)
+    return model, tokenizer
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The HF-format model directory behind a run dir, a ``final/`` dir or a ``checkpoints/step-N`` dir."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelError(f"checkpoint {path} does not exist; pass ckpt=<run dir>, <run dir>/final or <run dir>/checkpoints/step-N")
+    for candidate in (path, path / "final", path / "student"):
+        if (candidate / "config.json").exists():
+            return candidate
+    raise ModelError(f"{path} is not a checkpoint (no config.json in it, in final/ or in student/)")
+
+
+def check_same_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
+    """Token-level KD compares distributions index by index: the vocabularies must be identical."""
+    t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
+    if t_vocab == s_vocab:
+        return
+    differing = sorted(set(t_vocab.items()) ^ set(s_vocab.items()))[:3]
+    raise ModelError(
+        f"teacher and student vocabularies differ (teacher {len(t_vocab)} tokens, student {len(s_vocab)}; "
+        f"e.g. {differing}); token-level distillation needs one tokenizer: pick a teacher and student of the same family"
+    )
+
+
+def parameter_count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def fit_lengths(model, max_source_length: int, max_output_length: int) -> tuple[int, int]:
+    """Prompt and output budgets that fit the model's position window.
+
+    Decoder-only models read prompt and output in one window of
+    ``n_positions`` / ``max_position_embeddings``; the prompt budget shrinks
+    to make room (its head and tail are kept). Encoder-decoders are unaffected.
+    """
+    config = model.config
+    if config.is_encoder_decoder:
+        return max_source_length, max_output_length
+    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
+    if limit is None or max_source_length + max_output_length <= limit:
+        return max_source_length, max_output_length
+    if max_output_length >= limit:
+        raise ModelError(f"output length {max_output_length} does not fit the model's {limit} positions; "
+                         "lower task.max_target_length / eval.max_new_tokens")
+    log.warning("prompt budget cut from %d to %d tokens to fit the model's %d positions",
+                max_source_length, limit - max_output_length, limit)
+    return limit - max_output_length, max_output_length

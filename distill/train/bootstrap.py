@@ -1,0 +1,109 @@
+"""Models ready for a run: tiny presets built, hub models loaded, SFT bootstraps cached.
+
+A preset with ``bootstrap.enabled`` is first trained by SFT on the task (a
+teacher that does not exist yet, or an SFT-initialised student, as the GKD
+and X-KD papers start from). The result is cached under
+``<cache_dir>/bootstrap/<hash>`` where the hash covers everything that
+changes the weights (model, task data, tokenizer, SFT recipe, seed) and
+nothing that does not (logging, device, evaluation settings). Bootstrap runs
+are ordinary training runs, so an interrupted one resumes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+from distill.data.collate import encode
+from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
+from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model
+from distill.models.tokenizer import build_tokenizer
+from distill.train.loop import Context, Trainer, TrainerSettings
+
+log = logging.getLogger(__name__)
+
+# Task fields that only affect evaluation: changing them must not retrain a teacher.
+EVAL_ONLY_TASK_FIELDS = ("decoding", "max_eval_examples")
+
+
+@dataclass(frozen=True)
+class ModelSources:
+    """Everything needed to materialise the models of a run."""
+
+    task: TaskSpec
+    train_records: list
+    val_records: list
+    tokenizer_vocab_size: int
+    cache_dir: Path
+    seed: int
+    bootstrap_trainer: dict
+    trainer: TrainerSettings
+
+
+def tiny_tokenizer(sources: ModelSources):
+    return build_tokenizer(tokenizer_corpus(sources.task, sources.train_records), sources.tokenizer_vocab_size,
+                           sources.cache_dir)
+
+
+def initial_model(spec: ModelSpec, sources: ModelSources):
+    """(model, tokenizer) before any bootstrap: a fresh tiny preset or the pretrained weights."""
+    if spec.is_tiny:
+        tokenizer = tiny_tokenizer(sources)
+        return build_tiny(spec, tokenizer, sources.seed), tokenizer
+    return load_model(spec.pretrained, spec.torch_dtype)
+
+
+def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSettings, tokenizer) -> str:
+    task = {k: v for k, v in asdict(sources.task).items() if k not in EVAL_ONLY_TASK_FIELDS}
+    model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
+    semantic = {k: v for k, v in asdict(recipe).items()
+                if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume", "progress")}
+    vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
+    blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab, "seed": sources.seed},
+                      sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def bootstrap_recipe(spec: ModelSpec, sources: ModelSources) -> TrainerSettings:
+    overrides = {**sources.bootstrap_trainer, **(spec.bootstrap.get("trainer") or {})}
+    return replace(sources.trainer, resume=True, **overrides)
+
+
+def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
+    """(model, tokenizer) for ``role`` ('teacher' or 'student'), bootstrapping by SFT when asked."""
+    if not spec.bootstrap["enabled"]:
+        return initial_model(spec, sources)
+    model, tokenizer = initial_model(spec, sources)
+    recipe = bootstrap_recipe(spec, sources)
+    run_dir = sources.cache_dir / "bootstrap" / f"{spec.name}-{bootstrap_key(spec, sources, recipe, tokenizer)}"
+    final = run_dir / "final"
+    if (final / "config.json").exists():
+        log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
+    else:
+        log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name, recipe.max_steps, run_dir)
+        run_sft(model, tokenizer, sources, recipe, run_dir)
+    return load_model(str(final), spec.torch_dtype)
+
+
+def run_sft(model, tokenizer, sources: ModelSources, recipe: TrainerSettings, run_dir: Path) -> None:
+    from distill.methods.sft import SFT
+    from distill.train.finalize import save_final
+    from distill.train.loop import resolve_device
+
+    encoder_decoder = bool(model.config.is_encoder_decoder)
+    device = resolve_device(recipe.device)
+    train = encode_records(sources.task, sources.train_records, tokenizer, model)
+    val = encode_records(sources.task, sources.val_records, tokenizer, model)
+    ctx = Context(model.to(device), None, tokenizer, encoder_decoder, device, {})
+    run_dir.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.seed, None, {"bootstrap": asdict(recipe)})
+    summary = trainer.run()
+    save_final(run_dir, model, tokenizer, summary)
+
+
+def encode_records(task: TaskSpec, records: list, tokenizer, model):
+    examples = format_examples(task, records, bool(model.config.is_encoder_decoder))
+    return encode(tokenizer, examples, *fit_lengths(model, task.max_source_length, task.max_target_length))

@@ -1,0 +1,17 @@
+"""The exported student: ``final/`` in Hugging Face format plus ``summary.json``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from distill.io import atomic_dir, atomic_write_json
+
+
+def save_final(run_dir: Path, model, tokenizer, summary: dict) -> Path:
+    """Write ``final/`` atomically, then the summary that points at it."""
+    final = run_dir / "final"
+    with atomic_dir(final) as tmp:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+    atomic_write_json(run_dir / "summary.json", {**summary, "final": str(final)})
+    return final

@@ -1,0 +1,50 @@
+"""Metric sinks: ``metrics.jsonl`` always, Weights & Biases when asked.
+
+W&B never prompts: ``mode`` defaults to offline in ``conf/logger/wandb.yaml``
+and the local files are written whatever W&B does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from distill.io import atomic_write_text
+
+log = logging.getLogger(__name__)
+
+
+class MetricsLogger:
+    def __init__(self, run_dir: Path, wandb_settings: dict | None, config: dict, resume_step: int):
+        self.path = run_dir / "metrics.jsonl"
+        self._truncate_after(resume_step)
+        self._wandb = _start_wandb(run_dir, wandb_settings, config) if wandb_settings else None
+
+    def _truncate_after(self, step: int) -> None:
+        """A resumed run drops what the interrupted one logged past its checkpoint."""
+        if not self.path.exists():
+            return
+        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
+
+    def log(self, record: dict) -> None:
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        if self._wandb is not None:
+            self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
+
+    def close(self) -> None:
+        if self._wandb is not None:
+            self._wandb.finish()
+
+
+def _start_wandb(run_dir: Path, settings: dict, config: dict):
+    import os
+
+    import wandb
+
+    os.environ.setdefault("WANDB_SILENT", "true")
+    return wandb.init(project=settings["project"], entity=settings["entity"], mode=settings["mode"],
+                      name=settings["name"] or run_dir.name, dir=str(run_dir), config=config,
+                      id=settings["id"], resume="allow")

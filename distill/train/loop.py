@@ -1,0 +1,200 @@
+"""The training loop. It knows nothing about any method.
+
+Per optimizer step: the method turns each micro-batch of the accumulation
+window into the trajectories it trains on (dataset, teacher- or
+student-generated); N is counted over the whole window after that; then each
+micro-batch's loss terms are reduced with that N and back-propagated.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from distill.data.collate import Encoded, collate
+from distill.errors import ConfigError, TrainingDiverged
+from distill.losses.reduction import reduce_tokens
+from distill.models.forward import num_output_tokens
+from distill.train import checkpoint as ckpt
+from distill.train.loggers import MetricsLogger
+from distill.train.progress import progress_bar
+from distill.train.schedule import make_scheduler, step_indices
+from distill.train.validation import validation_loss
+
+log = logging.getLogger(__name__)
+
+FAULT_ENV = "DISTILL_FAULT_INJECT"  # test hook: "kill@STEP" or "nan@STEP"
+
+
+@dataclass(frozen=True)
+class TrainerSettings:
+    """Plain mirror of the ``trainer`` block of ``conf/train.yaml``; fields documented there."""
+
+    device: str
+    precision: str
+    max_steps: int
+    micro_batch_size: int
+    grad_accum_steps: int
+    lr: float
+    weight_decay: float
+    adam_betas: tuple[float, float]
+    warmup_steps: int
+    lr_schedule: str
+    min_lr_ratio: float
+    max_grad_norm: float
+    log_every: int
+    eval_every: int
+    eval_batches: int
+    save_every: int
+    keep_checkpoints: int
+    resume: bool
+    progress: bool
+
+    def __post_init__(self) -> None:
+        positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every", "eval_every", "save_every", "keep_checkpoints")
+        for key in positive:
+            if getattr(self, key) < 1:
+                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+
+
+@dataclass
+class Context:
+    """What a method may use: models, tokenizer, device. Built once per run."""
+
+    student: torch.nn.Module
+    teacher: torch.nn.Module | None
+    tokenizer: Any
+    encoder_decoder: bool
+    device: torch.device
+    extra_modules: dict[str, torch.nn.Module]
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"trainer.device={name} but no CUDA device is visible; use trainer.device=cpu or auto")
+    return torch.device(name)
+
+
+def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+def _fault(step: int) -> str | None:
+    spec = os.environ.get(FAULT_ENV, "")
+    kind, _, at = spec.partition("@")
+    return kind if at and int(at) == step else None
+
+
+class Trainer:
+    def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
+                 settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict):
+        self.method, self.ctx, self.s = method, ctx, settings
+        self.train_data, self.val_data = train_data, val_data
+        self.run_dir, self.seed = run_dir, seed
+        params = list(ctx.student.parameters()) + [p for m in ctx.extra_modules.values() for p in m.parameters()]
+        self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=tuple(settings.adam_betas))
+        self.scheduler = make_scheduler(self.optimizer, settings.warmup_steps, settings.max_steps, settings.lr_schedule, settings.min_lr_ratio)
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.start_step = self._maybe_resume()
+        self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
+
+    def _maybe_resume(self) -> int:
+        latest = ckpt.latest_checkpoint(self.ckpt_dir) if self.s.resume else None
+        if latest is None:
+            torch.manual_seed(self.seed)
+            return 0
+        step = ckpt.load_training_state(latest, self.ctx.student, self.optimizer, self.scheduler, self.ctx.extra_modules)
+        log.info("resuming from %s (step %d)", latest, step)
+        return step
+
+    def _autocast(self):
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
+
+    def train_step(self, step: int) -> dict[str, float]:
+        """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
+        window = self.s.micro_batch_size * self.s.grad_accum_steps
+        indices = step_indices(step, window, len(self.train_data), self.seed)
+        self.ctx.student.train()
+        micro = []
+        for start in range(0, window, self.s.micro_batch_size):
+            items = [self.train_data[i] for i in indices[start : start + self.s.micro_batch_size]]
+            batch = _to_device(collate(items, self.ctx.tokenizer.pad_token_id, self.ctx.encoder_decoder), self.ctx.device)
+            with torch.no_grad(), self._autocast():
+                micro.append(self.method.trajectories(batch, self.ctx))
+        num_tokens = sum(num_output_tokens(b) for b in micro).clamp(min=1)
+        totals: dict[str, torch.Tensor] = {}
+        for batch in micro:
+            with self._autocast():
+                out = self.method.loss_terms(batch, self.ctx)
+                loss = torch.zeros((), device=self.ctx.device)
+                for name, per_token in out.terms.items():
+                    value = reduce_tokens(per_token, out.mask, num_tokens)
+                    loss = loss + out.weight(name) * value
+                    totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value.detach()
+            loss.backward()
+            totals["loss"] = totals.get("loss", 0.0) + loss.detach()
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
+        totals["tokens"] = num_tokens
+        return totals
+
+    def _check_finite(self, step: int, totals: dict) -> None:
+        loss = float(totals["loss"]) if _fault(step) != "nan" else float("nan")
+        if math.isfinite(loss) and math.isfinite(float(totals["grad_norm"])):
+            return
+        last = ckpt.latest_checkpoint(self.ckpt_dir)
+        kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
+        raise TrainingDiverged(f"loss became {loss} at step {step + 1}; {kept}; lower trainer.lr or check the data")
+
+    def run(self) -> dict:
+        s, started = self.s, time.perf_counter()
+        window_tokens, window_start = 0.0, time.perf_counter()
+        with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance:
+            for step in range(self.start_step, s.max_steps):
+                totals = self.train_step(step)
+                self._check_finite(step, totals)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                done = step + 1
+                window_tokens += float(totals["tokens"])
+                if done % s.log_every == 0 or done == s.max_steps:
+                    elapsed = time.perf_counter() - window_start
+                    self._log(done, totals, window_tokens / max(elapsed, 1e-9))
+                    window_tokens, window_start = 0.0, time.perf_counter()
+                if done % s.eval_every == 0 or done == s.max_steps:
+                    self._validate(done)
+                if done % s.save_every == 0 or done == s.max_steps:
+                    self.save(done)
+                if _fault(done) == "kill":
+                    os.kill(os.getpid(), signal.SIGKILL)
+                advance()
+        self.logger.close()
+        return {"steps": s.max_steps, "resumed_from_step": self.start_step, "train_seconds": time.perf_counter() - started}
+
+    def _log(self, step: int, totals: dict, tokens_per_s: float) -> None:
+        record = {"step": step, "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
+        record.update({k: float(v) for k, v in totals.items() if k != "tokens"})
+        self.logger.log(record)
+
+    def _validate(self, step: int) -> None:
+        if not self.val_data:
+            return
+        value = validation_loss(self.ctx, self.val_data, self.s.micro_batch_size, self.s.eval_batches, self._autocast)
+        self.logger.log({"step": step, "val/loss": value})
+
+    def save(self, step: int) -> Path:
+        return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
+                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints)

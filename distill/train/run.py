@@ -1,0 +1,89 @@
+"""`distill train`: the entry point that reads the composed config and runs one job."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from pathlib import Path
+
+import yaml
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from distill import config as C
+from distill.errors import ConfigError
+from distill.io import atomic_write_text
+from distill.models.load import check_same_vocabulary, parameter_count
+from distill.train.bootstrap import ModelSources, encode_records, prepare_model
+from distill.train.finalize import save_final
+from distill.train.loop import Context, Trainer, resolve_device
+
+log = logging.getLogger(__name__)
+
+# Keys that may differ when a run is resumed (they change nothing already trained).
+RESUME_IGNORED = ("trainer.resume", "trainer.progress", "trainer.log_every", "trainer.max_steps",
+                  "trainer.device", "eval", "logger", "cache_dir")
+
+
+def run_dir() -> Path:
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def model_sources(cfg: DictConfig, task) -> ModelSources:
+    from distill.data.tasks import load_split
+
+    return ModelSources(task=task, train_records=load_split(task, "train"), val_records=load_split(task, "validation"),
+                        tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
+                        seed=cfg.seed, bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
+
+
+def _guard_resume(cfg: DictConfig, directory: Path) -> None:
+    """Refuse to continue a run dir that holds a different experiment."""
+    saved_path = directory / "run_config.yaml"
+    current = C.plain(cfg)
+    if saved_path.exists() and cfg.trainer.resume:
+        mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), current, RESUME_IGNORED)
+        if mismatch:
+            raise ConfigError(f"{directory} holds a run with a different config: {mismatch}; "
+                              "use another hydra.run.dir or trainer.resume=false")
+    atomic_write_text(saved_path, yaml.safe_dump(current, sort_keys=False))
+
+
+def train(cfg: DictConfig) -> dict:
+    C.check_required(cfg)
+    task, settings, method = C.task_spec(cfg), C.trainer_settings(cfg), instantiate(cfg.method)
+    student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
+    directory = run_dir()
+    _guard_resume(cfg, directory)
+    sources = model_sources(cfg, task)
+    started = time.perf_counter()
+    student, tokenizer = prepare_model(student_spec, "student", sources)
+    teacher = None
+    if method.needs_teacher:
+        teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
+        check_same_vocabulary(teacher_tokenizer, tokenizer)
+    device = resolve_device(settings.device)
+    encoder_decoder = bool(student.config.is_encoder_decoder)
+    ctx = Context(student.to(device), teacher.to(device).eval() if teacher is not None else None,
+                  tokenizer, encoder_decoder, device, extra_modules=getattr(method, "extra_modules", dict)())
+    train_data = encode_records(task, sources.train_records, tokenizer, student)
+    val_data = encode_records(task, sources.val_records, tokenizer, student)
+    log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
+             parameter_count(student), len(train_data), len(val_data))
+    wandb = C.plain(cfg.logger.wandb)
+    if wandb and not wandb["id"]:
+        wandb["id"] = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    trainer = Trainer(method, ctx, train_data, val_data, settings, directory, cfg.seed, wandb, C.plain(cfg))
+    summary = trainer.run()
+    summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
+                    "teacher": teacher_spec.name if teacher is not None else None,
+                    "student_parameters": parameter_count(student), "wall_seconds": time.perf_counter() - started})
+    save_final(directory, student, tokenizer, summary)
+    log.info("finished: %s", directory / "final")
+    return summary
+
+
+def _choice(group: str) -> str:
+    return HydraConfig.get().runtime.choices[group]

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Install distill and its test extra into ./.venv with the CPU build of torch.
+# Used by the README's first command and by CI (.ci/run): one install recipe.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+python3 -m venv .venv
+. .venv/bin/activate
+python -m pip install -q --upgrade uv
+# Local wheel directories (PIP_FIND_LINKS) hold the pinned CPU torch on machines that ship it.
+links=()
+for dir in ${PIP_FIND_LINKS:-/opt/wheels}; do [ -e "$dir" ] && links+=(--find-links "$dir"); done
+uv pip install -q "${links[@]}" -c constraints-cpu.txt -e ".[test]"
+python -c "import torch, distill; print('installed distill with torch', torch.__version__)"

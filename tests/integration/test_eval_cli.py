@@ -1,0 +1,80 @@
+"""`distill eval` and `distill rescore` through the real CLI on every task."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import cli, train_args
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, cache_dir):
+    run = tmp_path_factory.mktemp("trained") / "run"
+    assert cli(*train_args(run, cache_dir, "trainer.max_steps=2")) == 0
+    return run
+
+
+def _eval(run, *extra):
+    return cli("eval", f"ckpt={run / 'final'}", "eval.progress=false", "eval.batch_size=8", *extra)
+
+
+def _metrics(run, name):
+    return json.loads((run / "eval" / name / "default" / "metrics.json").read_text())
+
+
+def test_arith_eval_writes_generations_and_metrics(trained_run):
+    assert _eval(trained_run, "task.generator.sizes.train=300", "task.generator.sizes.test=8",
+                 "task.generator.sizes.validation=8", "eval.max_new_tokens=12") == 0
+    metrics = json.loads((trained_run / "eval" / "arith-test").glob("*/metrics.json").__next__().read_text())
+    assert {"task", "split", "num_examples", "decoding", "checkpoint", "accuracy"} <= set(metrics)
+    assert metrics["task"] == "arith" and metrics["split"] == "test" and metrics["num_examples"] == 8
+    assert metrics["decoding"]["strategy"] == "greedy"
+    records = [json.loads(l) for l in next((trained_run / "eval" / "arith-test").glob("*/generations.jsonl")).read_text().splitlines()]
+    assert len(records) == 8
+    assert {"prompt", "reference", "outputs", "decoding"} <= set(records[0])
+    assert records[0]["reference"].endswith(records[0]["reference"].split("####")[-1])
+
+
+@pytest.mark.parametrize("task, keys, strategy", [
+    ("gsm8k", {"accuracy"}, "greedy"),
+    ("xsum", {"rouge1", "rouge2", "rougeL"}, "greedy"),
+    ("wmt14_en_de", {"bleu"}, "beam"),
+])
+def test_real_tasks_produce_their_metric_keys(trained_run, shared_dir, task, keys, strategy):
+    data_dir = shared_dir / "data" / task
+    assert _eval(trained_run, f"task={task}", f"task.data_dir={data_dir}", "task.max_eval_examples=3",
+                 "eval.max_new_tokens=6") == 0
+    metrics = json.loads(next((trained_run / "eval" / f"{task}-test").glob("*/metrics.json")).read_text())
+    assert keys <= set(metrics) and metrics["num_examples"] == 3
+    assert metrics["decoding"]["strategy"] == strategy
+    assert "self_bleu" not in metrics
+
+
+def test_num_samples_adds_self_bleu_and_temperatures_add_entries(trained_run):
+    assert _eval(trained_run, "task.generator.sizes.train=300", "task.generator.sizes.test=4",
+                 "task.generator.sizes.validation=4", "eval.max_new_tokens=8", "eval.num_samples=4",
+                 "eval.sampling_temperatures=[0.5,1.0]", "eval.split=validation") == 0
+    out = next((trained_run / "eval" / "arith-validation").glob("*/metrics.json"))
+    metrics = json.loads(out.read_text())
+    assert 0.0 <= metrics["self_bleu"] <= 100.0
+    temps = {e["sampling_temperature"]: e for e in metrics["by_decoding"] if e["strategy"] == "sample"}
+    assert set(temps) == {0.5, 1.0}
+    assert all({"accuracy", "self_bleu"} <= set(e) and e["num_samples"] == 4 for e in temps.values())
+    record = json.loads(out.with_name("generations.jsonl").read_text().splitlines()[0])
+    assert len(record["outputs"]["sample_t0.5_k4"]) == 4
+
+
+def test_rescore_needs_no_model_and_reproduces_metrics(trained_run, tmp_path):
+    source = next((trained_run / "eval").glob("arith-*/*/generations.jsonl"))
+    original = json.loads(source.with_name("metrics.json").read_text())
+    # Point the records at a checkpoint that does not exist: rescoring must not need it.
+    records = [json.loads(line) for line in source.read_text().splitlines()]
+    copy = tmp_path / "generations.jsonl"
+    copy.write_text("".join(json.dumps({**r, "checkpoint": "/nonexistent"}) + "\n" for r in records))
+    assert cli("rescore", str(copy)) == 0
+    rescored = json.loads((tmp_path / "metrics.json").read_text())
+    assert rescored.pop("checkpoint") == "/nonexistent"
+    original.pop("checkpoint")
+    assert rescored == original

@@ -1,0 +1,73 @@
+"""`distill train` through the real CLI: outputs, both architectures, resume, bootstrap cache."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from .conftest import cli, cli_subprocess, train_args
+
+
+@pytest.mark.parametrize("student, auto_class", [("tiny", AutoModelForCausalLM), ("tiny_t5", AutoModelForSeq2SeqLM)])
+def test_sft_writes_a_run_directory_with_a_loadable_final(tmp_path, cache_dir, student, auto_class):
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir, "method=sft", f"student={student}")) == 0
+    model = auto_class.from_pretrained(run / "final")
+    tokenizer = AutoTokenizer.from_pretrained(run / "final")
+    assert model.config.vocab_size == len(tokenizer)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train_records = [r for r in records if "loss" in r]
+    assert [r["step"] for r in train_records] == [1, 2, 3, 4]
+    assert all({"loss/ce", "lr", "tokens_per_s", "grad_norm"} <= set(r) for r in train_records)
+    assert any("val/loss" in r for r in records)
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["steps"] == 4 and summary["method"] == "sft" and summary["student"] == student
+    assert (run / ".hydra" / "config.yaml").exists() and (run / "train.log").exists()
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+
+
+def test_resume_after_sigkill_equals_the_uninterrupted_run(tmp_path, cache_dir):
+    steps = ["trainer.max_steps=6", "trainer.save_every=2"]
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert cli(*train_args(straight, cache_dir, *steps)) == 0
+
+    killed = cli_subprocess(*train_args(resumed, cache_dir, *steps), env={"DISTILL_FAULT_INJECT": "kill@4"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert not (resumed / "final").exists()
+    assert (resumed / "checkpoints" / "step-00000004").is_dir()
+
+    assert cli(*train_args(resumed, cache_dir, *steps)) == 0
+    a = load_file(str(straight / "final" / "model.safetensors"))
+    b = load_file(str(resumed / "final" / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all((a[k] == b[k]).all() for k in a)
+    steps_logged = [json.loads(line)["step"] for line in (resumed / "metrics.jsonl").read_text().splitlines()
+                    if "loss" in json.loads(line)]
+    assert steps_logged == [1, 2, 3, 4, 5, 6]
+    assert json.loads((resumed / "summary.json").read_text())["resumed_from_step"] == 4
+
+
+def test_resume_refuses_a_run_dir_holding_another_config(tmp_path, cache_dir, capsys):
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir)) == 0
+    assert cli(*train_args(run, cache_dir, "trainer.lr=0.5")) == 2
+    assert "trainer.lr" in capsys.readouterr().err
+
+
+def test_bootstrapped_teacher_is_cached_and_reused(tmp_path, cache_dir, capsys):
+    extra = ["eval.after_train=true", "eval.compare_teacher=true", "trainer.max_steps=2", "seed=7"]
+    assert cli(*train_args(tmp_path / "a", cache_dir, *extra)) == 0
+    cached = list((cache_dir / "bootstrap").glob("tiny-*/final/config.json"))
+    assert cached
+    assert "bootstrapping teacher tiny by SFT" in capsys.readouterr().out
+    assert cli(*train_args(tmp_path / "b", cache_dir, *extra)) == 0
+    out = capsys.readouterr().out  # Hydra's console log handler writes to stdout
+    assert "reusing cached SFT teacher" in out and "bootstrapping" not in out
+    assert "teacher" in out and "student" in out and "accuracy" in out
+    assert len(list((cache_dir / "bootstrap").glob("tiny-*/final/config.json"))) == len(cached)
+    for role in ("student", "teacher"):
+        metrics = json.loads((tmp_path / "b" / "eval" / "arith-test" / role / "metrics.json").read_text())
+        assert 0.0 <= metrics["accuracy"] <= 100.0 and metrics["num_examples"] == 8

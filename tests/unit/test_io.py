@@ -1,0 +1,114 @@
+"""distill.io: atomic directory/file writes and JSONL reading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from distill.errors import DataError
+from distill.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+
+
+def test_atomic_dir_creates_final_only_on_success(tmp_path):
+    final = tmp_path / "nested" / "ckpt"
+    with atomic_dir(final) as tmp:
+        assert tmp != final and tmp.parent == final.parent
+        (tmp / "weights.bin").write_bytes(b"abc")
+        assert not final.exists(), "final must not appear before the block ends"
+    assert (final / "weights.bin").read_bytes() == b"abc"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["ckpt"], "no temp sibling left behind"
+
+
+def test_atomic_dir_leaves_nothing_when_the_block_raises(tmp_path):
+    final = tmp_path / "ckpt"
+    with pytest.raises(RuntimeError, match="crash"):
+        with atomic_dir(final) as tmp:
+            (tmp / "half-written").write_text("x")
+            raise RuntimeError("crash")
+    assert not final.exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_dir_failure_keeps_the_previous_version(tmp_path):
+    final = tmp_path / "ckpt"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_dir(final) as tmp:
+            (tmp / "new.txt").write_text("new")
+            raise ValueError
+    assert sorted(p.name for p in final.iterdir()) == ["old.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_atomic_dir_replaces_an_existing_dir_on_success(tmp_path):
+    final = tmp_path / "ckpt"
+    final.mkdir()
+    (final / "old.txt").write_text("old")
+    (final / "sub").mkdir()
+    (final / "sub" / "deep.txt").write_text("deep")
+    with atomic_dir(final) as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in final.iterdir()) == ["new.txt"]
+    assert (final / "new.txt").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]
+
+
+def test_atomic_write_text_and_json(tmp_path):
+    path = tmp_path / "a" / "out.json"
+    atomic_write_json(path, {"b": [1, 2], "ü": "ß"})
+    assert json.loads(path.read_text(encoding="utf-8")) == {"b": [1, 2], "ü": "ß"}
+    atomic_write_text(path, "replaced")
+    assert path.read_text() == "replaced"
+    assert sorted(p.name for p in path.parent.iterdir()) == ["out.json"]
+
+
+def test_jsonl_write_append_read_round_trip(tmp_path):
+    path = tmp_path / "r.jsonl"
+    records = [{"x": 1, "s": "line\nbreak"}, {"x": 2, "s": "Grüße"}]
+    atomic_write_jsonl(path, records)
+    append_jsonl(path, {"x": 3, "s": ""})
+    assert read_jsonl(path) == records + [{"x": 3, "s": ""}]
+    assert len(path.read_text(encoding="utf-8").splitlines()) == 3
+
+
+def test_read_jsonl_skips_blank_lines(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n\n   \n{"a": 2}\n', encoding="utf-8")
+    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
+
+
+def test_read_jsonl_malformed_line_names_file_and_line(tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"a": 1}\n\n{"a": 2\n{"a": 3}\n', encoding="utf-8")  # line 3 is broken (blank line 2 counts)
+    with pytest.raises(DataError) as info:
+        read_jsonl(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}:3:")
+    assert "malformed JSON" in message
+    assert "\n" not in message
+
+
+def test_read_jsonl_non_object_line(tmp_path):
+    path = tmp_path / "list.jsonl"
+    path.write_text('{"a": 1}\n[1, 2]\n', encoding="utf-8")
+    with pytest.raises(DataError, match=r":2: expected a JSON object, got list"):
+        read_jsonl(path)
+
+
+def test_read_jsonl_missing_required_field(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"src": "a", "tgt": "b"}\n{"src": "c"}\n', encoding="utf-8")
+    assert read_jsonl(path, required_fields=("src",)) == [{"src": "a", "tgt": "b"}, {"src": "c"}]
+    with pytest.raises(DataError) as info:
+        read_jsonl(path, required_fields=("src", "tgt"))
+    message = str(info.value)
+    assert f"{path}:2:" in message and "'tgt'" in message
+    assert "'src'" not in message.split(";")[0], "only the missing field is named as missing"
+
+
+def test_read_jsonl_missing_file(tmp_path):
+    # A missing file is a plain OSError here; callers (tasks._local) check existence first.
+    with pytest.raises(FileNotFoundError):
+        read_jsonl(tmp_path / "absent.jsonl")

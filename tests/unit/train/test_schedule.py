@@ -1,0 +1,43 @@
+import math
+
+import pytest
+
+from distill.errors import ConfigError
+from distill.train.schedule import lr_factor, step_indices
+
+
+def test_warmup_is_linear_from_first_step():
+    assert lr_factor(0, 4, 100, "cosine", 0.1) == 0.25
+    assert lr_factor(3, 4, 100, "cosine", 0.1) == 1.0
+
+
+def test_cosine_reaches_min_ratio_and_passes_midpoint():
+    assert lr_factor(10, 10, 110, "cosine", 0.1) == pytest.approx(1.0)
+    # halfway through decay: 0.1 + 0.9 * 0.5 * (1 + cos(pi/2)) = 0.55
+    assert lr_factor(60, 10, 110, "cosine", 0.1) == pytest.approx(0.55)
+    assert lr_factor(110, 10, 110, "cosine", 0.1) == pytest.approx(0.1)
+
+
+def test_linear_and_constant():
+    assert lr_factor(35, 10, 110, "linear", 0.0) == pytest.approx(0.75)
+    assert lr_factor(99, 10, 110, "constant", 0.0) == 1.0
+
+
+def test_unknown_schedule_is_a_config_error():
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        lr_factor(0, 1, 10, "exp", 0.0)
+
+
+def test_step_indices_cover_each_epoch_once_and_are_reproducible():
+    n, batch = 10, 4
+    first_epoch = [i for step in range(2) for i in step_indices(step, batch, n, seed=3)] + step_indices(2, batch, n, 3)[:2]
+    assert sorted(first_epoch) == list(range(n))
+    assert step_indices(7, batch, n, 3) == step_indices(7, batch, n, 3)
+    assert step_indices(0, batch, n, 3) != step_indices(0, batch, n, 4)
+
+
+def test_window_split_is_independent_of_micro_batching():
+    # 4x1 and 2x2 read the same examples per optimizer step: the window is indexed, not the micro-batch.
+    window = step_indices(5, 4, 13, seed=0)
+    assert len(window) == 4 and len(set(window)) == 4
+    assert math.isclose(len(step_indices(5, 8, 13, seed=0)), 8)
