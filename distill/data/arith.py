@@ -40,6 +40,8 @@ class ArithSpec:
         unknown = set(self.operations) - set(OPERATIONS)
         if unknown or not self.operations:
             raise ConfigError(f"task.generator.operations must be a non-empty subset of {list(OPERATIONS)}, got {list(self.operations)}")
+        if set(self.operations) == {"sub"}:
+            raise ConfigError("task.generator.operations=[sub] alone cannot continue once a value reaches 0; add 'add' or 'mul'")
         if "mul" in self.operations and self.max_factor < 2:
             raise ConfigError(f"task.generator.max_factor must be >= 2 when 'mul' is used, got {self.max_factor}")
 

@@ -28,7 +28,7 @@ def _fit_prompt(ids: list[int], max_source_length: int) -> list[int]:
     # Keep the head of the prompt but always its last tokens too: they carry the
     # template's cue ("Answer:", "Summary:") that tells the model what to write.
     tail = min(8, max_source_length // 4)
-    return ids[: max_source_length - tail] + ids[-tail:]
+    return ids[: max_source_length - tail] + (ids[-tail:] if tail else [])
 
 
 def encode(tokenizer, examples: list[Example], max_source_length: int, max_target_length: int) -> list[Encoded]:

@@ -121,13 +121,14 @@ def load_split(spec: TaskSpec, split: str) -> list[dict]:
             records = _carve_validation(spec, split, load)
         else:
             records = load(spec.splits[split])
+    for record in records:
+        missing = [f for f in spec.fields if f not in record]
+        if missing:
+            raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(record)}")
     records = [r for r in records if str(r[spec.source_field]).strip()]  # XSum has a few empty documents
     records = _subset(spec, split, records)
     if not records:
         raise DataError(f"task {spec.name}: split {split} is empty after filtering; check task.data_dir and task.splits")
-    missing = [f for f in spec.fields if f not in records[0]]
-    if missing:
-        raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(records[0])}")
     return records
 
 

@@ -55,14 +55,6 @@ def _auto_config(name_or_path: str):
         ) from None
 
 
-def is_encoder_decoder(spec: ModelSpec) -> bool:
-    if spec.is_tiny:
-        from transformers import AutoConfig
-
-        return bool(AutoConfig.for_model(**spec.config).is_encoder_decoder)
-    return bool(_auto_config(spec.pretrained).is_encoder_decoder)
-
-
 def _auto_class(encoder_decoder: bool):
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

@@ -163,12 +163,6 @@ def test_encode_prompt_never_exceeds_its_budget(tiny_tokenizer, max_source_lengt
     assert enc.prompt_ids[0] == full[0] and enc.prompt_ids[-1] == full[-1]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG distill/data/collate.py:_fit_prompt lines 30-31: for max_source_length < 4, tail = 0 and "
-    "ids[-0:] is the whole list, so the 'truncated' prompt is ids[:max] + ids (longer than the input). "
-    "Reachable via models.load.fit_lengths, which can shrink the prompt budget to 1-3 tokens",
-)
 @pytest.mark.parametrize("max_source_length", [1, 2, 3])
 def test_encode_tiny_prompt_budget_is_respected(tiny_tokenizer, max_source_length):
     source = "Question: " + "Ava has 3 pens. " * 5 + "\nAnswer:"

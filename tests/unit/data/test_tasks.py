@@ -254,12 +254,6 @@ def test_hub_offline_says_to_set_data_dir(make_task_spec, monkeypatch):
     assert "\n" not in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG distill/data/tasks.py:load_split line 124: the empty-source filter indexes r[source_field] "
-    "before the missing-field check on line 128, so hub records lacking the source field raise a bare "
-    "KeyError instead of the DataError naming the field (SPEC section 9)",
-)
 def test_hub_records_missing_the_source_field_raise_data_error(make_task_spec, monkeypatch):
     import distill.data.tasks as tasks
 

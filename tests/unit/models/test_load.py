@@ -14,7 +14,6 @@ from distill.models.load import (
     ModelSpec,
     build_tiny,
     check_same_vocabulary,
-    is_encoder_decoder,
     load_model,
     parameter_count,
     resolve_checkpoint,
@@ -61,9 +60,6 @@ def test_modelspec_validation(overrides, fragment):
     assert "\n" not in str(info.value)
 
 
-def test_is_encoder_decoder_for_tiny_presets():
-    assert is_encoder_decoder(spec(config=TINY_GPT2)) is False
-    assert is_encoder_decoder(spec(config=TINY_T5)) is True
 
 
 # ---------------------------------------------------------------------------
