@@ -14,7 +14,8 @@ import torch
 
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, load_split
-from distill.eval.generate import Decoding, generate_texts
+from distill.eval.generate import generate_texts
+from distill.models.generation import Decoding
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.metrics import score
 from distill.models.load import fit_lengths

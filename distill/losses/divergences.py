@@ -1,14 +1,22 @@
 """Token-level divergences between student and teacher distributions (SPEC §4).
 
 Pure functions on logits, student first, teacher second; the teacher is a
-fixed target (no gradient). They return per-token float32 values [..., ] of
-the leading shape and are computed chunk by chunk over tokens, in log space,
-both forward and backward: the gradient w.r.t. the student logits is written
-in closed form and recomputed per chunk, so no [tokens × vocab] intermediate
-larger than one chunk is ever alive, whatever the vocabulary.
+fixed target (no gradient). Each returns per-token float32 values of the
+leading shape. They are computed chunk by chunk over tokens, in log space,
+forward *and* backward: the gradient w.r.t. the student logits has a closed
+form, recomputed per chunk, so no [tokens × vocab] intermediate larger than
+one chunk is alive at once, whatever the vocabulary size.
+
+Gradient form. With a = log q (q the student distribution at temperature τ)
+and f a divergence, ∂f/∂z_j = (h_j − q_j Σ_v h_v) / τ where h_v = ∂f/∂a_v.
+Each ``_*_chunk`` returns (f, h); ``_ChunkedDivergence`` does the rest.
+Derivations: docs/methods.md.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -19,52 +27,170 @@ def _log_probs(logits: torch.Tensor, kd_temperature: float) -> torch.Tensor:
     return torch.log_softmax(logits.float() / kd_temperature, dim=-1)
 
 
-def _fkl_chunk(zs: torch.Tensor, zt: torch.Tensor, tau: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """KL(p‖q) per row and its gradient w.r.t. the student logits, (q − p)/τ."""
-    log_q, log_p = _log_probs(zs, tau), _log_probs(zt, tau)
+def _xlogy_diff(weight: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
+    """weight·(log_a − log_b) with 0·(anything) = 0, so −inf logits contribute nothing."""
+    return torch.where(weight > 0, weight * (log_a - log_b), torch.zeros_like(weight))
+
+
+def _log_mix(log_x: torch.Tensor, log_y: torch.Tensor, weight_x: float) -> torch.Tensor:
+    """log(w·x + (1−w)·y) in log space."""
+    return torch.logaddexp(log_x + math.log(weight_x), log_y + math.log1p(-weight_x))
+
+
+def _fkl_chunk(log_q, log_p, _):
     p = log_p.exp()
-    # p·(log p − log q) with 0·log 0 = 0: masked vocab entries (−inf logits) contribute nothing.
-    value = torch.where(p > 0, p * (log_p - log_q), torch.zeros_like(p)).sum(-1)
-    return value, (log_q.exp() - p) / tau
+    return _xlogy_diff(p, log_p, log_q).sum(-1), -p
+
+
+def _rkl_chunk(log_q, log_p, _):
+    q = log_q.exp()
+    term = _xlogy_diff(q, log_q, log_p)
+    return term.sum(-1), term + q
+
+
+def _jsd_chunk(log_q, log_p, beta):
+    p, q = log_p.exp(), log_q.exp()
+    log_m = _log_mix(log_p, log_q, beta)
+    value = beta * _xlogy_diff(p, log_p, log_m).sum(-1) + (1 - beta) * _xlogy_diff(q, log_q, log_m).sum(-1)
+    return value, (1 - beta) * _xlogy_diff(q, log_q, log_m)
+
+
+def _tvd_chunk(log_q, log_p, _):
+    p, q = log_p.exp(), log_q.exp()
+    return 0.5 * (p - q).abs().sum(-1), 0.5 * q * torch.sign(q - p)
+
+
+def _skl_chunk(log_q, log_p, skew):
+    p, q = log_p.exp(), log_q.exp()
+    log_m = _log_mix(log_p, log_q, skew)  # M = λp + (1−λ)q
+    h = torch.where(p > 0, -(1 - skew) * p * (log_q - log_m).exp(), torch.zeros_like(p))
+    return _xlogy_diff(p, log_p, log_m).sum(-1), h
+
+
+def _srkl_chunk(log_q, log_p, skew):
+    q = log_q.exp()
+    log_m = _log_mix(log_q, log_p, skew)  # M = λq + (1−λ)p
+    ratio = (log_q - log_m).exp()  # q/M <= 1/λ, finite
+    h = torch.where(q > 0, q * (log_q - log_m + 1) - skew * q * ratio, torch.zeros_like(q))
+    return _xlogy_diff(q, log_q, log_m).sum(-1), h
 
 
 class _ChunkedDivergence(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, student_logits, teacher_logits, chunk_fn, tau, chunk_size):
-        shape = student_logits.shape[:-1]
+    def forward(ctx, student_logits, teacher_logits, chunk_fn, param, tau, chunk_size, scale):
         zs = student_logits.reshape(-1, student_logits.size(-1))
         zt = teacher_logits.reshape(-1, teacher_logits.size(-1))
         values = torch.empty(zs.size(0), dtype=torch.float32, device=zs.device)
         for start in range(0, zs.size(0), chunk_size):
-            values[start : start + chunk_size] = chunk_fn(zs[start : start + chunk_size], zt[start : start + chunk_size], tau)[0]
+            rows = slice(start, start + chunk_size)
+            values[rows] = chunk_fn(_log_probs(zs[rows], tau), _log_probs(zt[rows], tau), param)[0] * scale
         ctx.save_for_backward(student_logits, teacher_logits)
-        ctx.chunk_fn, ctx.tau, ctx.chunk_size = chunk_fn, tau, chunk_size
-        return values.view(shape)
+        ctx.args = (chunk_fn, param, tau, chunk_size, scale)
+        return values.view(student_logits.shape[:-1])
 
     @staticmethod
     def backward(ctx, grad_values):
         student_logits, teacher_logits = ctx.saved_tensors
+        chunk_fn, param, tau, chunk_size, scale = ctx.args
         zs = student_logits.reshape(-1, student_logits.size(-1))
         zt = teacher_logits.reshape(-1, teacher_logits.size(-1))
-        g = grad_values.reshape(-1, 1).float()
+        g = grad_values.reshape(-1, 1).float() * (scale / tau)
         grad = torch.empty_like(zs)
-        for start in range(0, zs.size(0), ctx.chunk_size):
-            rows = slice(start, start + ctx.chunk_size)
-            grad[rows] = (g[rows] * ctx.chunk_fn(zs[rows], zt[rows], ctx.tau)[1]).to(grad.dtype)
-        return grad.view_as(student_logits), None, None, None, None
+        for start in range(0, zs.size(0), chunk_size):
+            rows = slice(start, start + chunk_size)
+            log_q = _log_probs(zs[rows], tau)
+            h = chunk_fn(log_q, _log_probs(zt[rows], tau), param)[1]
+            grad[rows] = (g[rows] * (h - log_q.exp() * h.sum(-1, keepdim=True))).to(grad.dtype)
+        return grad.view_as(student_logits), None, None, None, None, None, None
 
 
-def _check(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kd_temperature: float, chunk_size: int) -> None:
+def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale=1.0):
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
     if kd_temperature <= 0:
         raise ConfigError(f"divergence.kd_temperature must be > 0, got {kd_temperature}")
     if chunk_size < 1:
         raise ConfigError(f"divergence.chunk_size must be >= 1, got {chunk_size}")
+    return _ChunkedDivergence.apply(student_logits, teacher_logits.detach(), chunk_fn, param, kd_temperature,
+                                    chunk_size, scale)
 
 
-def fkl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, kd_temperature: float = 1.0,
-        chunk_size: int = 1024) -> torch.Tensor:
-    """Forward KL, KL(p‖q) = Σ_v p (log p − log q), per token, float32."""
-    _check(student_logits, teacher_logits, kd_temperature, chunk_size)
-    return _ChunkedDivergence.apply(student_logits, teacher_logits.detach(), _fkl_chunk, kd_temperature, chunk_size)
+def fkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+    """Forward KL, KL(p‖q) = Σ_v p (log p − log q)."""
+    return _apply(_fkl_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
+
+
+def rkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+    """Reverse KL, KL(q‖p) = Σ_v q (log q − log p)."""
+    return _apply(_rkl_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
+
+
+def jsd(student_logits, teacher_logits, beta: float, normalize: bool = False, kd_temperature: float = 1.0,
+        chunk_size: int = 1024):
+    """Generalised JSD(β) of the GKD paper: β·KL(p‖M) + (1−β)·KL(q‖M), M = βp + (1−β)q.
+
+    β→0 behaves like forward KL and β→1 like reverse KL, but plain JSD(β)
+    vanishes at both ends. ``normalize`` divides by β(1−β), which is
+    continuous on [0, 1] with fkl at β=0 and rkl at β=1 (computed exactly).
+    """
+    if normalize:
+        if not 0.0 <= beta <= 1.0:
+            raise ConfigError(f"divergence.beta must be in [0, 1] with normalize=true, got {beta}")
+        if beta == 0.0:
+            return fkl(student_logits, teacher_logits, kd_temperature, chunk_size)
+        if beta == 1.0:
+            return rkl(student_logits, teacher_logits, kd_temperature, chunk_size)
+        return _apply(_jsd_chunk, student_logits, teacher_logits, beta, kd_temperature, chunk_size,
+                      scale=1.0 / (beta * (1.0 - beta)))
+    if not 0.0 < beta < 1.0:
+        raise ConfigError(f"divergence.beta must be in (0, 1), got {beta}; use divergence.normalize=true for the endpoints")
+    return _apply(_jsd_chunk, student_logits, teacher_logits, beta, kd_temperature, chunk_size)
+
+
+def tvd(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+    """Total variation distance, ½ Σ_v |p − q|."""
+    return _apply(_tvd_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
+
+
+def _check_skew(skew: float) -> None:
+    if not 0.0 <= skew < 1.0:
+        raise ConfigError(f"divergence.skew must be in [0, 1), got {skew}")
+
+
+def skl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 1024):
+    """Skew KL of DistiLLM, KL(p ‖ λp + (1−λ)q); λ = ``skew``."""
+    _check_skew(skew)
+    return _apply(_skl_chunk, student_logits, teacher_logits, skew, kd_temperature, chunk_size)
+
+
+def srkl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 1024):
+    """Skew reverse KL of DistiLLM, KL(q ‖ λq + (1−λ)p); λ = ``skew``."""
+    _check_skew(skew)
+    return _apply(_srkl_chunk, student_logits, teacher_logits, skew, kd_temperature, chunk_size)
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """A ``conf/divergence/*.yaml`` choice bound to its parameters; call it on (student, teacher) logits."""
+
+    name: str
+    kd_temperature: float
+    chunk_size: int
+    beta: float | None = None
+    normalize: bool = False
+    skew: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.name not in ("fkl", "rkl", "jsd", "tvd", "skl", "srkl"):
+            raise ConfigError(f"unknown divergence {self.name!r}")
+        probe = torch.zeros(1, 2)
+        self(probe, probe)  # validates β / skew / τ now, before any model loads
+
+    def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        common = {"kd_temperature": self.kd_temperature, "chunk_size": self.chunk_size}
+        if self.name == "jsd":
+            return jsd(student_logits, teacher_logits, beta=self.beta, normalize=self.normalize, **common)
+        if self.name in ("skl", "srkl"):
+            fn = skl if self.name == "skl" else srkl
+            return fn(student_logits, teacher_logits, skew=self.skew, **common)
+        return {"fkl": fkl, "rkl": rkl, "tvd": tvd}[self.name](student_logits, teacher_logits, **common)

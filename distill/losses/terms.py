@@ -8,16 +8,23 @@ import torch
 
 
 @dataclass
-class LossTerms:
-    """Per-token terms on one micro-batch, all [B, L] and aligned with ``mask``.
+class Term:
+    """One loss term on a micro-batch, [B, L] per-token values in the target-aligned view.
 
-    The loop reduces each term once (``reduce_tokens``) with the step's token
-    count, logs it as ``loss/<name>``, and minimises Σ weight · term.
+    The loop reduces it once, Σ mask·per_token / N (``reduce_tokens``), where N
+    is the number of tokens under the batch mask named by ``count_key``
+    summed over the whole accumulation window (SPEC §3); logs it as
+    ``loss/<name>``; and adds ``weight`` × it to the minimised total.
     """
 
+    per_token: torch.Tensor
     mask: torch.Tensor
-    terms: dict[str, torch.Tensor]
-    weights: dict[str, float] = field(default_factory=dict)
+    weight: float = 1.0
+    count_key: str = "loss_mask"
 
-    def weight(self, name: str) -> float:
-        return self.weights.get(name, 1.0)
+
+@dataclass
+class LossTerms:
+    terms: dict[str, Term]
+    # Diagnostics logged as their mean over micro-batches (e.g. the reward head's μ/σ), never optimised.
+    stats: dict[str, torch.Tensor] = field(default_factory=dict)

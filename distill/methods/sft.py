@@ -5,7 +5,7 @@ Also the recipe that bootstraps tiny teachers and SFT-initialised students.
 
 from __future__ import annotations
 
-from distill.losses.ce import token_nll
+from distill.losses.kd import ce_term
 from distill.losses.terms import LossTerms
 from distill.models.forward import token_view
 
@@ -13,10 +13,9 @@ from distill.models.forward import token_view
 class SFT:
     needs_teacher = False
 
-    def trajectories(self, batch, ctx):
+    def trajectories(self, items, ctx):
         """The dataset's own outputs; nothing is generated."""
-        return batch
+        return ctx.collate(items)
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        view = token_view(ctx.student, batch)
-        return LossTerms(mask=view.mask, terms={"ce": token_nll(view.logits, view.targets)})
+        return LossTerms({"ce": ce_term(token_view(ctx.student, batch))})

@@ -39,8 +39,3 @@ def _decoder_attention(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     # the attention mask covers the start token plus all but the last label.
     mask = batch["loss_mask"]
     return torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)
-
-
-def num_output_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
-    """N of SPEC §3 for one micro-batch: every masked-in output token."""
-    return batch["loss_mask"].sum()

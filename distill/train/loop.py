@@ -22,7 +22,6 @@ import torch
 from distill.data.collate import Encoded, collate
 from distill.errors import ConfigError, TrainingDiverged
 from distill.losses.reduction import reduce_tokens
-from distill.models.forward import num_output_tokens
 from distill.train import checkpoint as ckpt
 from distill.train.loggers import MetricsLogger
 from distill.train.progress import progress_bar
@@ -69,7 +68,7 @@ class TrainerSettings:
 
 @dataclass
 class Context:
-    """What a method may use: models, tokenizer, device. Built once per run."""
+    """What a method may use: models, tokenizer, device, caches. Built once per run."""
 
     student: torch.nn.Module
     teacher: torch.nn.Module | None
@@ -77,6 +76,11 @@ class Context:
     encoder_decoder: bool
     device: torch.device
     extra_modules: dict[str, torch.nn.Module]
+    teacher_id: str | None = None  # names the teacher's weights in cache keys (SeqKD outputs)
+    cache_dir: Path | None = None
+
+    def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
+        return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -122,7 +126,7 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
-    def train_step(self, step: int) -> dict[str, float]:
+    def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
         window = self.s.micro_batch_size * self.s.grad_accum_steps
         indices = step_indices(step, window, len(self.train_data), self.seed)
@@ -130,24 +134,27 @@ class Trainer:
         micro = []
         for start in range(0, window, self.s.micro_batch_size):
             items = [self.train_data[i] for i in indices[start : start + self.s.micro_batch_size]]
-            batch = _to_device(collate(items, self.ctx.tokenizer.pad_token_id, self.ctx.encoder_decoder), self.ctx.device)
             with torch.no_grad(), self._autocast():
-                micro.append(self.method.trajectories(batch, self.ctx))
-        num_tokens = sum(num_output_tokens(b) for b in micro).clamp(min=1)
+                micro.append(self.method.trajectories(items, self.ctx))
+        # N per mask, over the whole window and after generation replaced the outputs (SPEC §3).
+        keys = {key for batch in micro for key in batch if key.endswith("loss_mask")}
+        counts = {key: sum(b[key].sum() for b in micro if key in b).clamp(min=1) for key in keys}
         totals: dict[str, torch.Tensor] = {}
         for batch in micro:
             with self._autocast():
                 out = self.method.loss_terms(batch, self.ctx)
                 loss = torch.zeros((), device=self.ctx.device)
-                for name, per_token in out.terms.items():
-                    value = reduce_tokens(per_token, out.mask, num_tokens)
-                    loss = loss + out.weight(name) * value
+                for name, term in out.terms.items():
+                    value = reduce_tokens(term.per_token, term.mask, counts[term.count_key])
+                    loss = loss + term.weight * value
                     totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value.detach()
+                for name, value in out.stats.items():
+                    totals[name] = totals.get(name, 0.0) + value.detach().float() / len(micro)
             loss.backward()
             totals["loss"] = totals.get("loss", 0.0) + loss.detach()
         params = [p for group in self.optimizer.param_groups for p in group["params"]]
         totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
-        totals["tokens"] = num_tokens
+        totals["tokens"] = counts["loss_mask"]
         return totals
 
     def _check_finite(self, step: int, totals: dict) -> None:

@@ -53,7 +53,8 @@ def _guard_resume(cfg: DictConfig, directory: Path) -> None:
 
 def train(cfg: DictConfig) -> dict:
     C.check_required(cfg)
-    task, settings, method = C.task_spec(cfg), C.trainer_settings(cfg), instantiate(cfg.method)
+    task, settings = C.task_spec(cfg), C.trainer_settings(cfg)
+    method = instantiate_method(cfg)
     student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
     directory = run_dir()
     _guard_resume(cfg, directory)
@@ -65,11 +66,13 @@ def train(cfg: DictConfig) -> dict:
         teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
         check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(settings.device)
-    encoder_decoder = bool(student.config.is_encoder_decoder)
-    ctx = Context(student.to(device), teacher.to(device).eval() if teacher is not None else None,
-                  tokenizer, encoder_decoder, device, extra_modules=getattr(method, "extra_modules", dict)())
+    ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
+                  device, extra_modules={}, teacher_id=_model_id(teacher, teacher_spec, cfg.seed),
+                  cache_dir=sources.cache_dir)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
+    if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
+        train_data = method.setup(ctx, train_data, settings.progress)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(student), len(train_data), len(val_data))
     wandb = C.plain(cfg.logger.wandb)
@@ -83,6 +86,36 @@ def train(cfg: DictConfig) -> dict:
     save_final(directory, student, tokenizer, summary)
     log.info("finished: %s", directory / "final")
     return summary
+
+
+def instantiate_method(cfg: DictConfig):
+    """The method object with plain-Python arguments; bad hyperparameters fail here, before models load."""
+    try:
+        return instantiate(cfg.method, _convert_="all")
+    except Exception as exc:  # Hydra wraps the constructor's error; surface ours unwrapped
+        cause = exc
+        while cause.__cause__ is not None and not isinstance(cause, ConfigError):
+            cause = cause.__cause__
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise
+
+
+def _frozen(teacher, device):
+    """The teacher never trains: eval mode (no dropout) and no gradients."""
+    if teacher is None:
+        return None
+    teacher.to(device).eval()
+    teacher.requires_grad_(False)
+    return teacher
+
+
+def _model_id(model, spec, seed: int) -> str | None:
+    """Names a model's weights for cache keys: its load path, else its preset and seed."""
+    if model is None:
+        return None
+    path = getattr(model.config, "_name_or_path", "") or getattr(model, "name_or_path", "")
+    return path or f"{spec.name}:{hashlib.sha256(repr(spec).encode()).hexdigest()[:12]}:seed{seed}"
 
 
 def _choice(group: str) -> str:

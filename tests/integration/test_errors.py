@@ -79,3 +79,16 @@ def test_help_shows_the_composed_config():
     unused = TINY  # the same overrides compose for --cfg job
     job = cli_subprocess("train", *unused, "--cfg", "job")
     assert job.returncode == 0 and "max_steps: 4" in job.stdout
+
+
+def test_teacher_and_student_vocabularies_that_differ(tmp_path, cache_dir, shared_dir, capsys):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    teacher_dir = tmp_path / "gpt2-vocab-teacher"
+    tokenizer = AutoTokenizer.from_pretrained(shared_dir / "models" / "gpt2-tokenizer")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=8, n_layer=1, n_head=2)).save_pretrained(teacher_dir)
+    tokenizer.save_pretrained(teacher_dir)
+    assert cli(*train_args(tmp_path / "run", cache_dir, "method=supervised_kd", f"teacher.pretrained={teacher_dir}",
+                           "teacher.config=null", "teacher.bootstrap.enabled=false")) == 2
+    line = _error_line(capsys)
+    assert "vocabularies differ" in line

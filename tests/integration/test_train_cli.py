@@ -71,3 +71,20 @@ def test_bootstrapped_teacher_is_cached_and_reused(tmp_path, cache_dir, capsys):
     for role in ("student", "teacher"):
         metrics = json.loads((tmp_path / "b" / "eval" / "arith-test" / role / "metrics.json").read_text())
         assert 0.0 <= metrics["accuracy"] <= 100.0 and metrics["num_examples"] == 8
+
+
+def test_bf16_autocast_and_gradient_accumulation_run(tmp_path, cache_dir):
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir, "trainer.precision=bf16", "trainer.micro_batch_size=2",
+                           "trainer.grad_accum_steps=2", "trainer.max_steps=2")) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if "loss" in line]
+    assert all(r["loss"] == r["loss"] and r["loss"] > 0 for r in records)  # finite, positive
+    assert AutoModelForCausalLM.from_pretrained(run / "final").dtype.is_floating_point
+
+
+def test_wandb_logger_runs_offline_without_prompting(tmp_path, cache_dir, monkeypatch):
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir, "logger=wandb", "trainer.max_steps=2")) == 0
+    assert list((run / "wandb").glob("offline-run-*")), "W&B should have written an offline run"
+    assert (run / "metrics.jsonl").exists()  # local files are written whatever W&B does

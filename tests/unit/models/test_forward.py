@@ -7,7 +7,7 @@ import torch
 
 from distill.data.collate import collate, encode
 from distill.data.tasks import Example
-from distill.models.forward import num_output_tokens, token_view
+from distill.models.forward import token_view
 
 EXAMPLES = [
     Example("Question: Ava has 3 pens. Next, Ava gets 4 more pens.\nAnswer:", " 3 + 4 = 7\n#### 7"),
@@ -53,7 +53,7 @@ def test_decoder_only_view_is_target_aligned(gpt2, encoded, tiny_tokenizer):
     assert view.mask.shape == (B, L - 1)
     assert view.mask.dtype.is_floating_point
     n_targets = sum(len(e.target_ids) for e in encoded)
-    assert int(view.mask.sum()) == n_targets == int(num_output_tokens(batch))
+    assert int(view.mask.sum()) == n_targets == int(batch["loss_mask"].sum())
     assert view.hidden is None
     # the masked-in targets are exactly the output tokens, EOS included
     for i, item in enumerate(encoded):
@@ -86,7 +86,7 @@ def test_seq2seq_view_is_target_aligned(t5, encoded, tiny_tokenizer):
     assert view.logits.shape == (B, T, len(tiny_tokenizer))
     assert torch.equal(view.targets, batch["labels"])
     assert torch.equal(view.mask, batch["loss_mask"].float())
-    assert int(view.mask.sum()) == sum(len(e.target_ids) for e in encoded) == int(num_output_tokens(batch))
+    assert int(view.mask.sum()) == sum(len(e.target_ids) for e in encoded) == int(batch["loss_mask"].sum())
     assert view.hidden.shape == (B, T, t5.config.d_model)
 
 

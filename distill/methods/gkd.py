@@ -1,0 +1,69 @@
+"""Generalized KD (Agarwal et al., 2024): divergence on a mix of on-policy and fixed outputs.
+
+For each micro-batch, with probability ``lmbda`` the outputs are sampled from
+the current student (no gradient through sampling); otherwise they are the
+dataset's, or the teacher's cached outputs with ``seq_kd``. The loss is the
+divergence D(p, q) on those output tokens. λ=0 with fkl is supervised KD;
+λ=1 is fully on-policy.
+
+GKD + RL: with ``alpha`` < 1 the student also maximises a sequence reward
+from the task metric on its own samples, (1−α)·E[r(y)] − α·E[D], through
+REINFORCE with a batch-mean baseline. α=1 (default) is pure distillation.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs
+from distill.errors import ConfigError
+from distill.losses.divergences import Divergence
+from distill.losses.kd import divergence_term, reinforce_term
+from distill.losses.terms import LossTerms
+from distill.metrics import sequence_rewards
+from distill.models.forward import token_view
+from distill.models.generation import Decoding
+
+
+class GKD:
+    needs_teacher = True
+
+    def __init__(self, divergence: dict, lmbda: float, seq_kd: bool, sampling_temperature: float, max_new_tokens: int,
+                 alpha: float, reward_metric: str, teacher_decoding: dict, generation_batch_size: int):
+        if not 0.0 <= lmbda <= 1.0:
+            raise ConfigError(f"method.lmbda must be in [0, 1], got {lmbda}")
+        if not 0.0 <= alpha <= 1.0:
+            raise ConfigError(f"method.alpha must be in [0, 1], got {alpha}")
+        self.divergence = Divergence(**divergence)
+        self.lmbda, self.seq_kd, self.alpha, self.reward_metric = lmbda, seq_kd, alpha, reward_metric
+        self.sampling = Decoding("sample", max_new_tokens, 1, sampling_temperature)
+        self.teacher_decoding = Decoding(**teacher_decoding)
+        self.generation_batch_size = generation_batch_size
+
+    def setup(self, ctx, train_items, progress: bool):
+        if not self.seq_kd:
+            return train_items
+        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
+
+    def trajectories(self, items, ctx):
+        on_policy = bool(torch.rand(()) < self.lmbda) if 0.0 < self.lmbda < 1.0 else self.lmbda == 1.0
+        sampled = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature) if on_policy else items
+        batch = ctx.collate(sampled)
+        teacher_forward(ctx, batch)
+        batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
+        if on_policy and self.alpha < 1.0:
+            decode = lambda rows: ctx.tokenizer.batch_decode(rows, skip_special_tokens=True)
+            rewards = sequence_rewards(self.reward_metric, decode([s.target_ids for s in sampled]),
+                                       decode([i.target_ids for i in items]))
+            batch["rewards"] = torch.tensor(rewards, dtype=torch.float32, device=ctx.device)
+        return batch
+
+    def loss_terms(self, batch, ctx) -> LossTerms:
+        view = token_view(ctx.student, batch)
+        terms = {"kd": divergence_term(self.divergence, view, batch["teacher_logits"], weight=self.alpha)}
+        if "rewards" in batch:
+            terms["pg"] = reinforce_term(view, batch["rewards"], weight=1.0 - self.alpha)
+        stats = {"frac_on_policy": batch["on_policy"]}
+        if "rewards" in batch:
+            stats["reward"] = batch["rewards"].mean()
+        return LossTerms(terms, stats)

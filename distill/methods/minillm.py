@@ -1,0 +1,66 @@
+"""MiniLLM (Gu et al., 2024): reverse-KL policy optimisation of the student.
+
+Outputs are sampled per token from (1−α)·q + α·p (``teacher_mix`` = α), with
+importance weights w_t = q/((1−α)q + αp) (detached, clipped) correcting to
+the student's own distribution. The gradient of KL(q‖p) splits in two:
+  * single-step: the exact per-step reverse KL Σ_v q log(q/p), differentiable
+    (term ``loss/single_step``);
+  * long-horizon: a policy gradient on R_{t+1} = Σ_{t'>t} γ^{t'−t} r_{t'} with
+    r_t = log p(y_t) − log q(y_t), divided by the remaining length when
+    ``length_norm`` (term ``loss/pg``); optionally PPO-clipped (``clip_ratio``).
+Plus ``ptx_weight`` × CE on the dataset's outputs (term ``loss/ptx``).
+"""
+
+from __future__ import annotations
+
+from distill.data.trajectories import mixture_samples, teacher_forward
+from distill.errors import ConfigError
+from distill.losses.divergences import rkl
+from distill.losses.kd import ce_term, shared_vocabulary, target_log_probs
+from distill.losses.policy import clipped_policy_gradient, discounted_future, importance_weights
+from distill.losses.terms import LossTerms, Term
+from distill.models.forward import TokenView, token_view
+
+
+class MiniLLM:
+    needs_teacher = True
+
+    def __init__(self, teacher_mix: float, sampling_temperature: float, max_new_tokens: int, gamma: float,
+                 length_norm: bool, importance_clip: float, clip_ratio: float | None, ptx_weight: float,
+                 chunk_size: int):
+        if not 0.0 <= teacher_mix < 1.0:
+            raise ConfigError(f"method.teacher_mix must be in [0, 1), got {teacher_mix}")
+        if clip_ratio is not None and clip_ratio <= 0:
+            raise ConfigError(f"method.clip_ratio must be > 0 or null, got {clip_ratio}")
+        self.teacher_mix, self.sampling_temperature, self.max_new_tokens = teacher_mix, sampling_temperature, max_new_tokens
+        self.gamma, self.length_norm, self.importance_clip = gamma, length_norm, importance_clip
+        self.clip_ratio, self.ptx_weight, self.chunk_size = clip_ratio, ptx_weight, chunk_size
+
+    def trajectories(self, items, ctx):
+        sampled = mixture_samples(ctx, items, self.max_new_tokens, self.sampling_temperature, self.teacher_mix)
+        batch = ctx.collate(sampled)
+        teacher_forward(ctx, batch)
+        if self.ptx_weight > 0:
+            dataset = ctx.collate(items)
+            batch.update({f"ptx_{k}": v for k, v in dataset.items()})
+        return batch
+
+    def loss_terms(self, batch, ctx) -> LossTerms:
+        view = token_view(ctx.student, batch)
+        student, teacher = shared_vocabulary(view.logits, batch["teacher_logits"])
+        log_q = target_log_probs(TokenView(student, view.targets, view.mask))
+        log_p = target_log_probs(TokenView(teacher, view.targets, view.mask))
+        weights = importance_weights(log_q.detach(), log_p, self.teacher_mix, self.importance_clip)
+        single_step = weights * rkl(student, teacher, chunk_size=self.chunk_size)
+        rewards = (log_p - log_q).detach()
+        future = discounted_future(rewards, view.mask, self.gamma, self.length_norm)
+        # One update per sample: the sampling policy is the current one, so the ratio's denominator
+        # is log q itself, detached (ratio = 1 in value; the clip only bites if samples were reused).
+        pg = weights * clipped_policy_gradient(log_q, log_q.detach(), future, self.clip_ratio)
+        terms = {"single_step": Term(single_step, view.mask), "pg": Term(pg, view.mask)}
+        if self.ptx_weight > 0:
+            ptx = {k[4:]: v for k, v in batch.items() if k.startswith("ptx_")}
+            term = ce_term(token_view(ctx.student, ptx), self.ptx_weight)
+            terms["ptx"] = Term(term.per_token, term.mask, term.weight, count_key="ptx_loss_mask")
+        stats = {"importance_weight": (weights * view.mask).sum() / view.mask.sum().clamp(min=1)}
+        return LossTerms(terms, stats)

@@ -1,0 +1,32 @@
+"""Sequence-level KD (Kim & Rush, 2016): cross-entropy on the teacher's own outputs.
+
+The teacher's outputs for every training prompt are generated once per
+(teacher, task split, decoding settings) and cached on disk (SPEC §5);
+training then needs no teacher pass at all.
+"""
+
+from __future__ import annotations
+
+from distill.data.trajectories import teacher_outputs
+from distill.losses.kd import ce_term
+from distill.losses.terms import LossTerms
+from distill.models.forward import token_view
+from distill.models.generation import Decoding
+
+
+class SeqKD:
+    needs_teacher = True
+
+    def __init__(self, teacher_decoding: dict, generation_batch_size: int):
+        self.teacher_decoding = Decoding(**teacher_decoding)
+        self.generation_batch_size = generation_batch_size
+
+    def setup(self, ctx, train_items, progress: bool):
+        """Replace the dataset's outputs by the teacher's (cached)."""
+        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
+
+    def trajectories(self, items, ctx):
+        return ctx.collate(items)
+
+    def loss_terms(self, batch, ctx) -> LossTerms:
+        return LossTerms({"ce": ce_term(token_view(ctx.student, batch))})

@@ -1,0 +1,36 @@
+"""Word-level supervised KD (Hinton et al., 2015; Kim & Rush, 2016): D(p, q) on the dataset's outputs.
+
+Loss per output token: D(p, q) from the divergence group, plus ``ce_weight`` × CE
+on the dataset token (SPEC §5).
+"""
+
+from __future__ import annotations
+
+from distill.data.trajectories import teacher_forward
+from distill.errors import ConfigError
+from distill.losses.divergences import Divergence
+from distill.losses.kd import ce_term, divergence_term
+from distill.losses.terms import LossTerms
+from distill.models.forward import token_view
+
+
+class SupervisedKD:
+    needs_teacher = True
+
+    def __init__(self, divergence: dict, ce_weight: float):
+        if ce_weight < 0:
+            raise ConfigError(f"method.ce_weight must be >= 0, got {ce_weight}")
+        self.divergence = Divergence(**divergence)
+        self.ce_weight = ce_weight
+
+    def trajectories(self, items, ctx):
+        batch = ctx.collate(items)
+        teacher_forward(ctx, batch)
+        return batch
+
+    def loss_terms(self, batch, ctx) -> LossTerms:
+        view = token_view(ctx.student, batch)
+        terms = {"kd": divergence_term(self.divergence, view, batch["teacher_logits"])}
+        if self.ce_weight > 0:
+            terms["ce"] = ce_term(view, self.ce_weight)
+        return LossTerms(terms)
