@@ -42,6 +42,6 @@ def train_args(run_dir: Path, cache_dir: Path, *extra: str, arith: bool = True) 
 
 
 def cli_subprocess(*args: str, env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    full_env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    full_env = {**os.environ, **(env or {})}  # same thread count as in-process runs: bitwise-equal weights
     return subprocess.run([sys.executable, "-m", "distill.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout)
