@@ -23,9 +23,9 @@ def config_dir() -> str:
     """conf/ of a checkout or editable install; else the installed ``distill_conf`` package."""
     if (CONF_DIR / "train.yaml").exists():
         return str(CONF_DIR)
-    import distill_conf
+    import distill_conf  # a namespace package (conf/ has no __init__.py): use its path
 
-    return str(Path(distill_conf.__file__).parent)
+    return str(Path(next(iter(distill_conf.__path__))))
 
 
 def run_id(override_dirname: str) -> str:

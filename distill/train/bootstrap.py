@@ -78,7 +78,7 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
         return initial_model(spec, sources)
     model, tokenizer = initial_model(spec, sources)
     recipe = bootstrap_recipe(spec, sources)
-    run_dir = sources.cache_dir / "bootstrap" / f"{spec.name}-{bootstrap_key(spec, sources, recipe, tokenizer)}"
+    run_dir = sources.cache_dir / "bootstrap" / f"{role}-{spec.name}-{bootstrap_key(spec, sources, recipe, tokenizer)}"
     final = run_dir / "final"
     if (final / "config.json").exists():
         log.info("reusing cached SFT %s %s from %s", role, spec.name, final)

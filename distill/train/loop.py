@@ -152,8 +152,11 @@ class Trainer:
                     totals[name] = totals.get(name, 0.0) + value.detach().float() / len(micro)
             loss.backward()
             totals["loss"] = totals.get("loss", 0.0) + loss.detach()
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]
-        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(params, self.s.max_grad_norm)
+        # Clip the student and each method-owned module (reward head) separately: a head whose
+        # gradient is large early on must not shrink the student's update through a shared norm.
+        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.ctx.student.parameters(), self.s.max_grad_norm)
+        for name, module in self.ctx.extra_modules.items():
+            totals[f"grad_norm/{name}"] = torch.nn.utils.clip_grad_norm_(module.parameters(), self.s.max_grad_norm)
         totals["tokens"] = counts["loss_mask"]
         return totals
 

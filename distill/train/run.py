@@ -61,6 +61,7 @@ def train(cfg: DictConfig) -> dict:
     sources = model_sources(cfg, task)
     started = time.perf_counter()
     student, tokenizer = prepare_model(student_spec, "student", sources)
+    student_init = _model_id(student, student_spec, cfg.seed)
     teacher = None
     if method.needs_teacher:
         teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
@@ -82,7 +83,8 @@ def train(cfg: DictConfig) -> dict:
     summary = trainer.run()
     summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
                     "teacher": teacher_spec.name if teacher is not None else None,
-                    "student_parameters": parameter_count(student), "wall_seconds": time.perf_counter() - started})
+                    "student_parameters": parameter_count(student), "student_init": student_init,
+                    "teacher_id": ctx.teacher_id, "wall_seconds": time.perf_counter() - started})
     save_final(directory, student, tokenizer, summary)
     log.info("finished: %s", directory / "final")
     return summary

@@ -60,14 +60,14 @@ def test_resume_refuses_a_run_dir_holding_another_config(tmp_path, cache_dir, ca
 def test_bootstrapped_teacher_is_cached_and_reused(tmp_path, cache_dir, capsys):
     extra = ["eval.after_train=true", "eval.compare_teacher=true", "trainer.max_steps=2", "seed=7"]
     assert cli(*train_args(tmp_path / "a", cache_dir, *extra)) == 0
-    cached = list((cache_dir / "bootstrap").glob("tiny-*/final/config.json"))
+    cached = list((cache_dir / "bootstrap").glob("teacher-tiny-*/final/config.json"))
     assert cached
     assert "bootstrapping teacher tiny by SFT" in capsys.readouterr().out
     assert cli(*train_args(tmp_path / "b", cache_dir, *extra)) == 0
     out = capsys.readouterr().out  # Hydra's console log handler writes to stdout
     assert "reusing cached SFT teacher" in out and "bootstrapping" not in out
     assert "teacher" in out and "student" in out and "accuracy" in out
-    assert len(list((cache_dir / "bootstrap").glob("tiny-*/final/config.json"))) == len(cached)
+    assert len(list((cache_dir / "bootstrap").glob("teacher-tiny-*/final/config.json"))) == len(cached)
     for role in ("student", "teacher"):
         metrics = json.loads((tmp_path / "b" / "eval" / "arith-test" / role / "metrics.json").read_text())
         assert 0.0 <= metrics["accuracy"] <= 100.0 and metrics["num_examples"] == 8

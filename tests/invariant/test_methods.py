@@ -189,3 +189,23 @@ def test_token_count_is_taken_after_on_policy_generation(make_ctx, items, tmp_pa
     ctx = make_ctx()
     totals = _trainer(gkd(lmbda=1.0), ctx, items, 2, 2, tmp_path).train_step(0)
     assert int(totals["tokens"]) == 3 * len(items) != sum(len(i.target_ids) for i in items)
+
+
+def test_reward_head_gradients_never_throttle_the_student_through_clipping(make_ctx, items, tmp_path):
+    """The head is clipped on its own: a huge η changes the head's norm, not the student's clipped update."""
+    grads = []
+    for eta in (0.0, 1000.0):
+        ctx = make_ctx()
+        trainer = _trainer(xkd(alpha=0.0, teacher_reward_weight=eta), ctx, items, 4, 1, tmp_path)
+        trainer.s = dataclasses_replace(trainer.s, max_grad_norm=0.01)  # force clipping on the student
+        totals = trainer.train_step(0)
+        grads.append(({n: p.grad.clone() for n, p in ctx.student.named_parameters()}, float(totals["grad_norm/reward_head"])))
+    (student_a, head_a), (student_b, head_b) = grads
+    assert head_b > 100 * max(head_a, 1e-6)
+    assert_same_grads(student_a, student_b)
+
+
+def dataclasses_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
