@@ -209,3 +209,13 @@ def dataclasses_replace(obj, **changes):
     import dataclasses
 
     return dataclasses.replace(obj, **changes)
+
+
+def test_gkd_rl_adds_a_reward_term_on_on_policy_batches(make_ctx, items):
+    ctx = make_ctx()
+    _, _, out, batch = loss_and_grads(gkd(lmbda=1.0, alpha=0.5), ctx, items)
+    assert set(out.terms) == {"kd", "pg"}
+    assert out.terms["kd"].weight == 0.5 and out.terms["pg"].weight == 0.5
+    assert batch["rewards"].shape == (len(items),) and ((batch["rewards"] == 0) | (batch["rewards"] == 1)).all()
+    _, _, off_policy, _ = loss_and_grads(gkd(lmbda=0.0, alpha=0.5), ctx, items)
+    assert set(off_policy.terms) == {"kd"}  # the reward needs the student's own samples
