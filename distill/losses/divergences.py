@@ -3,9 +3,9 @@
 Pure functions on logits, student first, teacher second; the teacher is a
 fixed target (no gradient). Each returns per-token float32 values of the
 leading shape. They are computed chunk by chunk over tokens, in log space,
-forward *and* backward: the gradient w.r.t. the student logits has a closed
-form, recomputed per chunk, so no [tokens × vocab] intermediate larger than
-one chunk is alive at once, whatever the vocabulary size.
+and the gradient w.r.t. the student logits has a closed form written in the
+same pass: besides the inputs, only the gradient buffer (which backward must
+return anyway) and one chunk of temporaries are alive, whatever the vocabulary.
 
 Gradient form. With a = log q (q the student distribution at temperature τ)
 and f a divergence, ∂f/∂z_j = (h_j − q_j Σ_v h_v) / τ where h_v = ∂f/∂a_v.
@@ -76,32 +76,37 @@ def _srkl_chunk(log_q, log_p, skew):
 
 
 class _ChunkedDivergence(torch.autograd.Function):
+    """Values chunk by chunk; the gradient is formed in the same pass (no recomputation).
+
+    The forward pass writes the per-token values and, when the student needs
+    a gradient, the unit gradient ∂f/∂z into one buffer shaped like the
+    logits; backward scales it in place by the upstream per-token gradient.
+    Peak memory is the inputs, that one buffer and one chunk of temporaries.
+    """
+
     @staticmethod
     def forward(ctx, student_logits, teacher_logits, chunk_fn, param, tau, chunk_size, scale):
         zs = student_logits.reshape(-1, student_logits.size(-1))
         zt = teacher_logits.reshape(-1, teacher_logits.size(-1))
         values = torch.empty(zs.size(0), dtype=torch.float32, device=zs.device)
+        unit_grad = torch.empty_like(zs) if ctx.needs_input_grad[0] else None
         for start in range(0, zs.size(0), chunk_size):
             rows = slice(start, start + chunk_size)
-            values[rows] = chunk_fn(_log_probs(zs[rows], tau), _log_probs(zt[rows], tau), param)[0] * scale
-        ctx.save_for_backward(student_logits, teacher_logits)
-        ctx.args = (chunk_fn, param, tau, chunk_size, scale)
+            log_q = _log_probs(zs[rows], tau)
+            value, h = chunk_fn(log_q, _log_probs(zt[rows], tau), param)
+            values[rows] = value * scale
+            if unit_grad is not None:
+                unit_grad[rows] = ((h - log_q.exp() * h.sum(-1, keepdim=True)) * (scale / tau)).to(unit_grad.dtype)
+        ctx.save_for_backward(unit_grad)
+        ctx.logits_shape = student_logits.shape
         return values.view(student_logits.shape[:-1])
 
     @staticmethod
     def backward(ctx, grad_values):
-        student_logits, teacher_logits = ctx.saved_tensors
-        chunk_fn, param, tau, chunk_size, scale = ctx.args
-        zs = student_logits.reshape(-1, student_logits.size(-1))
-        zt = teacher_logits.reshape(-1, teacher_logits.size(-1))
-        g = grad_values.reshape(-1, 1).float() * (scale / tau)
-        grad = torch.empty_like(zs)
-        for start in range(0, zs.size(0), chunk_size):
-            rows = slice(start, start + chunk_size)
-            log_q = _log_probs(zs[rows], tau)
-            h = chunk_fn(log_q, _log_probs(zt[rows], tau), param)[1]
-            grad[rows] = (g[rows] * (h - log_q.exp() * h.sum(-1, keepdim=True))).to(grad.dtype)
-        return grad.view_as(student_logits), None, None, None, None, None, None
+        (unit_grad,) = ctx.saved_tensors
+        # In place: a second backward through this graph is refused by autograd's version check.
+        grad = unit_grad.mul_(grad_values.reshape(-1, 1).to(unit_grad.dtype))
+        return grad.view(ctx.logits_shape), None, None, None, None, None, None
 
 
 def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale=1.0):
@@ -115,18 +120,18 @@ def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chun
                                     chunk_size, scale)
 
 
-def fkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+def fkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 128):
     """Forward KL, KL(p‖q) = Σ_v p (log p − log q)."""
     return _apply(_fkl_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
 
 
-def rkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+def rkl(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 128):
     """Reverse KL, KL(q‖p) = Σ_v q (log q − log p)."""
     return _apply(_rkl_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
 
 
 def jsd(student_logits, teacher_logits, beta: float, normalize: bool = False, kd_temperature: float = 1.0,
-        chunk_size: int = 1024):
+        chunk_size: int = 128):
     """Generalised JSD(β) of the GKD paper: β·KL(p‖M) + (1−β)·KL(q‖M), M = βp + (1−β)q.
 
     β→0 behaves like forward KL and β→1 like reverse KL, but plain JSD(β)
@@ -147,7 +152,7 @@ def jsd(student_logits, teacher_logits, beta: float, normalize: bool = False, kd
     return _apply(_jsd_chunk, student_logits, teacher_logits, beta, kd_temperature, chunk_size)
 
 
-def tvd(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 1024):
+def tvd(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 128):
     """Total variation distance, ½ Σ_v |p − q|."""
     return _apply(_tvd_chunk, student_logits, teacher_logits, None, kd_temperature, chunk_size)
 
@@ -157,13 +162,13 @@ def _check_skew(skew: float) -> None:
         raise ConfigError(f"divergence.skew must be in [0, 1), got {skew}")
 
 
-def skl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 1024):
+def skl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 128):
     """Skew KL of DistiLLM, KL(p ‖ λp + (1−λ)q); λ = ``skew``."""
     _check_skew(skew)
     return _apply(_skl_chunk, student_logits, teacher_logits, skew, kd_temperature, chunk_size)
 
 
-def srkl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 1024):
+def srkl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: float = 1.0, chunk_size: int = 128):
     """Skew reverse KL of DistiLLM, KL(q ‖ λq + (1−λ)p); λ = ``skew``."""
     _check_skew(skew)
     return _apply(_srkl_chunk, student_logits, teacher_logits, skew, kd_temperature, chunk_size)

@@ -173,3 +173,16 @@ def test_divergence_spec_validates_before_use():
 def test_shape_mismatch_is_rejected():
     with pytest.raises(ValueError):
         D.fkl(torch.zeros(1, 3), torch.zeros(1, 4))
+
+
+def test_second_backward_through_the_same_graph_is_refused():
+    student = torch.randn(3, 5, requires_grad=True)
+    value = D.fkl(student, torch.randn(3, 5)).sum()
+    value.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="inplace"):  # the gradient buffer was consumed
+        value.backward()
+
+
+def test_no_gradient_buffer_without_student_gradient():
+    with torch.no_grad():
+        assert D.jsd(torch.randn(4, 6), torch.randn(4, 6), beta=0.5).shape == (4,)
