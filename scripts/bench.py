@@ -171,7 +171,7 @@ def agreement(div: str, shape, chunk_size: int, trl: bool) -> dict:
     (ref * weights.double()).sum().backward()
 
     def rel(a, b):
-        return float((a.double() - b).abs().max() / b.abs().max().clamp(min=1e-30))
+        return float((a.detach().double() - b.detach()).abs().max() / b.detach().abs().max().clamp(min=1e-30))
 
     value = ours(DIVERGENCES[div], student, teacher, chunk_size)
     (value * weights).sum().backward()
