@@ -10,7 +10,7 @@ import json
 import logging
 from pathlib import Path
 
-from distill.io import atomic_write_text
+from distill.io import append_jsonl, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,7 @@ class MetricsLogger:
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
-        with self.path.open("a", encoding="utf-8") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_jsonl(self.path, record)
         if self._wandb is not None:
             self._wandb.log({k: v for k, v in record.items() if k != "step"}, step=record["step"])
 
