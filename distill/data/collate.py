@@ -82,3 +82,23 @@ def collate_prompts(items: list[Encoded], pad_id: int, encoder_decoder: bool) ->
         "input_ids": _pad(prompts, pad_id, left=left),
         "attention_mask": _pad([[1] * len(p) for p in prompts], 0, left=left),
     }
+
+
+def generated_batch(prompts: dict[str, torch.Tensor], new: torch.Tensor, eos_id: int, pad_id: int,
+                    encoder_decoder: bool) -> dict[str, torch.Tensor]:
+    """The training batch for prompts + freshly generated outputs, built on the device (no host round-trip).
+
+    Decoder-only rows keep the prompts' left padding, so every output starts
+    at the same column (positions follow the attention mask, see
+    ``distill.models.forward``). Each output runs up to and including its first EOS.
+    """
+    from distill.models.sampling import generated_mask
+
+    mask = generated_mask(new, eos_id).long()
+    outputs = torch.where(mask.bool(), new, torch.full_like(new, pad_id))
+    if encoder_decoder:
+        return {"input_ids": prompts["input_ids"], "attention_mask": prompts["attention_mask"], "labels": outputs,
+                "loss_mask": mask, "generated": outputs}
+    return {"input_ids": torch.cat([prompts["input_ids"], outputs], 1),
+            "attention_mask": torch.cat([prompts["attention_mask"], mask], 1),
+            "loss_mask": torch.cat([torch.zeros_like(prompts["attention_mask"]), mask], 1), "generated": outputs}

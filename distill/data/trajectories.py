@@ -10,21 +10,25 @@ from pathlib import Path
 
 import torch
 
-from distill.data.collate import Encoded, collate_prompts
+from distill.data.collate import Encoded, collate_prompts, generated_batch
 from distill.io import atomic_write_jsonl, read_jsonl
 from distill.models.generation import Decoding, cut_at_eos, generate_ids
+from distill.models.sampling import TeacherMixture, decode
 from distill.train.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
 
-def _generate(model, ctx, items: list[Encoded], decoding: Decoding, logits_processor=None) -> list[Encoded]:
+def _prompts(ctx, items: list[Encoded]) -> dict[str, torch.Tensor]:
+    return {k: v.to(ctx.device, non_blocking=True) for k, v in
+            collate_prompts(items, ctx.tokenizer.pad_token_id, ctx.encoder_decoder).items()}
+
+
+def _generate(model, ctx, items: list[Encoded], decoding: Decoding) -> list[Encoded]:
     """``items`` with their outputs replaced by ``model``'s continuations (EOS kept when produced)."""
     was_training = model.training
-    model.eval()  # no dropout while sampling the policy
-    prompts = {k: v.to(ctx.device) for k, v in
-               collate_prompts(items, ctx.tokenizer.pad_token_id, ctx.encoder_decoder).items()}
-    new = generate_ids(model, prompts, decoding, ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id, logits_processor)
+    model.eval()  # no dropout while decoding
+    new = generate_ids(model, _prompts(ctx, items), decoding, ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id)
     model.train(was_training)
     rows = cut_at_eos(new, ctx.tokenizer.eos_token_id)
     pad = ctx.tokenizer.pad_token_id
@@ -39,20 +43,40 @@ def _strip_padding(row: list[int], pad_id: int, eos_id: int) -> list[int]:
     return row or [eos_id]  # an empty continuation still ends the sequence
 
 
-def student_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float) -> list[Encoded]:
-    """On-policy outputs y ~ q_θ(·|x) (no gradient through sampling)."""
-    return _generate(ctx.student, ctx, items, Decoding("sample", max_new_tokens, 1, sampling_temperature))
+def _sample_batch(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float,
+                  mixture_of: float | None = None) -> dict[str, torch.Tensor]:
+    student, eos, pad = ctx.student, ctx.tokenizer.eos_token_id, ctx.tokenizer.pad_token_id
+    prompts = _prompts(ctx, items)
+    mixture = None
+    if mixture_of is not None:
+        mixture = TeacherMixture(ctx.teacher, prompts, mixture_of, sampling_temperature, max_new_tokens)
+    was_training = student.training
+    student.eval()  # no dropout while sampling the policy
+    new = decode(student, prompts, max_new_tokens, eos, pad, sampling_temperature, mixture)
+    student.train(was_training)
+    batch = generated_batch(prompts, new, eos, pad, ctx.encoder_decoder)
+    if mixture is not None:
+        teacher = mixture.logits(new.size(1))
+        if not ctx.encoder_decoder:  # view row k predicts input token k+1; outputs start at column P
+            width = prompts["input_ids"].size(1) - 1
+            teacher = torch.cat([teacher.new_zeros(teacher.size(0), width, teacher.size(2)), teacher], 1)
+        batch["teacher_logits"] = teacher
+    return batch
+
+
+def student_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float) -> dict[str, torch.Tensor]:
+    """The batch of on-policy outputs y ~ q_θ(·|x) (no gradient through sampling), built on the device."""
+    return _sample_batch(ctx, items, max_new_tokens, sampling_temperature)
 
 
 def mixture_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float,
-                    teacher_mix: float) -> list[Encoded]:
-    """MiniLLM's outputs y ~ (1−α)·q_θ + α·p per token (teacher advanced with its own KV cache)."""
-    from distill.models.generation import TeacherMixture
+                    teacher_mix: float) -> dict[str, torch.Tensor]:
+    """MiniLLM's batch: y ~ (1−α)·q_θ + α·p per token, with the teacher's logits kept from sampling.
 
-    prompts = {k: v.to(ctx.device) for k, v in
-               collate_prompts(items, ctx.tokenizer.pad_token_id, ctx.encoder_decoder).items()}
-    mixture = TeacherMixture(ctx.teacher, prompts, teacher_mix, sampling_temperature)
-    return _generate(ctx.student, ctx, items, Decoding("sample", max_new_tokens, 1, 1.0), [mixture])
+    The teacher advances with its own KV cache while the outputs are sampled;
+    that is the batch's one teacher pass (``teacher_logits`` is filled in).
+    """
+    return _sample_batch(ctx, items, max_new_tokens, sampling_temperature, mixture_of=teacher_mix)
 
 
 def teacher_outputs(ctx, items: list[Encoded], decoding: Decoding, batch_size: int, progress: bool) -> list[Encoded]:

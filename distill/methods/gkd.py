@@ -22,7 +22,7 @@ from distill.losses.kd import divergence_term, reinforce_term
 from distill.losses.terms import LossTerms
 from distill.metrics import sequence_rewards
 from distill.models.forward import token_view
-from distill.models.generation import Decoding
+from distill.models.generation import Decoding, cut_at_eos
 
 
 class GKD:
@@ -47,14 +47,16 @@ class GKD:
 
     def trajectories(self, items, ctx):
         on_policy = bool(torch.rand(()) < self.lmbda) if 0.0 < self.lmbda < 1.0 else self.lmbda == 1.0
-        sampled = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature) if on_policy else items
-        batch = ctx.collate(sampled)
+        if on_policy:
+            batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
+        else:
+            batch = ctx.collate(items)
         teacher_forward(ctx, batch)
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if on_policy and self.alpha < 1.0:
             decode = lambda rows: ctx.tokenizer.batch_decode(rows, skip_special_tokens=True)
-            rewards = sequence_rewards(self.reward_metric, decode([s.target_ids for s in sampled]),
-                                       decode([i.target_ids for i in items]))
+            samples = cut_at_eos(batch["generated"], ctx.tokenizer.eos_token_id)  # the text metric needs the host
+            rewards = sequence_rewards(self.reward_metric, decode(samples), decode([i.target_ids for i in items]))
             batch["rewards"] = torch.tensor(rewards, dtype=torch.float32, device=ctx.device)
         return batch
 

@@ -13,7 +13,7 @@ Plus ``ptx_weight`` × CE on the dataset's outputs (term ``loss/ptx``).
 
 from __future__ import annotations
 
-from distill.data.trajectories import mixture_samples, teacher_forward
+from distill.data.trajectories import mixture_samples
 from distill.errors import ConfigError
 from distill.losses.divergences import rkl
 from distill.losses.kd import ce_term, shared_vocabulary, target_log_probs
@@ -37,9 +37,8 @@ class MiniLLM:
         self.clip_ratio, self.ptx_weight, self.chunk_size = clip_ratio, ptx_weight, chunk_size
 
     def trajectories(self, items, ctx):
-        sampled = mixture_samples(ctx, items, self.max_new_tokens, self.sampling_temperature, self.teacher_mix)
-        batch = ctx.collate(sampled)
-        teacher_forward(ctx, batch)
+        # The teacher's logits come from the mixture sampling itself: no second teacher pass.
+        batch = mixture_samples(ctx, items, self.max_new_tokens, self.sampling_temperature, self.teacher_mix)
         if self.ptx_weight > 0:
             dataset = ctx.collate(items)
             batch.update({f"ptx_{k}": v for k, v in dataset.items()})

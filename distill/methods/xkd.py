@@ -63,8 +63,9 @@ class XKD:
     def trajectories(self, items, ctx):
         on_policy = self.base == "gkd" and (bool(torch.rand(()) < self.lmbda) if 0.0 < self.lmbda < 1.0 else self.lmbda == 1.0)
         if on_policy:
-            items = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
-        batch = ctx.collate(items)
+            batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
+        else:
+            batch = ctx.collate(items)
         teacher_forward(ctx, batch, hidden=self.head_settings["features"] == "teacher")
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         return batch

@@ -29,7 +29,12 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
                     output_hidden_states=output_hidden)
         hidden = out.decoder_hidden_states[-1] if output_hidden else None
         return TokenView(out.logits, labels, batch["loss_mask"].float(), hidden)
-    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], output_hidden_states=output_hidden)
+    attention = batch["attention_mask"]
+    # Positions from the mask: left-padded batches (prompts + generated outputs) get the same
+    # positions as right-padded ones; for right padding this equals the default arange.
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
+                output_hidden_states=output_hidden)
     hidden = out.hidden_states[-1][:, :-1] if output_hidden else None
     return TokenView(out.logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(), hidden)
 

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
 from distill.errors import ConfigError
+from distill.models.sampling import decode
 
 STRATEGIES = ("greedy", "beam", "sample")
 
@@ -38,22 +38,21 @@ class Decoding:
             return f"sample_t{self.sampling_temperature:g}_k{self.num_samples}"
         return "greedy" if self.strategy == "greedy" else f"beam{self.num_beams}"
 
-    def generate_kwargs(self) -> dict:
-        if self.strategy == "sample":
-            # Pure temperature sampling: no top-k / top-p truncation from a model's generation_config.
-            return {"do_sample": True, "temperature": self.sampling_temperature, "top_k": 0, "top_p": 1.0,
-                    "num_return_sequences": self.num_samples, "num_beams": 1}
-        return {"do_sample": False, "num_beams": self.num_beams, "num_return_sequences": 1,
-                "early_stopping": self.strategy == "beam"}
-
 
 @torch.no_grad()
-def generate_ids(model, prompts: dict[str, torch.Tensor], decoding: Decoding, eos_id: int, pad_id: int,
-                 logits_processor=None) -> torch.Tensor:
-    """New tokens only, [B * num_samples, T_new], padded with ``pad_id`` after EOS (KV cache on)."""
-    extra = {"logits_processor": logits_processor} if logits_processor is not None else {}
+def generate_ids(model, prompts: dict[str, torch.Tensor], decoding: Decoding, eos_id: int, pad_id: int) -> torch.Tensor:
+    """New tokens only, [B * num_samples, T_new], padded with ``pad_id`` after EOS (KV cache on).
+
+    Greedy and sampling run our own decoding loop (``distill.models.sampling``);
+    beam search is HF ``generate``'s.
+    """
+    if decoding.strategy != "beam":
+        if decoding.num_samples > 1:
+            prompts = {k: v.repeat_interleave(decoding.num_samples, 0) for k, v in prompts.items()}
+        return decode(model, prompts, decoding.max_new_tokens, eos_id, pad_id, decoding.sampling_temperature)
     out = model.generate(**prompts, max_new_tokens=decoding.max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
-                         use_cache=True, **decoding.generate_kwargs(), **extra)
+                         use_cache=True, do_sample=False, num_beams=decoding.num_beams,
+                         num_return_sequences=1, early_stopping=True)
     if not model.config.is_encoder_decoder:
         out = out[:, prompts["input_ids"].size(1):]
     else:
@@ -67,51 +66,3 @@ def cut_at_eos(ids: torch.Tensor, eos_id: int) -> list[list[int]]:
     for row in ids.tolist():
         rows.append(row[: row.index(eos_id) + 1] if eos_id in row else row)
     return rows
-
-
-class TeacherMixture:
-    """Logits processor for MiniLLM's sampling policy (1−α)·q + α·p at one sampling temperature.
-
-    HF ``generate`` calls it once per new token with the student's scores; it
-    advances the teacher by one token with its own KV cache and returns
-    log((1−α)q + αp), so generation samples from the mixture (call generate with
-    temperature 1 and no top-k/top-p; the temperature is applied here).
-    """
-
-    def __init__(self, teacher, prompts: dict[str, torch.Tensor], teacher_mix: float, sampling_temperature: float):
-        self.teacher, self.prompts = teacher, prompts
-        self.log_mix = (math.log1p(-teacher_mix) if teacher_mix < 1 else -math.inf, math.log(teacher_mix) if teacher_mix > 0 else -math.inf)
-        self.temperature = sampling_temperature
-        self.past = self.encoder_outputs = self.positions = None
-        self.attention = prompts["attention_mask"]
-
-    @torch.no_grad()
-    def _teacher_logits(self, input_ids: torch.Tensor) -> torch.Tensor:
-        if self.teacher.config.is_encoder_decoder:
-            if self.encoder_outputs is None:
-                self.encoder_outputs = self.teacher.get_encoder()(**self.prompts)
-            new = input_ids if self.past is None else input_ids[:, -1:]
-            out = self.teacher(encoder_outputs=self.encoder_outputs, attention_mask=self.prompts["attention_mask"],
-                               decoder_input_ids=new, past_key_values=self.past, use_cache=True)
-        else:
-            if self.past is None:
-                new, self.positions = input_ids, (self.attention.cumsum(-1) - 1).clamp(min=0)
-                self.attention = torch.cat([self.attention, torch.ones_like(input_ids[:, self.attention.size(1):])], 1)
-            else:
-                new = input_ids[:, -1:]
-                self.attention = torch.cat([self.attention, torch.ones_like(new)], 1)
-                self.positions = self.positions[:, -1:] + 1
-            out = self.teacher(input_ids=new, attention_mask=self.attention, position_ids=self.positions,
-                               past_key_values=self.past, use_cache=True)
-        self.past = out.past_key_values
-        return out.logits[:, -1].float()
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        teacher = self._teacher_logits(input_ids)
-        size = min(teacher.size(-1), scores.size(-1))
-        log_q = torch.log_softmax(scores[..., :size].float() / self.temperature, -1)
-        log_p = torch.log_softmax(teacher[..., :size] / self.temperature, -1)
-        mixed = torch.logaddexp(log_q + self.log_mix[0], log_p + self.log_mix[1])
-        out = torch.full_like(scores, -math.inf, dtype=mixed.dtype)
-        out[..., :size] = mixed
-        return out

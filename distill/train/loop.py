@@ -9,7 +9,6 @@ micro-batch's loss terms are reduced with that N and back-propagated.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import time
@@ -160,33 +159,48 @@ class Trainer:
         totals["tokens"] = counts["loss_mask"]
         return totals
 
-    def _check_finite(self, step: int, totals: dict) -> None:
-        loss = float(totals["loss"]) if _fault(step) != "nan" else float("nan")
-        if math.isfinite(loss) and math.isfinite(float(totals["grad_norm"])):
+    def _note_finite(self, step: int, totals: dict) -> None:
+        """Record on the device the first step whose loss or gradient norm is not finite (no host sync)."""
+        finite = torch.isfinite(totals["loss"]) & torch.isfinite(totals["grad_norm"])
+        if _fault(step) == "nan":
+            finite = torch.zeros_like(finite)
+        first = torch.where(self._bad_step < 0, torch.where(finite, -1, step + 1), self._bad_step)
+        self._bad_step = first if self._bad_step.device == first.device else first.to(self._bad_step.device)
+
+    def _raise_if_diverged(self) -> None:
+        """Called before anything is logged or saved: a diverged run never overwrites a good checkpoint."""
+        bad = int(self._bad_step)
+        if bad < 0:
             return
         last = ckpt.latest_checkpoint(self.ckpt_dir)
         kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became {loss} at step {step + 1}; {kept}; lower trainer.lr or check the data")
+        raise TrainingDiverged(f"loss became non-finite at step {bad}; {kept}; lower trainer.lr or check the data")
 
     def run(self) -> dict:
+        # The step itself never waits for the device: the token count and the "diverged" flag stay
+        # on it and are read only at logging, validation and checkpoint steps.
         s, started = self.s, time.perf_counter()
-        window_tokens, window_start = 0.0, time.perf_counter()
+        self._bad_step = torch.tensor(-1, device=self.ctx.device)
+        window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
         with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance:
             for step in range(self.start_step, s.max_steps):
                 totals = self.train_step(step)
-                self._check_finite(step, totals)
+                self._note_finite(step, totals)
                 self.optimizer.step()
                 self.scheduler.step()
                 self.optimizer.zero_grad(set_to_none=True)
                 done = step + 1
-                window_tokens += float(totals["tokens"])
+                window_tokens += totals["tokens"]
                 if done % s.log_every == 0 or done == s.max_steps:
+                    self._raise_if_diverged()
                     elapsed = time.perf_counter() - window_start
-                    self._log(done, totals, window_tokens / max(elapsed, 1e-9))
-                    window_tokens, window_start = 0.0, time.perf_counter()
+                    self._log(done, totals, float(window_tokens) / max(elapsed, 1e-9))
+                    window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
                 if done % s.eval_every == 0 or done == s.max_steps:
+                    self._raise_if_diverged()
                     self._validate(done)
                 if done % s.save_every == 0 or done == s.max_steps:
+                    self._raise_if_diverged()
                     self.save(done)
                 if _fault(done) == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)

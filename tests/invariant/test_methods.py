@@ -179,13 +179,12 @@ def test_micro_batch_times_accumulation_for_every_method(make_ctx, items, tmp_pa
 
 
 def test_token_count_is_taken_after_on_policy_generation(make_ctx, items, tmp_path, monkeypatch):
-    import dataclasses
-
-    import distill.methods.gkd as gkd_module
+    import distill.data.trajectories as trajectories
 
     eos = items[0].target_ids[-1]
-    monkeypatch.setattr(gkd_module, "student_samples",
-                        lambda ctx, batch_items, *a: [dataclasses.replace(i, target_ids=[5, 6, eos]) for i in batch_items])
+    # The student "samples" two tokens and EOS, then padding (pad != eos in the tiny tokenizer).
+    monkeypatch.setattr(trajectories, "decode", lambda model, prompts, *a, **k: torch.tensor(
+        [[5, 6, eos, 0, 0]] * prompts["input_ids"].size(0)))
     ctx = make_ctx()
     totals = _trainer(gkd(lmbda=1.0), ctx, items, 2, 2, tmp_path).train_step(0)
     assert int(totals["tokens"]) == 3 * len(items) != sum(len(i.target_ids) for i in items)
