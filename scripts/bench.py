@@ -30,10 +30,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_steps, bench_trl, bench_setup
 
 from distill.losses import divergences as D  # noqa: E402
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")  # children inherit: keep the table readable
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DIVERGENCES = {
     "fkl": {"name": "fkl"},
@@ -194,6 +198,7 @@ def divergence_section(args, trl: bool) -> list[str]:
              f"forward+backward, median of {args.repeats}",
              "", "| divergence | ours s | naive s | TRL s | ours/naive time | ours/TRL time | ours MiB | naive MiB | TRL MiB "
              "| ours/naive mem | ours/TRL mem | max rel diff value / grad |", "|" + "---|" * 12]
+    print("\n".join(lines), flush=True)
     for div in args.only or DIVERGENCES:
         variants = ["ours", "naive"] + (["trl"] if trl and div in TRL_BETA else [])
         results = {v: measure(v, div, shape, args.device, args.dtype, args.chunk_size, args.repeats) for v in variants}
@@ -239,6 +244,8 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="divergences to run (default: all)")
+    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl"], default=None,
+                        help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     args.repeats = args.repeats or (3 if args.quick else 7)
@@ -250,7 +257,17 @@ def main() -> None:
         has_trl = False
     lines = header()
     print("\n".join(lines), flush=True)
-    lines += divergence_section(args, has_trl)
+    sections = args.sections or ["divergences", "steps", "trl"]
+    if "divergences" in sections:
+        lines += divergence_section(args, has_trl) + [""]
+    if "steps" in sections:
+        from bench_steps import breakdown_section
+
+        lines += breakdown_section(args) + [""]
+    if "trl" in sections:
+        from bench_trl import trl_section
+
+        lines += trl_section(args, has_trl) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

@@ -1,0 +1,183 @@
+"""scripts/bench.py section 3: GKD end to end, distill vs TRL's GKDTrainer, same models and data.
+
+The tiny decoder-only teacher and student are built once and saved; each
+side loads the identical weights in its own process (alternating, so drift
+in the machine's speed hits both) and trains GKD with λ=0.5, JSD(β=0.5),
+sampling temperature 1, the same batch size, ``max_new_tokens`` and
+learning rate, on the same arith examples. Whether a step is on- or
+off-policy is a coin flip on both sides, so steps/s is λ-adjusted:
+1 / (λ·median on-policy step + (1−λ)·median off-policy step). Peak memory is
+the process's peak RSS (VmHWM), imports included on both sides.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+LMBDA, BETA, TEMPERATURE, LR = 0.5, 0.5, 1.0, 2e-3
+
+
+def _prepare(folder: Path, max_train: int) -> None:
+    from bench_setup import build
+
+    _, _, ctx, train_data, label = build(["method=gkd"], "cpu", max_train)
+    for name, model in (("student", ctx.student), ("teacher", ctx.teacher)):
+        model.save_pretrained(folder / name)
+        ctx.tokenizer.save_pretrained(folder / name)
+    rows = [{"prompt_ids": item.prompt_ids, "target_ids": item.target_ids} for item in train_data]
+    (folder / "data.json").write_text(json.dumps({"rows": rows, "teacher": label}))
+
+
+def _summary(times: list[tuple[bool, float]], warmup: int) -> dict:
+    kept = times[warmup:]
+    on = [t for policy, t in kept if policy]
+    off = [t for policy, t in kept if not policy]
+    t_on = statistics.median(on) if on else statistics.median(t for _, t in kept)
+    t_off = statistics.median(off) if off else statistics.median(t for _, t in kept)
+    return {"on_s": t_on, "off_s": t_off, "steps_per_s": 1.0 / (LMBDA * t_on + (1 - LMBDA) * t_off),
+            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib()}
+
+
+def _peak_rss_mib() -> float:
+    """This process's peak RSS (VmHWM; unlike ru_maxrss it is not inherited across exec from the parent)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue) -> None:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from distill.data.collate import Encoded
+    from distill.methods.gkd import GKD
+    from distill.train.loop import Context, Trainer, TrainerSettings
+
+    torch.manual_seed(0)
+    student = AutoModelForCausalLM.from_pretrained(folder / "student")
+    teacher = AutoModelForCausalLM.from_pretrained(folder / "teacher").eval().requires_grad_(False)
+    tokenizer = AutoTokenizer.from_pretrained(folder / "student")
+    data = [Encoded(r["prompt_ids"], r["target_ids"]) for r in json.loads((folder / "data.json").read_text())["rows"]]
+    divergence = {"name": "jsd", "beta": BETA, "normalize": False, "kd_temperature": 1.0, "chunk_size": 128, "skew": None}
+    method = GKD(divergence, LMBDA, False, TEMPERATURE, max_new_tokens, 1.0, "accuracy",
+                 {"strategy": "greedy", "max_new_tokens": max_new_tokens}, 64)
+    ctx = Context(student, teacher, tokenizer, False, torch.device("cpu"), {})
+    settings = TrainerSettings("cpu", "fp32", steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
+                               steps, steps, 1, steps, 1, False, False)
+    trainer = Trainer(method, ctx, data, [], settings, Path(tempfile.mkdtemp()), 0, None, {})
+    trainer._bad_step = torch.tensor(-1)
+    times = []
+    for step in range(steps):
+        start = time.perf_counter()
+        totals = trainer.train_step(step)  # the body of Trainer.run between logging steps
+        trainer._note_finite(step, totals)
+        trainer.optimizer.step()
+        trainer.scheduler.step()
+        trainer.optimizer.zero_grad(set_to_none=True)
+        times.append((bool(totals["frac_on_policy"] > 0), time.perf_counter() - start))
+    queue.put(_summary(times, warmup))
+
+
+def _trl_collator(pad_id: int):
+    def pad(rows, value, left=False):
+        width = max(len(r) for r in rows)
+        return torch.tensor([([value] * (width - len(r)) + r) if left else (r + [value] * (width - len(r))) for r in rows])
+
+    def collate(examples):
+        full = [e["prompt_ids"] + e["target_ids"] for e in examples]
+        labels = [[-100] * len(e["prompt_ids"]) + e["target_ids"] for e in examples]
+        prompts = [e["prompt_ids"] for e in examples]
+        return {"input_ids": pad(full, pad_id), "attention_mask": pad([[1] * len(r) for r in full], 0),
+                "labels": pad(labels, -100), "prompts": pad(prompts, pad_id, left=True),
+                "prompt_attention_mask": pad([[1] * len(r) for r in prompts], 0, left=True)}
+
+    return collate
+
+
+def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue) -> None:
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+    from datasets import Dataset
+    from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+    from trl.experimental.gkd import GKDConfig, GKDTrainer
+
+    torch.manual_seed(0)
+    student = AutoModelForCausalLM.from_pretrained(folder / "student")
+    teacher = AutoModelForCausalLM.from_pretrained(folder / "teacher")
+    tokenizer = AutoTokenizer.from_pretrained(folder / "student")
+    rows = json.loads((folder / "data.json").read_text())["rows"]
+    args = GKDConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, gradient_accumulation_steps=1,
+                     max_steps=steps, learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.0,
+                     max_grad_norm=1.0, lmbda=LMBDA, beta=BETA, temperature=TEMPERATURE, max_new_tokens=max_new_tokens,
+                     save_strategy="no", report_to="none", logging_steps=steps, use_cpu=True, seed=0,
+                     dataloader_num_workers=0, disable_dropout=True, bf16=False, disable_tqdm=True)
+    trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
+                         train_dataset=Dataset.from_list(rows), data_collator=_trl_collator(tokenizer.pad_token_id))
+    times, state = [], {"on": False, "start": 0.0}
+    generate = trainer.generate_on_policy_outputs
+
+    def flagged(*a, **k):
+        state["on"] = True
+        return generate(*a, **k)
+
+    trainer.generate_on_policy_outputs = flagged
+
+    class Timer(TrainerCallback):
+        def on_step_begin(self, *a, **k):
+            state["on"], state["start"] = False, time.perf_counter()
+
+        def on_step_end(self, *a, **k):
+            times.append((state["on"], time.perf_counter() - state["start"]))
+
+    trainer.add_callback(Timer())
+    trainer.train()
+    queue.put(_summary(times, warmup))
+
+
+def _run(target, *args) -> dict:
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=target, args=(*args, queue))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    return result
+
+
+def trl_section(args, has_trl: bool) -> list[str]:
+    if not has_trl:
+        line = "## 3. GKD end to end vs TRL: skipped (`trl` not installed; `pip install -e .[bench]`)"
+        print(line, flush=True)
+        return [line]
+    batch, max_new_tokens = 16, 64
+    steps, warmup, rounds = (10, 2, 1) if args.quick else (24, 4, 3)
+    folder = Path(tempfile.mkdtemp())
+    _prepare(folder, 512)
+    label = json.loads((folder / "data.json").read_text())["teacher"]
+    results = {"distill": [], "TRL": []}
+    for _ in range(rounds):  # alternate the two sides
+        results["distill"].append(_run(_ours, folder, batch, max_new_tokens, steps, warmup))
+        results["TRL"].append(_run(_trl, folder, batch, max_new_tokens, steps, warmup))
+    med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for side, runs in results.items()}
+    ours, trl = med["distill"], med["TRL"]
+    lines = [f"## 3. GKD end to end vs TRL GKDTrainer: λ={LMBDA}, JSD(β={BETA}), sampling temperature {TEMPERATURE}, "
+             f"batch {batch}, max_new_tokens {max_new_tokens}, {steps} steps ({warmup} warm-up) × {rounds} alternating "
+             f"round(s); {label}, random-init tiny student", "",
+             "| trainer | on-policy step s | off-policy step s | steps/s (λ-adjusted) | peak RSS MiB |", "|---|---|---|---|---|"]
+    for side, m in med.items():
+        lines.append(f"| {side} | {m['on_s']:.3f} | {m['off_s']:.3f} | {m['steps_per_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+    lines.append(f"| **ratio distill/TRL** | {ours['on_s'] / trl['on_s']:.2f} | {ours['off_s'] / trl['off_s']:.2f} "
+                 f"| **{ours['steps_per_s'] / trl['steps_per_s']:.2f}×** | **{ours['peak_rss_mib'] / trl['peak_rss_mib']:.2f}** |")
+    print("\n".join(lines), flush=True)
+    return lines
