@@ -1,8 +1,11 @@
-"""The `distill` command: ``train`` and ``eval`` are Hydra apps; ``rescore`` is a plain command.
+"""The `distill` command: ``train`` and ``eval`` are Hydra apps; ``rescore`` and ``report`` are plain commands.
 
     distill train [OVERRIDES...]          one run (``-m`` for a sweep)
     distill eval ckpt=DIR [OVERRIDES...]  score a checkpoint on a task split
     distill rescore GENERATIONS.jsonl     recompute metrics.json, no model
+    distill report DIR [DIR...] [--out OUT_DIR]
+                                          report.md, runs.csv and plots from runs under DIR
+                                          (OUT_DIR defaults to outputs/report)
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import logging
 import sys
 from pathlib import Path
 
-from distill.errors import DistillError
+from distill.errors import ConfigError, DistillError
 
 USAGE = __doc__.split("\n\n", 1)[1]
 log = logging.getLogger("distill")
@@ -95,6 +98,44 @@ def _rescore(paths: list[str]) -> int:
     return 0
 
 
+REPORT_USAGE = "usage: distill report DIR [DIR...] [--out OUT_DIR]  (OUT_DIR defaults to outputs/report)"
+
+
+def _report_args(args: list[str]) -> tuple[list[str], str]:
+    """DIRs and --out; a bad option is a user error (one line), not a traceback."""
+    dirs, out, rest = [], "outputs/report", list(args)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--out" or arg == "-o":
+            if not rest:
+                raise ConfigError(f"--out needs a directory; {REPORT_USAGE}")
+            out = rest.pop(0)
+        elif arg.startswith("--out="):
+            out = arg.split("=", 1)[1]
+        elif arg.startswith("-"):
+            raise ConfigError(f"unknown option {arg!r}; {REPORT_USAGE}")
+        else:
+            dirs.append(arg)
+    return dirs, out
+
+
+@_report_errors
+def _report(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        print(REPORT_USAGE)
+        return 0
+    dirs, out = _report_args(args)
+    if not dirs:
+        print(REPORT_USAGE, file=sys.stderr)
+        return 2
+    from distill.report import build_report
+
+    result = build_report([Path(d) for d in dirs], Path(out))
+    print(f"wrote {result['report']} ({len(result['plots'])} plots, runs.csv beside it)")
+    print(f"{result['runs']} runs, {result['missing']} missing or partial")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -105,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
         return _run_hydra(_train_job if command == "train" else _eval_job, command, rest)
     if command == "rescore":
         return _rescore(rest)
-    print(f"error: unknown command {command!r}; use one of: train, eval, rescore", file=sys.stderr)
+    if command == "report":
+        return _report(rest)
+    print(f"error: unknown command {command!r}; use one of: train, eval, rescore, report", file=sys.stderr)
     return 2
 
 

@@ -33,12 +33,32 @@ def settings(cfg: DictConfig) -> EvalSettings:
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
+    """One checkpoint, or every run's final/ under a sweep directory (each written beside its run)."""
     C.check_required(cfg)
     task, eval_settings = C.task_spec(cfg), settings(cfg)
-    path = resolve_checkpoint(cfg.ckpt)
+    runs = sweep_runs(Path(cfg.ckpt).expanduser())
+    if not runs:
+        return _evaluate_one(cfg, task, eval_settings, resolve_checkpoint(cfg.ckpt),
+                             Path(HydraConfig.get().runtime.output_dir))
+    variant = HydraConfig.get().job.override_dirname
+    log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
+    results = {}
+    for run in runs:
+        out_dir = Path(eval_dir(str(run / "final"), task.name, eval_settings.split, variant))
+        results[str(run)] = _evaluate_one(cfg, task, eval_settings, run / "final", out_dir)
+    return results
+
+
+def sweep_runs(path: Path) -> list[Path]:
+    """Run directories with a final/ below ``path`` when ``path`` itself is not a checkpoint."""
+    if not path.is_dir() or any((c / "config.json").exists() for c in (path, path / "final", path / "student")):
+        return []
+    return sorted(final.parent for final in path.rglob("final") if (final / "config.json").exists())
+
+
+def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path) -> dict:
     model, tokenizer = load_model(str(path))
     torch.manual_seed(cfg.seed)
-    out_dir = Path(HydraConfig.get().runtime.output_dir)
     metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device))
     print_table([("model", str(path), metrics)], task.metric)
     log.info("wrote %s", out_dir / "metrics.json")

@@ -20,7 +20,6 @@ from distill.errors import ConfigError
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
 from distill.losses.terms import LossTerms
-from distill.metrics import sequence_rewards
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos
 
@@ -54,6 +53,8 @@ class GKD:
         teacher_forward(ctx, batch)
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if on_policy and self.alpha < 1.0:
+            from distill.metrics import sequence_rewards  # rouge-score/sacrebleu: loaded only for GKD+RL
+
             decode = lambda rows: ctx.tokenizer.batch_decode(rows, skip_special_tokens=True)
             samples = cut_at_eos(batch["generated"], ctx.tokenizer.eos_token_id)  # the text metric needs the host
             rewards = sequence_rewards(self.reward_metric, decode(samples), decode([i.target_ids for i in items]))

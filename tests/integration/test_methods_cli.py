@@ -43,7 +43,7 @@ def test_multirun_sweeps_beta_and_lambda(tmp_path, cache_dir):
     sweep = tmp_path / "sweep"
     assert cli("train", "-m", *TINY_ARITH, *TINY, *SHORT, f"cache_dir={cache_dir}", f"hydra.sweep.dir={sweep}",
                "method=gkd", "divergence=jsd", "divergence.beta=0.1,0.9", "method.lmbda=0,1") == 0
-    runs = sorted(p.parent.parent for p in sweep.glob("*/final/config.json"))
+    runs = sorted(p.parent.parent for p in sweep.glob("gkd-arith-tiny/*/final/config.json"))
     assert len(runs) == 4
     configs = [yaml.safe_load((run / "run_config.yaml").read_text()) for run in runs]
     assert {(c["divergence"]["beta"], c["method"]["lmbda"]) for c in configs} == {(0.1, 0), (0.1, 1), (0.9, 0), (0.9, 1)}

@@ -1,0 +1,205 @@
+"""Aggregating: run records -> one row per (run, evaluation), seed groups, missing runs.
+
+Rows are plain dicts. Keys starting with ``_`` are internal (plot inputs) and
+never written to runs.csv.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from collections import defaultdict
+
+TEACHER = "teacher"
+# Display and colour order of the known methods (conf/method/*.yaml); others follow by name.
+METHODS = ("teacher", "sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd")
+# Mirrors distill.metrics.METRIC_KEYS (importing that pulls in the scorers); a test checks they agree.
+METRIC_KEYS = {"accuracy": ("accuracy",), "bleu": ("bleu",), "rouge": ("rouge1", "rouge2", "rougeL")}
+# The number a metric is summarised by; ROUGE-2 as in the GKD paper (and the gkd reward).
+MAIN_KEY = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge2"}
+# Trainer keys that change how a run is operated, not what it learns.
+OPERATIONAL = {"device", "progress", "resume", "log_every", "eval_every", "eval_batches", "save_every",
+               "keep_checkpoints"}
+# method.divergence repeats the top-level divergence group; teacher_decoding derives from teacher_generation.
+METHOD_COPIES = {"_target_", "divergence", "teacher_decoding"}
+GROUP_FIELDS = ("task", "method", "model", "eval", "variant", "metric")
+PREFIXES = ("method", "divergence", "task", "trainer")
+
+
+def method_name(run: dict) -> str:
+    """summary.json's method choice, else the module of ``method._target_`` (summary is written last)."""
+    summary = run["summary"] or {}
+    if summary.get("method"):
+        return str(summary["method"])
+    target = str((run["config"].get("method") or {}).get("_target_", ""))
+    parts = target.split(".")
+    return parts[-2] if len(parts) >= 2 else (target or "unknown")
+
+
+def hyperparameters(config: dict) -> dict:
+    """Flat ``group.key -> value`` of the settings that may be swept."""
+    out: dict = {}
+    method = config.get("method") or {}
+    _flatten("method", {k: v for k, v in method.items() if k not in METHOD_COPIES}, out)
+    if "divergence" in method:  # a method without a divergence ignores the divergence group
+        _flatten("divergence", config.get("divergence") or {}, out)
+    task = config.get("task") or {}
+    for key in ("train_fraction", "max_train_examples"):
+        if key in task:
+            out[f"task.{key}"] = task[key]
+    _flatten("trainer", {k: v for k, v in (config.get("trainer") or {}).items() if k not in OPERATIONAL}, out)
+    return out
+
+
+def _flatten(prefix: str, node: dict, out: dict) -> None:
+    for key, value in node.items():
+        name = f"{prefix}.{key}"
+        if isinstance(value, dict):
+            _flatten(name, value, out)
+        else:  # lists become strings so values stay hashable and print as in the YAML
+            out[name] = json.dumps(value) if isinstance(value, list) else value
+
+
+def swept_keys(settings: list[dict], methods: list[str]) -> list[str]:
+    """Keys with two or more distinct values among the runs that have them, then ``seed``.
+
+    ``method.*`` keys are compared within one method only: gkd's alpha=1 and
+    xkd's alpha=0.1 are two defaults, not a sweep.
+    """
+    values: dict[tuple, set] = {}
+    for hp, method in zip(settings, methods):
+        for key, value in hp.items():
+            values.setdefault((method if key.startswith("method.") else "", key), set()).add(value)
+    swept = list(dict.fromkeys(k for (_, k), v in values.items() if len(v) >= 2 and k != "seed"))
+    # Stable sort: grouped as in the config, first-seen order within a group.
+    swept.sort(key=lambda k: PREFIXES.index(k.split(".")[0]) if k.split(".")[0] in PREFIXES else len(PREFIXES))
+    return swept + ["seed"]
+
+
+def run_status(run: dict) -> str:
+    if not run["has_final"]:
+        return "partial"
+    if not any(e["variant"] != TEACHER for e in run["evals"]):
+        return "no eval"
+    return "complete"
+
+
+def build_rows(runs: list[dict]) -> tuple[list[dict], list[str]]:
+    """All rows and the swept keys (``seed`` last)."""
+    settings = [hyperparameters(run["config"]) for run in runs]
+    swept = swept_keys(settings, [method_name(run) for run in runs])
+    rows = []
+    for run, hp in zip(runs, settings):
+        rows.extend(run_rows(run, hp, swept))
+    return rows, swept
+
+
+def run_rows(run: dict, hp: dict, swept: list[str]) -> list[dict]:
+    """One row per student evaluation (one without metrics if none), plus one per teacher evaluation."""
+    config, summary = run["config"], run["summary"] or {}
+    steps = [r["step"] for r in run["metrics"]]
+    base = {"run": run["run"], "method": method_name(run),
+            "task": summary.get("task") or (config.get("task") or {}).get("name"),
+            "student": summary.get("student") or (config.get("student") or {}).get("name"),
+            "teacher": summary.get("teacher") or (config.get("teacher") or {}).get("name"),
+            "eval": None, "variant": None, "metric": None, "value": None,
+            **{k: hp.get(k) for k in swept if k != "seed"},
+            "seed": config.get("seed"), "status": run_status(run), "steps": max(steps) if steps else None,
+            "train_seconds": summary.get("train_seconds"), "_path": run["path"]}
+    base["model"] = base["student"]
+    student = [_eval_row(base, e) for e in run["evals"] if e["variant"] != TEACHER]
+    teacher = [_teacher_row(base, e, swept) for e in run["evals"] if e["variant"] == TEACHER]
+    return (student or [base]) + teacher
+
+
+def _eval_row(base: dict, evaluation: dict) -> dict:
+    metrics = evaluation["metrics"]
+    name = metrics.get("metric")
+    key = MAIN_KEY.get(name, name)
+    primary = metrics.get("decoding") or {}
+    keys = METRIC_KEYS.get(name, (key,)) if key else ()
+    scores = {k: primary.get(k, metrics.get(k)) for k in keys}
+    return {**base, "eval": evaluation["eval"], "variant": evaluation["variant"], "split": metrics.get("split"),
+            "decoding": primary.get("name"), "metric": key, **scores, "value": scores.get(key),
+            "self_bleu": primary.get("self_bleu"), "_by_decoding": metrics.get("by_decoding") or []}
+
+
+def _teacher_row(base: dict, evaluation: dict, swept: list[str]) -> dict:
+    """The teacher is not what the run trained: no student, no training hyperparameters."""
+    row = _eval_row(base, evaluation)
+    row.update({k: None for k in swept if k != "seed"})
+    row.update({"method": TEACHER, "student": None, "model": base["teacher"], "status": "complete",
+                "steps": None, "train_seconds": None})
+    return row
+
+
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
+    """Rows with a score, grouped by everything but the seed."""
+    fields = (*GROUP_FIELDS, *[k for k in swept if k != "seed"])
+    keyed: dict[tuple, list[dict]] = defaultdict(list)
+    for row in rows:
+        if isinstance(row.get("value"), (int, float)) and math.isfinite(row["value"]):
+            keyed[tuple(row.get(f) for f in fields)].append(row)
+    groups = []
+    for members in keyed.values():
+        if members[0]["method"] == TEACHER:  # every run of a sweep may score the same teacher again
+            members = list({m["seed"]: m for m in reversed(members)}.values())
+        mean, std = mean_std([m["value"] for m in members])
+        seconds = [m["train_seconds"] for m in members if isinstance(m.get("train_seconds"), (int, float))]
+        groups.append({**{f: members[0].get(f) for f in fields}, "mean": mean, "std": std, "n": len(members),
+                       "seeds": sorted({m["seed"] for m in members}, key=sort_key),
+                       "train_seconds": statistics.fmean(seconds) if seconds else None,
+                       "runs": [m["run"] for m in members]})
+    order = ("task", "method", "model", *fields[len(GROUP_FIELDS):], "eval", "variant", "metric")
+    return sorted(groups, key=lambda g: tuple(sort_key(g[f]) for f in order))
+
+
+def sort_key(value) -> tuple:
+    """Orders mixed values: known methods first, numbers numerically, None last."""
+    if value is None:
+        return (3, 0, "")
+    if isinstance(value, str) and value in METHODS:
+        return (0, METHODS.index(value), "")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (1, value, "")
+    return (2, 0, str(value))
+
+
+def missing_runs(runs: list[dict], rows: list[dict]) -> list[dict]:
+    """Runs without final/ or without a student evaluation, with the reason."""
+    status = {row["run"]: row["status"] for row in rows if row["method"] != TEACHER}
+    out = []
+    for run in runs:
+        steps = [r["step"] for r in run["metrics"]]
+        reasons = []
+        if not run["has_final"]:
+            reasons.append(f"no final/ (last logged step {max(steps)})" if steps else "no final/ and nothing logged")
+        if not any(e["variant"] != TEACHER for e in run["evals"]):
+            reasons.append("no student evaluation (`eval/TASK-SPLIT/VARIANT/metrics.json`)")
+        if reasons:
+            out.append({"run": run["run"], "status": status[run["run"]], "reason": "; ".join(reasons),
+                        "path": run["path"]})
+    return out
+
+
+def primary_rows(rows: list[dict]) -> list[dict]:
+    """One scored student row per run for the per-run plots: the final test evaluation, student/default first."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["method"] == TEACHER or not isinstance(row.get("value"), (int, float)):
+            continue
+        if row["run"] not in best or _preference(row) < _preference(best[row["run"]]):
+            best[row["run"]] = row
+    return list(best.values())
+
+
+def _preference(row: dict) -> tuple:
+    rank = {"student": 0, "default": 1}
+    return ("-step-" in (row["eval"] or ""), row.get("split") != "test", rank.get(row["variant"], 2),
+            row["eval"] or "", row["variant"] or "")

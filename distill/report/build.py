@@ -1,0 +1,93 @@
+"""The whole report: collect -> aggregate -> figures -> report.md, runs.csv and PNGs in one directory."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+from distill.io import atomic_write_text
+from distill.report import plots as P
+from distill.report import series as S
+from distill.report.aggregate import build_rows, group_rows, missing_runs, primary_rows, sort_key
+from distill.report.collect import collect
+from distill.report.render import render_csv, render_markdown
+
+SAMPLING_HINT = ("evaluate with eval.num_samples>1 and eval.sampling_temperatures=[...] "
+                 "to get sampled decodings with self_bleu")
+
+
+def build_report(sources: list[Path], out: Path) -> dict:
+    """Write report.md, runs.csv and the plots into ``out``; return what the CLI prints."""
+    runs = collect(sources)
+    rows, swept = build_rows(runs)
+    missing = missing_runs(runs, rows)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = make_figures(runs, rows, swept)
+    plots = [{**s, "images": [(name, caption) for name, caption, _ in s["figures"]]} for s in sections]
+    for section in sections:
+        for name, _, fig in section["figures"]:
+            P.save_png(fig, out / name)
+    context = {"sources": [str(s) for s in sources], "runs": runs, "rows": rows, "swept": swept,
+               "groups": group_rows(rows, swept), "missing": missing, "plots": plots,
+               "warnings": [w for run in runs for w in run["warnings"]],
+               "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    atomic_write_text(out / "runs.csv", render_csv(rows, swept))
+    atomic_write_text(out / "report.md", render_markdown(context))
+    return {"report": out / "report.md", "runs": len(runs), "rows": len(rows), "missing": len(missing),
+            "plots": [name for s in sections for name, _, _ in s["figures"]]}
+
+
+def _file(stem: str, task: str, several_tasks: bool) -> str:
+    name = f"{stem}_{task}" if several_tasks else stem
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", name) + ".png"
+
+
+def make_figures(runs: list[dict], rows: list[dict], swept: list[str]) -> list[dict]:
+    """Sections ``{title, figures: [(file, caption, Figure)], skipped: [reason]}`` in report order."""
+    primary = primary_rows(rows)
+    tasks = sorted({row["task"] for row in rows}, key=sort_key)
+    several = len(tasks) > 1
+    metric = {row["task"]: row["metric"] for row in reversed(rows) if row.get("metric")}
+    return [_curves(runs, rows, swept, several), _tradeoff(rows, metric, several),
+            _efficiency(primary, metric, several), _heatmaps(primary, swept, metric, several)]
+
+
+def _section(title: str, figures: list, reason: str) -> dict:
+    return {"title": title, "figures": figures, "skipped": [] if figures else [reason]}
+
+
+def _curves(runs, rows, swept, several) -> dict:
+    figures = []
+    for (task, method), terms in S.curve_data(runs, rows, swept).items():
+        name = _file(f"curves_{method}", str(task), several)
+        figures.append((name, f"{method} training curves on {task}", P.curves_figure(method, task, terms)))
+    return _section("Training curves", figures, "no metrics.jsonl record has a loss term")
+
+
+def _tradeoff(rows, metric, several) -> dict:
+    figures = []
+    for task, data in S.tradeoff_data(rows).items():
+        name = _file("tradeoff", str(task), several)
+        figures.append((name, f"{metric[task]} vs Self-BLEU on {task}", P.tradeoff_figure(task, metric[task], data)))
+    return _section("Performance vs diversity", figures, f"no evaluation has self_bleu; {SAMPLING_HINT}")
+
+
+def _efficiency(primary, metric, several) -> dict:
+    figures = []
+    for task, data in S.efficiency_data(primary).items():
+        name = _file("data_efficiency", str(task), several)
+        figures.append((name, f"data efficiency on {task}", P.efficiency_figure(task, metric[task], data)))
+    return _section("Data efficiency", figures,
+                    f"fewer than two distinct {S.FRACTION} values among the evaluated runs")
+
+
+def _heatmaps(primary, swept, metric, several) -> dict:
+    figures = []
+    for task, pairs in S.heatmap_data(primary, swept).items():
+        for (a, b), per_method in pairs.items():
+            name = _file(f"heatmap_{a}_{b}", str(task), several)
+            figure = P.heatmap_figure(task, metric[task], a, b, per_method)
+            figures.append((name, f"{metric[task]} over {a} × {b} on {task}", figure))
+    return _section("Hyperparameter heatmaps", figures,
+                    "no method sweeps two numeric settings (seed excluded) among the evaluated runs")

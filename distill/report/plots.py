@@ -1,0 +1,144 @@
+"""Plotting: plot data (distill.report.series) -> matplotlib Figures, and PNG writing.
+
+Figures are built with ``matplotlib.figure.Figure`` on an Agg canvas, not
+pyplot: no global backend switch, no figure registry to leak, and tests can
+inspect the returned objects before anything is saved.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import zlib
+from pathlib import Path
+
+import numpy as np
+from matplotlib import colors as mcolors
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from distill.report.series import format_value, short_names
+
+# One colour per method in every figure of every report: tab10, fixed by name.
+TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
+FIXED = {"sft": 0, "supervised_kd": 1, "seqkd": 2, "gkd": 3, "minillm": 4, "xkd": 5, "teacher": 7}
+# Methods not known here get a colour from their name's hash, so it does not depend on the other runs.
+OTHERS = [TAB10[6], TAB10[8], TAB10[9], "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+LINESTYLES = ["-", "--", "-.", ":"]
+
+
+def method_colour(method: str) -> str:
+    if method in FIXED:
+        return TAB10[FIXED[method]]
+    return OTHERS[zlib.crc32(method.encode()) % len(OTHERS)]
+
+
+def _shade(colour: str, index: int, count: int) -> tuple:
+    """Lighter variants of the method colour tell a method's configurations apart."""
+    rgb = np.array(mcolors.to_rgb(colour))
+    mix = 0.6 * index / (count - 1) if count > 1 else 0.0
+    return tuple(rgb + (1.0 - rgb) * mix)
+
+
+def _figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def curves_figure(method: str, task: str, terms: dict) -> Figure:
+    """One panel per loss term; one line per configuration (mean over its seeds)."""
+    cols = min(3, len(terms))
+    rows = -(-len(terms) // cols)
+    fig = _figure(4.4 * cols, 3.4 * rows)
+    axes = list(fig.subplots(rows, cols, squeeze=False).ravel())
+    for ax in axes[len(terms):]:
+        fig.delaxes(ax)
+    colour = method_colour(method)
+    for ax, (term, series) in zip(axes, terms.items()):
+        for i, (label, line) in enumerate(series.items()):
+            ax.plot(line["steps"], line["mean"], color=_shade(colour, i, len(series)),
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{label} (mean of {line['n']})")
+        ax.set_title(term)
+        ax.set_xlabel("step")
+        ax.set_ylabel(term)
+        ax.grid(alpha=0.3)
+    # One legend for all panels, outside them: per-panel legends hide the curves once there are many configs.
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="configuration")
+    fig.suptitle(f"{method} on {task}: training curves (mean over seeds)")
+    return fig
+
+
+def tradeoff_figure(task: str, metric: str, data: dict) -> Figure:
+    """Score vs Self-BLEU, one line per method through its sampling temperatures."""
+    fig = _figure(6.5, 4.8)
+    ax = fig.add_subplot()
+    for method, points in data.items():
+        x = [p["self_bleu"] for p in points]
+        y = [p["value"] for p in points]
+        ax.plot(x, y, marker="o", color=method_colour(method), label=method)
+        for p in points:
+            ax.annotate(f"T={p['temperature']:g}", (p["self_bleu"], p["value"]), textcoords="offset points",
+                        xytext=(4, 4), fontsize=8)
+    ax.margins(x=0.12, y=0.08)  # room for the temperature labels
+    ax.set_xlabel("Self-BLEU (higher = less diverse samples)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{task}: {metric} vs diversity across sampling temperatures (mean over runs)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def efficiency_figure(task: str, metric: str, data: dict) -> Figure:
+    """Score vs fraction of the training set, mean ± sample std over seeds."""
+    fig = _figure(6.5, 4.8)
+    ax = fig.add_subplot()
+    for method, points in data.items():
+        ax.errorbar([p["fraction"] for p in points], [p["mean"] for p in points], yerr=[p["std"] for p in points],
+                    marker="o", capsize=3, color=method_colour(method), label=method)
+    ax.set_xlabel("task.train_fraction (fraction of the training set)")
+    ax.set_ylabel(f"{metric} (mean ± std over runs)")
+    ax.set_title(f"{task}: data efficiency")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def heatmap_figure(task: str, metric: str, a: str, b: str, per_method: dict) -> Figure:
+    """One annotated heatmap per method over settings ``a`` (columns) and ``b`` (rows)."""
+    names = short_names([a, b])
+    fig = _figure(4.8 * len(per_method), 4.2)
+    axes = list(fig.subplots(1, len(per_method), squeeze=False).ravel())
+    for ax, (method, grid) in zip(axes, per_method.items()):
+        values = np.ma.masked_invalid(np.array([[np.nan if v is None else v for v in row] for row in grid["mean"]]))
+        image = ax.imshow(values, origin="lower", cmap="viridis", aspect="auto")
+        for r, row in enumerate(grid["mean"]):
+            for c, value in enumerate(row):
+                if value is None:
+                    ax.text(c, r, "–", ha="center", va="center", color="grey")
+                    continue
+                dark = image.norm(value) < 0.6  # light text on the dark end of viridis
+                ax.text(c, r, f"{value:.1f}\n(n={grid['n'][r][c]})", ha="center", va="center", fontsize=8,
+                        color="white" if dark else "black")
+        ax.set_xticks(range(len(grid["x"])), [format_value(v) for v in grid["x"]])
+        ax.set_yticks(range(len(grid["y"])), [format_value(v) for v in grid["y"]])
+        ax.set_xlabel(a)
+        ax.set_ylabel(b)
+        ax.set_title(method, color=method_colour(method))
+        fig.colorbar(image, ax=ax, label=metric)
+    fig.suptitle(f"{task}: mean {metric} over {names[a]} × {names[b]} (n = runs averaged per cell)")
+    return fig
+
+
+def save_png(fig: Figure, path: Path) -> None:
+    """Render to a temp sibling, then rename: a crash never leaves a truncated PNG."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png", dpi=110)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)

@@ -1,0 +1,98 @@
+"""Rendering: rows and groups -> runs.csv and report.md text (pure: strings in, strings out)."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+from distill.report.aggregate import METRIC_KEYS
+from distill.report.series import format_value, short_names
+
+LEADING = ["run", "method", "task", "student", "teacher", "eval", "variant"]
+TRAILING = ["self_bleu", "status", "steps", "train_seconds"]
+
+
+def csv_columns(rows: list[dict], swept: list[str]) -> list[str]:
+    """Identity, swept settings (seed last), the metric's name and scores, then status and cost."""
+    present = {k for row in rows for k in row}
+    scores = [k for keys in METRIC_KEYS.values() for k in keys if k in present]
+    extra = sorted({row["metric"] for row in rows if row.get("metric") and row["metric"] not in scores})
+    return [*LEADING, *swept, "metric", *scores, *extra, *TRAILING]
+
+
+def render_csv(rows: list[dict], swept: list[str]) -> str:
+    columns = csv_columns(rows, swept)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: "" if row.get(k) is None else row[k] for k in columns})
+    return buffer.getvalue()
+
+
+def _cell(value) -> str:
+    return format_value(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], body: list[list]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in body]
+    return lines
+
+
+def score_text(group: dict) -> str:
+    if group["std"] is None:
+        return f"{group['mean']:.2f}"
+    return f"{group['mean']:.2f} ± {group['std']:.2f}"
+
+
+def results_section(groups: list[dict], swept: list[str]) -> list[str]:
+    params = [k for k in swept if k != "seed"]
+    names = short_names(params)
+    lines = ["## Results", "",
+             "Scores of the default decoding of each evaluation (greedy unless the variant overrides it): "
+             "mean ± sample std over the seeds of one configuration; n = number of runs averaged.", ""]
+    if not groups:
+        return lines + ["No run has an evaluation yet (see below).", ""]
+    header = ["method", "task", "model", *[names[k] for k in params], "eval", "variant", "metric",
+              "score", "n", "seeds", "train s"]
+    body = [[g["method"], g["task"], g["model"], *[g[k] for k in params], g["eval"], g["variant"], g["metric"],
+             score_text(g), g["n"], ", ".join(format_value(s) for s in g["seeds"]),
+             None if g["train_seconds"] is None else f"{g['train_seconds']:.1f}"] for g in groups]
+    return lines + _table(header, body) + [""]
+
+
+def missing_section(missing: list[dict], warnings: list[str]) -> list[str]:
+    lines = ["## Missing or partial runs", ""]
+    if missing:
+        lines += _table(["run", "status", "reason"], [[m["run"], m["status"], m["reason"]] for m in missing])
+    else:
+        lines.append("None: every run has final/ and an evaluation.")
+    if warnings:
+        lines += ["", "Warnings:", ""] + [f"- {_cell(w)}" for w in warnings]
+    return lines + [""]
+
+
+def plots_section(plots: list[dict]) -> list[str]:
+    """``plots``: ``{title, images: [(file, caption)], skipped: [reason]}`` per kind of plot."""
+    lines = ["## Plots", ""]
+    for plot in plots:
+        lines += [f"### {plot['title']}", ""]
+        for name, caption in plot["images"]:
+            lines += [f"![{caption}]({name})", ""]
+        lines += [f"Skipped: {reason}\n" for reason in plot["skipped"]]
+    return lines
+
+
+def render_markdown(context: dict) -> str:
+    """report.md from ``sources, runs, rows, swept, groups, missing, warnings, plots, generated``."""
+    params = [k for k in context["swept"] if k != "seed"]
+    head = ["# Distillation report", "",
+            f"Generated {context['generated']} from: " + ", ".join(f"`{s}`" for s in context["sources"]) + ".", "",
+            f"{len(context['runs'])} runs, {len(context['rows'])} rows in [runs.csv](runs.csv), "
+            f"{len(context['missing'])} missing or partial. "
+            f"Swept settings: {', '.join(f'`{k}`' for k in params) or 'none'} (and `seed`).", ""]
+    body = results_section(context["groups"], context["swept"])
+    body += missing_section(context["missing"], context["warnings"])
+    body += plots_section(context["plots"])
+    return "\n".join(head + body)

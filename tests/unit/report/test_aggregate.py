@@ -1,0 +1,99 @@
+"""Collecting and aggregating: rows, swept settings, seed groups, missing runs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distill.errors import DataError
+from distill.report.aggregate import (METRIC_KEYS, build_rows, group_rows, hyperparameters, method_name,
+                                      missing_runs, run_status, swept_keys)
+from distill.report.collect import collect
+
+from .conftest import TEACHER_SCORE, run_config
+
+
+def test_metric_keys_mirror_distill_metrics():
+    from distill.metrics import METRIC_KEYS as REAL
+
+    assert METRIC_KEYS == {k: tuple(v) for k, v in REAL.items()}
+
+
+def test_collect_finds_every_run_and_skips_hidden_dirs(sweep):
+    runs = collect([sweep])
+    assert len(runs) == 9
+    assert all(not r["run"].startswith(".") for r in runs)
+    assert "gkd-arith-tiny/divergence.beta=0.1,seed=2" in {r["run"] for r in runs}
+
+
+def test_collect_errors_name_the_directory(tmp_path):
+    with pytest.raises(DataError, match="does not exist"):
+        collect([tmp_path / "nope"])
+    (tmp_path / "empty" / "sub").mkdir(parents=True)
+    with pytest.raises(DataError, match="holds no training runs"):
+        collect([tmp_path / "empty"])
+
+
+def test_broken_files_become_warnings_not_crashes(tmp_path):
+    from .conftest import write_run
+
+    write_run(tmp_path / "r", "gkd", 0, finished=False)
+    with (tmp_path / "r" / "metrics.jsonl").open("a") as handle:
+        handle.write('{"step": 75, "loss"')  # killed mid-append
+    (run,) = collect([tmp_path])
+    assert len(run["metrics"]) == 3 and any("malformed" in w for w in run["warnings"])
+    assert method_name(run) == "gkd"  # no summary.json yet: from method._target_
+
+
+def test_hyperparameters_skip_copies_and_unused_divergence():
+    gkd = hyperparameters(run_config("gkd", 0, 0.1, 0.5, 1.0))
+    assert gkd["method.lmbda"] == 0.5 and gkd["divergence.beta"] == 0.1
+    assert not any(k.startswith(("method.divergence", "method.teacher_decoding", "method._target_")) for k in gkd)
+    assert "trainer.device" not in gkd and gkd["trainer.adam_betas"] == "[0.9, 0.999]"
+    sft = hyperparameters(run_config("sft", 0, 0.1, 0.5, 1.0))
+    assert not any(k.startswith("divergence.") for k in sft)  # sft ignores the divergence group
+
+
+def test_method_defaults_that_differ_between_methods_are_not_a_sweep():
+    gkd, xkd = {"method.alpha": 1.0, "trainer.lr": 1e-3}, {"method.alpha": 0.1, "trainer.lr": 2e-3}
+    assert swept_keys([gkd, xkd], ["gkd", "xkd"]) == ["trainer.lr", "seed"]
+    assert swept_keys([gkd, xkd], ["gkd", "gkd"]) == ["method.alpha", "trainer.lr", "seed"]
+
+
+def test_rows_and_swept_settings(sweep):
+    rows, swept = build_rows(collect([sweep]))
+    assert swept == ["divergence.beta", "seed"]
+    assert len(rows) == 8 + 1 + 1 + 3  # student evals, extra `default` variant, partial run, teacher evals
+    teacher = [r for r in rows if r["method"] == "teacher"]
+    assert len(teacher) == 3 and all(r["divergence.beta"] is None and r["value"] == TEACHER_SCORE for r in teacher)
+    partial = [r for r in rows if r["status"] == "partial"]
+    assert len(partial) == 1 and partial[0]["value"] is None and partial[0]["steps"] == 50
+
+
+def test_groups_mean_and_sample_std_by_hand(sweep):
+    rows, swept = build_rows(collect([sweep]))
+    groups = {(g["method"], g["divergence.beta"], g["variant"]): g for g in group_rows(rows, swept)}
+    gkd = groups[("gkd", 0.1, "student")]  # seeds 0, 1: 50 + 1 + 5 + 10 + {0, 3}
+    assert (gkd["n"], gkd["seeds"], gkd["mean"]) == (2, [0, 1], 67.5)
+    assert gkd["std"] == pytest.approx(math.sqrt(2 * 1.5 ** 2))
+    assert groups[("supervised_kd", 0.9, "student")]["mean"] == 60.5
+    single = groups[("gkd", 0.9, "default")]
+    assert (single["n"], single["mean"], single["std"]) == (1, 77.0, None)
+    teacher = groups[("teacher", None, "teacher")]
+    assert (teacher["n"], teacher["seeds"], teacher["std"]) == (2, [0, 1], 0.0)  # one per seed, not per run
+
+
+def test_partial_run_is_listed_as_missing(sweep):
+    runs = collect([sweep])
+    rows, _ = build_rows(runs)
+    (missing,) = missing_runs(runs, rows)
+    assert missing["run"] == "gkd-arith-tiny/divergence.beta=0.1,seed=2"
+    assert missing["status"] == "partial" and "no final/" in missing["reason"] and "step 50" in missing["reason"]
+
+
+def test_run_status():
+    run = {"has_final": True, "evals": [{"variant": "teacher"}]}
+    assert run_status(run) == "no eval"
+    assert run_status({**run, "evals": [{"variant": "student"}]}) == "complete"
+    assert run_status({**run, "has_final": False}) == "partial"

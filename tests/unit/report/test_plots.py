@@ -1,0 +1,83 @@
+"""Plot data and figures, checked on the matplotlib objects before anything is saved."""
+
+from __future__ import annotations
+
+import pytest
+from matplotlib.colors import to_rgb
+
+from distill.report import series as S
+from distill.report.aggregate import METHODS, build_rows, primary_rows
+from distill.report.build import make_figures
+from distill.report.collect import collect
+from distill.report.plots import FIXED, method_colour
+
+
+def _figures(root):
+    runs = collect([root])
+    rows, swept = build_rows(runs)
+    return {s["title"]: s for s in make_figures(runs, rows, swept)}
+
+
+def test_every_known_method_has_a_fixed_colour():
+    assert set(FIXED) == set(METHODS)
+    assert len({method_colour(m) for m in METHODS}) == len(METHODS)
+    assert method_colour("new_method") == method_colour("new_method")
+
+
+def test_curves_one_figure_per_method_one_line_per_config(sweep):
+    section = _figures(sweep)["Training curves"]
+    names = [name for name, _, _ in section["figures"]]
+    assert names == ["curves_supervised_kd.png", "curves_gkd.png"]  # fixed method order
+    gkd = section["figures"][1][2]
+    assert [ax.get_title() for ax in gkd.axes] == ["loss", "loss/kd", "val/loss"]
+    assert all(len(ax.lines) == 2 for ax in gkd.axes)  # β = 0.1 and 0.9, seeds averaged
+    labels = [line.get_label() for line in gkd.axes[0].lines]
+    assert labels == ["beta=0.1 (mean of 3)", "beta=0.9 (mean of 2)"]  # the partial run's curve counts
+    assert all(ax.get_xlabel() == "step" and ax.get_ylabel() == ax.get_title() for ax in gkd.axes)
+    (legend,) = gkd.legends  # one shared legend
+    assert [t.get_text() for t in legend.get_texts()] == labels
+    assert to_rgb(gkd.axes[0].lines[0].get_color()) == to_rgb(method_colour("gkd"))
+    assert [ax.get_title() for ax in section["figures"][0][2].axes] == ["loss", "loss/ce", "loss/kd", "val/loss"]
+
+
+def test_tradeoff_one_line_per_method_with_temperature_points(sweep):
+    (name, _, fig), = _figures(sweep)["Performance vs diversity"]["figures"]
+    assert name == "tradeoff.png"
+    ax = fig.axes[0]
+    lines = {line.get_label(): line for line in ax.lines}
+    assert list(lines) == ["teacher", "supervised_kd", "gkd"]  # fixed method order
+    for method, line in lines.items():
+        assert to_rgb(line.get_color()) == to_rgb(method_colour(method))
+        assert list(line.get_xdata()) == [65.0, 50.0]  # self_bleu at T = 0.5, 1.0
+    assert list(lines["teacher"].get_ydata()) == [75.0, 70.0]
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["T=0.5", "T=1"] * 3)
+    assert ax.get_xlabel().startswith("Self-BLEU") and ax.get_ylabel() == "accuracy"
+
+
+def test_sweep_without_fractions_or_two_settings_skips_those_plots(sweep):
+    figures = _figures(sweep)
+    for title in ("Data efficiency", "Hyperparameter heatmaps"):
+        assert figures[title]["figures"] == [] and figures[title]["skipped"]
+
+
+def test_heatmap_over_two_swept_settings(grid):
+    (name, _, fig), = _figures(grid)["Hyperparameter heatmaps"]["figures"]
+    assert name == "heatmap_method.lmbda_divergence.beta.png"
+    ax = fig.axes[0]  # fig.axes[1] is the colour bar
+    assert ax.images[0].get_array().shape == (2, 2)
+    assert ax.get_xlabel() == "method.lmbda" and ax.get_ylabel() == "divergence.beta"
+    # cell (λ=1, β=0.9): 50 + 9 + 10 + 10 + {0, 3} -> 80.5
+    assert "80.5\n(n=2)" in [t.get_text() for t in ax.texts] and len(ax.texts) == 4
+
+
+def test_data_efficiency_mean_and_std_by_hand(fractions):
+    rows, swept = build_rows(collect([fractions]))
+    data = S.efficiency_data(primary_rows(rows))["arith"]
+    sft = {p["fraction"]: p for p in data["sft"]}
+    assert sft[0.25]["mean"] == pytest.approx(30 + 5 + 2.5 + 1.5)  # sft ignores β: BASE + 10·0.5 + 10·f + mean(0, 3)
+    assert sft[0.25]["std"] == pytest.approx(2.1213, abs=1e-4) and sft[0.25]["n"] == 2
+    (_, _, fig), = _figures(fractions)["Data efficiency"]["figures"]
+    ax = fig.axes[0]
+    assert len(ax.containers) == 2  # one errorbar series per method
+    assert [len(c.lines[0].get_xdata()) for c in ax.containers] == [3, 3]
+    assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["gkd", "sft"]
