@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=256)
     parser.add_argument("--vocab", type=int, default=32000)
-    parser.add_argument("--chunk-size", type=int, default=128)
+    parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="divergences to run (default: all)")
     parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl"], default=None,

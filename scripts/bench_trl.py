@@ -67,7 +67,7 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
     teacher = AutoModelForCausalLM.from_pretrained(folder / "teacher").eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder / "student")
     data = [Encoded(r["prompt_ids"], r["target_ids"]) for r in json.loads((folder / "data.json").read_text())["rows"]]
-    divergence = {"name": "jsd", "beta": BETA, "normalize": False, "kd_temperature": 1.0, "chunk_size": 128, "skew": None}
+    divergence = {"name": "jsd", "beta": BETA, "normalize": False, "kd_temperature": 1.0, "chunk_size": 64, "skew": None}
     method = GKD(divergence, LMBDA, False, TEMPERATURE, max_new_tokens, 1.0, "accuracy",
                  {"strategy": "greedy", "max_new_tokens": max_new_tokens}, 64)
     ctx = Context(student, teacher, tokenizer, False, torch.device("cpu"), {})
