@@ -75,7 +75,7 @@ def _tvd_chunk(log_q, log_p, _):
 
 
 def _skl_chunk(log_q, log_p, skew):
-    p, q = log_p.exp(), log_q.exp()
+    p = log_p.exp()
     log_m = _log_mix(log_p, log_q, skew)  # M = λp + (1−λ)q
     h = torch.where(p > 0, -(1 - skew) * p * (log_q - log_m).exp(), torch.zeros_like(p))
     return _xlogy_diff(p, log_p, log_m).sum(-1), h

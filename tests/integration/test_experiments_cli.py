@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-from pathlib import Path
-
 import pytest
 
 from .conftest import TINY, TINY_ARITH, cli
