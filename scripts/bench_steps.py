@@ -103,7 +103,6 @@ def _child(method: str, steps: int, warmup: int, max_train: int, device: str, qu
         train_data = prepared
     settings = C.trainer_settings(cfg)
     trainer = Trainer(method_obj, ctx, train_data, [], settings, Path(tempfile.mkdtemp()), cfg.seed, None, {})
-    trainer._bad_step = torch.tensor(-1, device=ctx.device)
 
     def step(index: int) -> None:  # the body of Trainer.run between logging steps
         totals = trainer.train_step(index)

@@ -74,7 +74,6 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
     settings = TrainerSettings("cpu", "fp32", steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
                                steps, steps, 1, steps, 1, False, False)
     trainer = Trainer(method, ctx, data, [], settings, Path(tempfile.mkdtemp()), 0, None, {})
-    trainer._bad_step = torch.tensor(-1)
     times = []
     for step in range(steps):
         start = time.perf_counter()

@@ -111,6 +111,7 @@ class Trainer:
         self.scheduler = make_scheduler(self.optimizer, settings.warmup_steps, settings.max_steps, settings.lr_schedule, settings.min_lr_ratio)
         self.ckpt_dir = run_dir / "checkpoints"
         self.start_step = self._maybe_resume()
+        self._bad_step = torch.tensor(-1, device=ctx.device)  # first non-finite step (1-based), -1 = none
         self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
 
     def _maybe_resume(self) -> int:
@@ -164,8 +165,7 @@ class Trainer:
         finite = torch.isfinite(totals["loss"]) & torch.isfinite(totals["grad_norm"])
         if _fault(step) == "nan":
             finite = torch.zeros_like(finite)
-        first = torch.where(self._bad_step < 0, torch.where(finite, -1, step + 1), self._bad_step)
-        self._bad_step = first if self._bad_step.device == first.device else first.to(self._bad_step.device)
+        self._bad_step = torch.where(self._bad_step < 0, torch.where(finite, -1, step + 1), self._bad_step)
 
     def _raise_if_diverged(self) -> None:
         """Called before anything is logged or saved: a diverged run never overwrites a good checkpoint."""
@@ -180,7 +180,6 @@ class Trainer:
         # The step itself never waits for the device: the token count and the "diverged" flag stay
         # on it and are read only at logging, validation and checkpoint steps.
         s, started = self.s, time.perf_counter()
-        self._bad_step = torch.tensor(-1, device=self.ctx.device)
         window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
         with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance:
             for step in range(self.start_step, s.max_steps):
@@ -191,16 +190,17 @@ class Trainer:
                 self.optimizer.zero_grad(set_to_none=True)
                 done = step + 1
                 window_tokens += totals["tokens"]
-                if done % s.log_every == 0 or done == s.max_steps:
-                    self._raise_if_diverged()
+                log_now, validate_now = done % s.log_every == 0, done % s.eval_every == 0
+                save_now = done % s.save_every == 0 or done == s.max_steps
+                if log_now or validate_now or save_now:
+                    self._raise_if_diverged()  # the one host sync, before anything is written
+                if log_now or done == s.max_steps:
                     elapsed = time.perf_counter() - window_start
                     self._log(done, totals, float(window_tokens) / max(elapsed, 1e-9))
                     window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
-                if done % s.eval_every == 0 or done == s.max_steps:
-                    self._raise_if_diverged()
+                if validate_now or done == s.max_steps:
                     self._validate(done)
-                if done % s.save_every == 0 or done == s.max_steps:
-                    self._raise_if_diverged()
+                if save_now:
                     self.save(done)
                 if _fault(done) == "kill":
                     os.kill(os.getpid(), signal.SIGKILL)

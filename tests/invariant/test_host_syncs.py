@@ -62,7 +62,6 @@ METHODS = {
 def test_a_training_step_has_no_host_syncs_but_decodings(make_ctx, items, tmp_path, name, request):
     build, allowed = METHODS[name]
     trainer = _trainer(build(), make_ctx(), items, 2, 2, tmp_path)
-    trainer._bad_step = torch.tensor(-1)
     trainer.train_step(0)  # warm-up: lazy initialisation is not a step
     seen = request.getfixturevalue("host_syncs")
     totals = trainer.train_step(1)
