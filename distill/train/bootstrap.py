@@ -4,9 +4,12 @@ A preset with ``bootstrap.enabled`` is first trained by SFT on the task (a
 teacher that does not exist yet, or an SFT-initialised student, as the GKD
 and X-KD papers start from). The result is cached under
 ``<cache_dir>/bootstrap/<hash>`` where the hash covers everything that
-changes the weights (model, task data, tokenizer, SFT recipe, seed) and
-nothing that does not (logging, device, evaluation settings). Bootstrap runs
-are ordinary training runs, so an interrupted one resumes.
+changes the weights (model, task data, tokenizer, SFT recipe, bootstrap
+seed) and nothing that does not (logging, device, evaluation settings).
+Bootstraps take their own seed, not the run's: the seeds of a distillation
+sweep then vary the distillation from one teacher and one starting student,
+the protocol of the GKD and X-KD papers. Bootstrap runs are ordinary
+training runs, so an interrupted one resumes.
 """
 
 from __future__ import annotations
@@ -34,35 +37,48 @@ class ModelSources:
     """Everything needed to materialise the models of a run."""
 
     task: TaskSpec
-    train_records: list
+    train_records: list      # the run's training data (after task.train_fraction)
+    bootstrap_records: list  # the whole train split: tokenizer and bootstraps
     val_records: list
     tokenizer_vocab_size: int
     cache_dir: Path
-    seed: int
+    seed: int              # the run's seed: init of a student that is not bootstrapped
+    bootstrap_seed: int    # init and data order of the SFT bootstraps
     bootstrap_trainer: dict
     trainer: TrainerSettings
 
 
+def whole_split(task: TaskSpec) -> TaskSpec:
+    """The task as bootstraps see it: ``train_fraction`` subsets only the run's own data,
+    so every point of a data-efficiency curve shares one teacher, tokenizer and start."""
+    return replace(task, train_fraction=1.0)
+
+
 def tiny_tokenizer(sources: ModelSources):
-    return build_tokenizer(tokenizer_corpus(sources.task, sources.train_records), sources.tokenizer_vocab_size,
+    return build_tokenizer(tokenizer_corpus(sources.task, sources.bootstrap_records), sources.tokenizer_vocab_size,
                            sources.cache_dir)
+
+
+def init_seed(spec: ModelSpec, sources: ModelSources) -> int:
+    return sources.bootstrap_seed if spec.bootstrap["enabled"] else sources.seed
 
 
 def initial_model(spec: ModelSpec, sources: ModelSources):
     """(model, tokenizer) before any bootstrap: a fresh tiny preset or the pretrained weights."""
     if spec.is_tiny:
         tokenizer = tiny_tokenizer(sources)
-        return build_tiny(spec, tokenizer, sources.seed), tokenizer
+        return build_tiny(spec, tokenizer, init_seed(spec, sources)), tokenizer
     return load_model(spec.pretrained, spec.torch_dtype)
 
 
 def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSettings, tokenizer) -> str:
-    task = {k: v for k, v in asdict(sources.task).items() if k not in EVAL_ONLY_TASK_FIELDS}
+    task = {k: v for k, v in asdict(whole_split(sources.task)).items() if k not in EVAL_ONLY_TASK_FIELDS}
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items()
                 if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume", "progress")}
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
-    blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab, "seed": sources.seed},
+    blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab,
+                       "seed": sources.bootstrap_seed},
                       sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -95,11 +111,11 @@ def run_sft(model, tokenizer, sources: ModelSources, recipe: TrainerSettings, ru
 
     encoder_decoder = bool(model.config.is_encoder_decoder)
     device = resolve_device(recipe.device)
-    train = encode_records(sources.task, sources.train_records, tokenizer, model)
+    train = encode_records(sources.task, sources.bootstrap_records, tokenizer, model)
     val = encode_records(sources.task, sources.val_records, tokenizer, model)
     ctx = Context(model.to(device), None, tokenizer, encoder_decoder, device, {})
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.seed, None, {"bootstrap": asdict(recipe)})
+    trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.bootstrap_seed, None, {"bootstrap": asdict(recipe)})
     summary = trainer.run()
     save_final(run_dir, model, tokenizer, summary)
 

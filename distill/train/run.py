@@ -16,7 +16,7 @@ from distill import config as C
 from distill.errors import ConfigError
 from distill.io import atomic_write_text
 from distill.models.load import check_same_vocabulary, parameter_count
-from distill.train.bootstrap import ModelSources, encode_records, prepare_model
+from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
 from distill.train.finalize import save_final
 from distill.train.loop import Context, Trainer, resolve_device
 
@@ -34,9 +34,12 @@ def run_dir() -> Path:
 def model_sources(cfg: DictConfig, task) -> ModelSources:
     from distill.data.tasks import load_split
 
-    return ModelSources(task=task, train_records=load_split(task, "train"), val_records=load_split(task, "validation"),
+    train = load_split(task, "train")
+    whole = train if task.train_fraction == 1.0 else load_split(whole_split(task), "train")
+    return ModelSources(task=task, train_records=train, bootstrap_records=whole, val_records=load_split(task, "validation"),
                         tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
-                        seed=cfg.seed, bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
+                        seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
+                        bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
 
 
 def _guard_resume(cfg: DictConfig, directory: Path) -> None:
@@ -68,7 +71,7 @@ def train(cfg: DictConfig) -> dict:
         check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(settings.device)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                  device, extra_modules={}, teacher_id=_model_id(teacher, teacher_spec, cfg.seed),
+                  device, extra_modules={}, teacher_id=_model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)),
                   cache_dir=sources.cache_dir)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
     val_data = encode_records(task, sources.val_records, tokenizer, student)

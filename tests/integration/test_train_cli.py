@@ -90,3 +90,17 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path, cache_dir, monkey
     assert cli(*train_args(run, cache_dir, "logger=wandb", "trainer.max_steps=2")) == 0
     assert list((run / "wandb").glob("offline-run-*")), "W&B should have written an offline run"
     assert (run / "metrics.jsonl").exists()  # local files are written whatever W&B does
+
+
+def test_bootstraps_are_shared_across_seeds_and_train_fractions(tmp_path, cache_dir, capsys):
+    both = ["method=supervised_kd", "student.bootstrap.enabled=true", "trainer.max_steps=1"]
+    assert cli(*train_args(tmp_path / "a", cache_dir, *both, "seed=11")) == 0
+    capsys.readouterr()
+    assert cli(*train_args(tmp_path / "b", cache_dir, *both, "seed=12", "task.train_fraction=0.5")) == 0
+    out = capsys.readouterr().out
+    assert "reusing cached SFT student" in out and "reusing cached SFT teacher" in out
+    assert "bootstrapping" not in out
+    assert "150 train / 8 validation examples" in out  # the run itself trains on half of the 300
+    assert cli(*train_args(tmp_path / "c", cache_dir, *both, "bootstrap_seed=5")) == 0
+    out = capsys.readouterr().out
+    assert "bootstrapping student tiny" in out and "bootstrapping teacher tiny" in out
