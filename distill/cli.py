@@ -65,6 +65,22 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
+PATH_KEYS = ("ckpt", "cache_dir", "hydra.run.dir", "hydra.sweep.dir")
+
+
+def _quote_paths(overrides: list[str]) -> list[str]:
+    """Quote path values holding ``=``, which Hydra's override grammar rejects: sweep
+    run dirs are named ``seed=0,beta=0.5`` and users pass them straight to ``ckpt=``.
+    A value without ``=`` is left alone, so ``-m ckpt=a,b`` still sweeps."""
+    out = []
+    for arg in overrides:
+        key, sep, value = arg.partition("=")
+        if sep and key in PATH_KEYS and "=" in value and "'" not in value and "${" not in value:
+            arg = f"{key}='{value}'"
+        out.append(arg)
+    return out
+
+
 def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
     import hydra
     from hydra.core.global_hydra import GlobalHydra
@@ -76,7 +92,7 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
     GlobalHydra.instance().clear()
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(job)
     saved = sys.argv
-    sys.argv = [f"distill {config_name}", *overrides]
+    sys.argv = [f"distill {config_name}", *_quote_paths(overrides)]
     try:
         app()
     finally:

@@ -5,7 +5,8 @@
 #
 # 1. every method (sft, supervised_kd, seqkd, gkd, minillm, xkd) × 3 seeds from the same
 #    SFT-initialised tiny student and the same bootstrapped tiny teacher (both cached
-#    under outputs/cache: the first run bootstraps them, ~15 + 3 min), greedy accuracy;
+#    under outputs/cache: the first run bootstraps them, ~8 + 2.5 min), greedy accuracy
+#    of student and teacher;
 # 2. the performance–diversity trade-off: each method's seed-0 run sampled 4 times per
 #    prompt at three temperatures (accuracy and Self-BLEU);
 # 3. data efficiency: sft, gkd and xkd on 1 % and 5 % of the train split (200 and 1 000
@@ -25,11 +26,13 @@ COMMON=(trainer.max_steps=200 trainer.warmup_steps=20 trainer.log_every=10 train
 start=$(date +%s)
 stamp() { echo "[reproduce_tiny] $1 after $(( $(date +%s) - start )) s"; }
 
-$DISTILL train -m experiment=compare_methods "${COMMON[@]}" hydra.sweep.dir="$OUT/methods"
+$DISTILL train -m experiment=compare_methods "${COMMON[@]}" eval.compare_teacher=true hydra.sweep.dir="$OUT/methods"
 stamp "methods × seeds trained and evaluated"
 
-# run dirs are <method>-arith-tiny/<overrides>, the overrides starting with seed=N
-for run in $(find "$OUT/methods" -mindepth 2 -maxdepth 2 -type d -name 'seed=0*' | sort); do
+# run dirs are <method>-arith-tiny/<sorted overrides>, e.g. experiment=compare_methods,seed=0,...
+runs=$(find "$OUT/methods" -mindepth 2 -maxdepth 2 -type d \( -name 'seed=0,*' -o -name '*,seed=0,*' \) | sort)
+[ "$(echo "$runs" | grep -c .)" -eq 6 ] || { echo "reproduce_tiny: expected 6 seed-0 runs under $OUT/methods, found: $runs" >&2; exit 1; }
+for run in $runs; do
   $DISTILL eval ckpt="$run" eval.num_samples=4 "eval.sampling_temperatures=[0.5,1.0,1.5]" \
     task.max_eval_examples=200 eval.progress=false
 done

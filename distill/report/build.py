@@ -29,7 +29,8 @@ def build_report(sources: list[Path], out: Path) -> dict:
         for name, _, fig in section["figures"]:
             P.save_png(fig, out / name)
     context = {"sources": [str(s) for s in sources], "runs": runs, "rows": rows, "swept": swept,
-               "groups": group_rows(rows, swept), "missing": missing, "plots": plots,
+               "groups": group_rows(rows, swept), "sampled": S.tradeoff_data(rows), "metric": task_metrics(rows),
+               "missing": missing, "plots": plots,
                "warnings": [w for run in runs for w in run["warnings"]],
                "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     atomic_write_text(out / "runs.csv", render_csv(rows, swept))
@@ -43,12 +44,17 @@ def _file(stem: str, task: str, several_tasks: bool) -> str:
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", name) + ".png"
 
 
+def task_metrics(rows: list[dict]) -> dict:
+    """``task -> metric name`` (the first row that names one)."""
+    return {row["task"]: row["metric"] for row in reversed(rows) if row.get("metric")}
+
+
 def make_figures(runs: list[dict], rows: list[dict], swept: list[str]) -> list[dict]:
     """Sections ``{title, figures: [(file, caption, Figure)], skipped: [reason]}`` in report order."""
     primary = primary_rows(rows)
     tasks = sorted({row["task"] for row in rows}, key=sort_key)
     several = len(tasks) > 1
-    metric = {row["task"]: row["metric"] for row in reversed(rows) if row.get("metric")}
+    metric = task_metrics(rows)
     return [_curves(runs, rows, swept, several), _tradeoff(rows, metric, several),
             _efficiency(primary, metric, several), _heatmaps(primary, swept, metric, several)]
 

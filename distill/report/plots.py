@@ -7,8 +7,7 @@ inspect the returned objects before anything is saved.
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 import zlib
 from pathlib import Path
 
@@ -17,6 +16,7 @@ from matplotlib import colors as mcolors
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from distill.io import atomic_write_bytes
 from distill.report.series import format_value, short_names
 
 # One colour per method in every figure of every report: tab10, fixed by name.
@@ -97,6 +97,9 @@ def efficiency_figure(task: str, metric: str, data: dict) -> Figure:
     for method, points in data.items():
         ax.errorbar([p["fraction"] for p in points], [p["mean"] for p in points], yerr=[p["std"] for p in points],
                     marker="o", capsize=3, color=method_colour(method), label=method)
+    fractions = [p["fraction"] for points in data.values() for p in points]
+    if fractions and max(fractions) / min(fractions) >= 20:  # 1 %, 5 %, 100 % would crowd a linear axis
+        ax.set_xscale("log")
     ax.set_xlabel("task.train_fraction (fraction of the training set)")
     ax.set_ylabel(f"{metric} (mean ± std over runs)")
     ax.set_title(f"{task}: data efficiency")
@@ -132,13 +135,7 @@ def heatmap_figure(task: str, metric: str, a: str, b: str, per_method: dict) -> 
 
 
 def save_png(fig: Figure, path: Path) -> None:
-    """Render to a temp sibling, then rename: a crash never leaves a truncated PNG."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".tmp-{path.name}-", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    """Render in memory, then write atomically: a crash never leaves a truncated PNG."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110)
+    atomic_write_bytes(path, buffer.getvalue())

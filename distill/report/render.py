@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 
 from distill.report.aggregate import METRIC_KEYS
 from distill.report.series import format_value, short_names
@@ -56,10 +57,28 @@ def results_section(groups: list[dict], swept: list[str]) -> list[str]:
         return lines + ["No run has an evaluation yet (see below).", ""]
     header = ["method", "task", "model", *[names[k] for k in params], "eval", "variant", "metric",
               "score", "n", "seeds", "train s"]
-    body = [[g["method"], g["task"], g["model"], *[g[k] for k in params], g["eval"], g["variant"], g["metric"],
+    body = [[g["method"], g["task"], g["model"], *[g[k] for k in params], g["eval"], variant_label(g["variant"]), g["metric"],
              score_text(g), g["n"], ", ".join(format_value(s) for s in g["seeds"]),
              None if g["train_seconds"] is None else f"{g['train_seconds']:.1f}"] for g in groups]
     return lines + _table(header, body) + [""]
+
+
+def variant_label(variant: str) -> str:
+    """``eval.num_samples=4,task.max_eval_examples=200`` -> ``num_samples=4, max_eval_examples=200``."""
+    return re.sub(r",(?=[A-Za-z_][\w.]*=)", ", ", re.sub(r"(^|,)(?:eval|task)\.", r"\1", variant))
+
+
+def sampled_section(sampled: dict, metric: dict) -> list[str]:
+    """Mean score and Self-BLEU per method and sampling temperature: the trade-off figure as numbers."""
+    if not sampled:
+        return []
+    lines = ["## Sampled decoding", "",
+             "Each prompt sampled several times per temperature; the score averages all samples, Self-BLEU "
+             "compares each sample with the others of its prompt (higher = less diverse); mean over n runs.", ""]
+    body = [[task, method, p["temperature"], f"{p['value']:.2f}", f"{p['self_bleu']:.2f}", p["n"]]
+            for task, methods in sampled.items() for method, points in methods.items() for p in points]
+    metrics = "/".join(sorted({metric[t] for t in sampled}))
+    return lines + _table(["task", "method", "temperature", metrics, "self_bleu", "n"], body) + [""]
 
 
 def missing_section(missing: list[dict], warnings: list[str]) -> list[str]:
@@ -85,7 +104,7 @@ def plots_section(plots: list[dict]) -> list[str]:
 
 
 def render_markdown(context: dict) -> str:
-    """report.md from ``sources, runs, rows, swept, groups, missing, warnings, plots, generated``."""
+    """report.md from ``sources, runs, rows, swept, groups, sampled, metric, missing, warnings, plots, generated``."""
     params = [k for k in context["swept"] if k != "seed"]
     head = ["# Distillation report", "",
             f"Generated {context['generated']} from: " + ", ".join(f"`{s}`" for s in context["sources"]) + ".", "",
@@ -93,6 +112,7 @@ def render_markdown(context: dict) -> str:
             f"{len(context['missing'])} missing or partial. "
             f"Swept settings: {', '.join(f'`{k}`' for k in params) or 'none'} (and `seed`).", ""]
     body = results_section(context["groups"], context["swept"])
+    body += sampled_section(context["sampled"], context["metric"])
     body += missing_section(context["missing"], context["warnings"])
     body += plots_section(context["plots"])
     return "\n".join(head + body)

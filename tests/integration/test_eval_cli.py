@@ -78,3 +78,12 @@ def test_rescore_needs_no_model_and_reproduces_metrics(trained_run, tmp_path):
     assert rescored.pop("checkpoint") == "/nonexistent"
     original.pop("checkpoint")
     assert rescored == original
+
+
+def test_paths_named_like_sweep_runs_need_no_quoting(tmp_path, cache_dir):
+    run = tmp_path / "seed=0,trainer.lr=0.1"  # how Hydra names a sweep's run dirs
+    assert cli(*train_args(run, cache_dir, "trainer.max_steps=1")) == 0
+    assert (run / "final" / "config.json").exists()
+    assert _eval(run, "task.generator.sizes.train=300", "task.generator.sizes.test=4",
+                 "task.generator.sizes.validation=4", "eval.max_new_tokens=4") == 0
+    assert json.loads(next((run / "eval" / "arith-test").glob("*/metrics.json")).read_text())["num_examples"] == 4

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import pytest
 
@@ -112,3 +114,16 @@ def test_read_jsonl_missing_file(tmp_path):
     # A missing file is a plain OSError here; callers (tasks._local) check existence first.
     with pytest.raises(FileNotFoundError):
         read_jsonl(tmp_path / "absent.jsonl")
+
+
+def test_atomic_writes_get_the_usual_permissions_not_temp_file_ones(tmp_path):
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+        with atomic_dir(tmp_path / "d") as tmp:
+            (tmp / "f").write_text("y")
+    finally:
+        os.umask(old)
+    # mkstemp would leave 0600 and mkdtemp 0700: colleagues could not read results
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755

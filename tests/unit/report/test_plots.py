@@ -9,6 +9,7 @@ from distill.report import series as S
 from distill.report.aggregate import METHODS, build_rows, primary_rows
 from distill.report.build import make_figures
 from distill.report.collect import collect
+from distill.report import plots as P
 from distill.report.plots import FIXED, method_colour
 
 
@@ -81,3 +82,10 @@ def test_data_efficiency_mean_and_std_by_hand(fractions):
     assert len(ax.containers) == 2  # one errorbar series per method
     assert [len(c.lines[0].get_xdata()) for c in ax.containers] == [3, 3]
     assert sorted(t.get_text() for t in ax.get_legend().get_texts()) == ["gkd", "sft"]
+    assert ax.get_xscale() == "linear"  # 0.25 … 1
+
+
+def test_data_efficiency_spanning_decades_uses_a_log_axis():
+    points = [{"fraction": f, "mean": 50.0, "std": 1.0, "n": 3} for f in (0.01, 0.05, 1.0)]
+    ax = P.efficiency_figure("arith", "accuracy", {"sft": points}).axes[0]
+    assert ax.get_xscale() == "log" and list(ax.containers[0].lines[0].get_xdata()) == [0.01, 0.05, 1.0]

@@ -7,6 +7,7 @@ import csv
 import pytest
 
 from distill.cli import main
+from distill.report.render import variant_label
 
 
 def _cli(*args: str) -> int:
@@ -61,6 +62,18 @@ def test_report_md_tables_missing_runs_and_images(report):
     for name in ("curves_gkd.png", "curves_supervised_kd.png", "tradeoff.png"):
         assert f"]({name})" in text
     assert text.count("Skipped:") == 2  # data efficiency and heatmaps have no data here
+    sampled = text.split("## Sampled decoding")[1].split("## Missing")[0]
+    # gkd over β ∈ {0.1, 0.9} × seeds {0, 1}: 50 + 5 + 1.5 + 5 + 10 = 71.5 greedy, − 10·T sampled
+    assert "| arith | gkd | 0.5 | 66.50 | 65.00 | 4 |" in sampled
+    assert "| arith | gkd | 1 | 61.50 | 50.00 | 4 |" in sampled
+    assert "| arith | teacher | 0.5 | 75.00 | 65.00 | 3 |" in sampled
+
+
+def test_variant_labels_drop_group_prefixes_but_keep_values():
+    label = variant_label("eval.num_samples=4,eval.sampling_temperatures=[0.5,1.0,1.5],task.max_eval_examples=200")
+    assert label == "num_samples=4, sampling_temperatures=[0.5,1.0,1.5], max_eval_examples=200"
+    assert variant_label("student") == "student" and variant_label("seed=1,divergence.beta=0.5") == \
+        "seed=1, divergence.beta=0.5"
 
 
 def _error_line(capsys) -> str:
