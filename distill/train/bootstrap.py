@@ -20,6 +20,8 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+from filelock import FileLock
+
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
 from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model
@@ -96,11 +98,17 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
     recipe = bootstrap_recipe(spec, sources)
     run_dir = sources.cache_dir / "bootstrap" / f"{role}-{spec.name}-{bootstrap_key(spec, sources, recipe, tokenizer)}"
     final = run_dir / "final"
-    if (final / "config.json").exists():
-        log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
-    else:
-        log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name, recipe.max_steps, run_dir)
-        run_sft(model, tokenizer, sources, recipe, run_dir)
+    if not (final / "config.json").exists():
+        run_dir.parent.mkdir(parents=True, exist_ok=True)
+        # Parallel sweep jobs (joblib, SLURM) that need the same bootstrap: one trains it,
+        # the others wait here and then reuse it instead of writing the same run dir.
+        with FileLock(str(run_dir) + ".lock"):
+            if not (final / "config.json").exists():
+                log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name,
+                         recipe.max_steps, run_dir)
+                run_sft(model, tokenizer, sources, recipe, run_dir)
+                return load_model(str(final), spec.torch_dtype)
+    log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
     return load_model(str(final), spec.torch_dtype)
 
 

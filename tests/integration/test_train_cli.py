@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 from safetensors.torch import load_file
@@ -104,3 +106,16 @@ def test_bootstraps_are_shared_across_seeds_and_train_fractions(tmp_path, cache_
     assert cli(*train_args(tmp_path / "c", cache_dir, *both, "bootstrap_seed=5")) == 0
     out = capsys.readouterr().out
     assert "bootstrapping student tiny" in out and "bootstrapping teacher tiny" in out
+
+
+def test_parallel_jobs_needing_one_bootstrap_train_it_once(tmp_path):
+    cache = tmp_path / "cache"  # empty: both jobs find no bootstrap when they start
+    args = [[sys.executable, "-m", "distill.cli",
+             *train_args(tmp_path / f"job{i}", cache, "student.bootstrap.enabled=true", "trainer.max_steps=1",
+                         "bootstrap_trainer.max_steps=60", f"seed={i}")] for i in (0, 1)]
+    jobs = [subprocess.Popen(a, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for a in args]
+    outs = [job.communicate(timeout=300)[0] for job in jobs]
+    assert [job.returncode for job in jobs] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    logs = "".join(outs)
+    assert logs.count("bootstrapping student tiny") == 1 and logs.count("reusing cached SFT student") == 1
+    assert len(list((cache / "bootstrap").glob("student-tiny-*/final/config.json"))) == 1
