@@ -12,9 +12,11 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+
+from filelock import FileLock
 
 from distill.errors import DataError
 
@@ -45,6 +47,23 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def build_once(marker: Path, build: Callable[[], None]) -> bool:
+    """Run ``build`` unless ``marker`` (a file it creates last) exists; True if it ran here.
+
+    Parallel jobs filling one cache entry (sweeps under joblib or SLURM) serialise on a
+    lock file beside the entry: one builds, the others wait and then reuse its result.
+    """
+    if marker.exists():
+        return False
+    lock = marker.parent.with_name(marker.parent.name + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(lock)):
+        if marker.exists():
+            return False
+        build()
+        return True
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

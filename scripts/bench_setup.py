@@ -16,7 +16,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from distill import config as C
-from distill.train.bootstrap import bootstrap_key, bootstrap_recipe, initial_model, prepare_model
+from distill.train.bootstrap import bootstrap_key, bootstrap_recipe, initial_model, initial_tokenizer, prepare_model
 from distill.train.loop import Context, resolve_device
 from distill.train.run import instantiate_method, model_sources
 
@@ -30,8 +30,7 @@ def compose_config(overrides: list[str]):
 
 
 def teacher_is_cached(spec, sources) -> bool:
-    model, tokenizer = initial_model(spec, sources)
-    key = bootstrap_key(spec, sources, bootstrap_recipe(spec, sources), tokenizer)
+    key = bootstrap_key(spec, sources, bootstrap_recipe(spec, sources), initial_tokenizer(spec, sources))
     return (sources.cache_dir / "bootstrap" / f"teacher-{spec.name}-{key}" / "final" / "config.json").exists()
 
 

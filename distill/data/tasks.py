@@ -111,6 +111,11 @@ def _carve_validation(spec: TaskSpec, split: str, load) -> list[dict]:
 
 def load_split(spec: TaskSpec, split: str) -> list[dict]:
     """Records of one logical split (train | validation | test), subsetting applied."""
+    return subset_split(spec, split, full_split(spec, split))
+
+
+def full_split(spec: TaskSpec, split: str) -> list[dict]:
+    """Records of one logical split, checked and filtered, before subsetting."""
     if split not in spec.splits:
         raise ConfigError(f"task {spec.name}: unknown split {split!r}; task.splits has {sorted(spec.splits)}")
     if spec.generator is not None and spec.data_dir is None:
@@ -125,7 +130,11 @@ def load_split(spec: TaskSpec, split: str) -> list[dict]:
         missing = [f for f in spec.fields if f not in record]
         if missing:
             raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(record)}")
-    records = [r for r in records if str(r[spec.source_field]).strip()]  # XSum has a few empty documents
+    return [r for r in records if str(r[spec.source_field]).strip()]  # XSum has a few empty documents
+
+
+def subset_split(spec: TaskSpec, split: str, records: list[dict]) -> list[dict]:
+    """``full_split`` records cut to the task's fraction and caps; an empty result is an error."""
     records = _subset(spec, split, records)
     if not records:
         raise DataError(f"task {spec.name}: split {split} is empty after filtering; check task.data_dir and task.splits")

@@ -84,18 +84,27 @@ def _align_generation_config(model, tokenizer) -> None:
 
 def load_model(name_or_path: str, torch_dtype: str = "float32"):
     """(model, tokenizer) from a hub id or a directory in ``save_pretrained`` format."""
-    from transformers import AutoTokenizer
-
     config = _auto_config(name_or_path)
     try:
         model = _auto_class(config.is_encoder_decoder).from_pretrained(name_or_path, dtype=DTYPES[torch_dtype])
+    except OSError as exc:
+        raise ModelError(f"cannot load model or tokenizer from {name_or_path}: {exc}".splitlines()[0]) from None
+    tokenizer = load_tokenizer(name_or_path)
+    _align_generation_config(model, tokenizer)
+    return model, tokenizer
+
+
+def load_tokenizer(name_or_path: str):
+    """The tokenizer alone (no weights), with a pad token."""
+    from transformers import AutoTokenizer
+
+    try:
         tokenizer = AutoTokenizer.from_pretrained(name_or_path)
     except OSError as exc:
         raise ModelError(f"cannot load model or tokenizer from {name_or_path}: {exc}".splitlines()[0]) from None
     if tokenizer.pad_token_id is None:  # GPT-2/Llama style tokenizers ship without a pad token
         tokenizer.pad_token = tokenizer.eos_token
-    _align_generation_config(model, tokenizer)
-    return model, tokenizer
+    return tokenizer
 
 
 def resolve_checkpoint(path: str | Path) -> Path:

@@ -13,7 +13,7 @@ import logging
 from collections.abc import Iterable
 from pathlib import Path
 
-from distill.io import atomic_dir
+from distill.io import atomic_dir, build_once
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +52,12 @@ def build_tokenizer(texts: list[str], vocab_size: int, cache_dir: str | Path):
     from transformers import PreTrainedTokenizerFast
 
     path = Path(cache_dir) / "tokenizers" / tokenizer_key(texts, vocab_size)
-    if not (path / "tokenizer.json").exists():
+
+    def build() -> None:
         log.info("building tiny tokenizer (vocab %d) from %d texts -> %s", vocab_size, len(texts), path)
-        raw = _train(texts, vocab_size)
-        fast = PreTrainedTokenizerFast(tokenizer_object=raw, **SPECIAL_TOKENS)
+        fast = PreTrainedTokenizerFast(tokenizer_object=_train(texts, vocab_size), **SPECIAL_TOKENS)
         with atomic_dir(path) as tmp:
             fast.save_pretrained(tmp)
+
+    build_once(path / "tokenizer.json", build)  # a second writer would replace the dir under a reader
     return PreTrainedTokenizerFast.from_pretrained(str(path))

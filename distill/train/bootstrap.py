@@ -20,11 +20,10 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
-from filelock import FileLock
-
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
-from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model
+from distill.io import build_once
+from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model, load_tokenizer
 from distill.models.tokenizer import build_tokenizer
 from distill.train.loop import Context, Trainer, TrainerSettings
 
@@ -65,6 +64,11 @@ def init_seed(spec: ModelSpec, sources: ModelSources) -> int:
     return sources.bootstrap_seed if spec.bootstrap["enabled"] else sources.seed
 
 
+def initial_tokenizer(spec: ModelSpec, sources: ModelSources):
+    """The tokenizer of ``initial_model`` without building or loading any weights."""
+    return tiny_tokenizer(sources) if spec.is_tiny else load_tokenizer(spec.pretrained)
+
+
 def initial_model(spec: ModelSpec, sources: ModelSources):
     """(model, tokenizer) before any bootstrap: a fresh tiny preset or the pretrained weights."""
     if spec.is_tiny:
@@ -94,21 +98,18 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
     """(model, tokenizer) for ``role`` ('teacher' or 'student'), bootstrapping by SFT when asked."""
     if not spec.bootstrap["enabled"]:
         return initial_model(spec, sources)
-    model, tokenizer = initial_model(spec, sources)
     recipe = bootstrap_recipe(spec, sources)
-    run_dir = sources.cache_dir / "bootstrap" / f"{role}-{spec.name}-{bootstrap_key(spec, sources, recipe, tokenizer)}"
+    key = bootstrap_key(spec, sources, recipe, initial_tokenizer(spec, sources))  # weights only if we train
+    run_dir = sources.cache_dir / "bootstrap" / f"{role}-{spec.name}-{key}"
     final = run_dir / "final"
-    if not (final / "config.json").exists():
-        run_dir.parent.mkdir(parents=True, exist_ok=True)
-        # Parallel sweep jobs (joblib, SLURM) that need the same bootstrap: one trains it,
-        # the others wait here and then reuse it instead of writing the same run dir.
-        with FileLock(str(run_dir) + ".lock"):
-            if not (final / "config.json").exists():
-                log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name,
-                         recipe.max_steps, run_dir)
-                run_sft(model, tokenizer, sources, recipe, run_dir)
-                return load_model(str(final), spec.torch_dtype)
-    log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
+
+    def build() -> None:
+        log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name,
+                 recipe.max_steps, run_dir)
+        run_sft(*initial_model(spec, sources), sources, recipe, run_dir)
+
+    if not build_once(final / "config.json", build):  # parallel jobs train one shared bootstrap once
+        log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
     return load_model(str(final), spec.torch_dtype)
 
 

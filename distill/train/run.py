@@ -32,11 +32,12 @@ def run_dir() -> Path:
 
 
 def model_sources(cfg: DictConfig, task) -> ModelSources:
-    from distill.data.tasks import load_split
+    from distill.data.tasks import full_split, load_split, subset_split
 
-    train = load_split(task, "train")
-    whole = train if task.train_fraction == 1.0 else load_split(whole_split(task), "train")
-    return ModelSources(task=task, train_records=train, bootstrap_records=whole, val_records=load_split(task, "validation"),
+    full = full_split(task, "train")  # read once: the run and the bootstraps take different prefixes
+    return ModelSources(task=task, train_records=subset_split(task, "train", full),
+                        bootstrap_records=subset_split(whole_split(task), "train", full),
+                        val_records=load_split(task, "validation"),
                         tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
                         seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
                         bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))

@@ -9,7 +9,7 @@ import stat
 import pytest
 
 from distill.errors import DataError
-from distill.io import append_jsonl, atomic_dir, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from distill.io import append_jsonl, atomic_dir, build_once, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
 
 
 def test_atomic_dir_creates_final_only_on_success(tmp_path):
@@ -127,3 +127,16 @@ def test_atomic_writes_get_the_usual_permissions_not_temp_file_ones(tmp_path):
     # mkstemp would leave 0600 and mkdtemp 0700: colleagues could not read results
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == 0o755
+
+
+def test_build_once_builds_a_missing_entry_and_then_only_reuses_it(tmp_path):
+    marker, calls = tmp_path / "entry" / "done.json", []
+
+    def build():
+        calls.append(1)
+        marker.parent.mkdir(parents=True)
+        marker.write_text("{}")
+
+    assert build_once(marker, build) is True
+    assert build_once(marker, build) is False
+    assert calls == [1] and (tmp_path / "entry.lock").exists()
