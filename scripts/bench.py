@@ -17,6 +17,7 @@ float64 reference (max relative difference).
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import multiprocessing as mp
 import platform
@@ -249,12 +250,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     args.repeats = args.repeats or (3 if args.quick else 7)
-    try:
-        import trl  # noqa: F401
-
-        has_trl = True
-    except ImportError:
-        has_trl = False
+    has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
     sections = args.sections or ["divergences", "steps", "trl"]

@@ -171,20 +171,20 @@ def sort_key(value) -> tuple:
     return (2, 0, str(value))
 
 
-def missing_runs(runs: list[dict], rows: list[dict]) -> list[dict]:
+def missing_runs(runs: list[dict]) -> list[dict]:
     """Runs without final/ or without a student evaluation, with the reason."""
-    status = {row["run"]: row["status"] for row in rows if row["method"] != TEACHER}
     out = []
     for run in runs:
+        status = run_status(run)
+        if status == "complete":
+            continue
         steps = [r["step"] for r in run["metrics"]]
         reasons = []
         if not run["has_final"]:
             reasons.append(f"no final/ (last logged step {max(steps)})" if steps else "no final/ and nothing logged")
         if not any(e["variant"] != TEACHER for e in run["evals"]):
             reasons.append("no student evaluation (`eval/TASK-SPLIT/VARIANT/metrics.json`)")
-        if reasons:
-            out.append({"run": run["run"], "status": status[run["run"]], "reason": "; ".join(reasons),
-                        "path": run["path"]})
+        out.append({"run": run["run"], "status": status, "reason": "; ".join(reasons), "path": run["path"]})
     return out
 
 

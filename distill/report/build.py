@@ -21,7 +21,7 @@ def build_report(sources: list[Path], out: Path) -> dict:
     """Write report.md, runs.csv and the plots into ``out``; return what the CLI prints."""
     runs = collect(sources)
     rows, swept = build_rows(runs)
-    missing = missing_runs(runs, rows)
+    missing = missing_runs(runs)
     out.mkdir(parents=True, exist_ok=True)
     sections = make_figures(runs, rows, swept)
     plots = [{**s, "images": [(name, caption) for name, caption, _ in s["figures"]]} for s in sections]

@@ -58,8 +58,7 @@ def _label(root: Path, path: Path, prefix: str) -> str:
     """The run's path relative to the directory given; several roots are told apart by their names."""
     rel = path.relative_to(root).as_posix()
     if rel == ".":
-        rel = _root_name(root)
-        return rel
+        return _root_name(root)
     return f"{prefix}/{rel}" if prefix else rel
 
 
