@@ -20,6 +20,10 @@ from distill.data.tasks import Example
 class Encoded:
     prompt_ids: list[int]
     target_ids: list[int]  # ends with EOS unless truncated away by max_target_length
+    index: int = 0  # position in the training set: names the example's random stream (keyed_random)
+    # The dataset's reference text: sequence rewards compare with it even when a method replaced
+    # target_ids with teacher outputs (SPEC §5).
+    reference: str | None = None
 
 
 def _fit_prompt(ids: list[int], max_source_length: int) -> list[int]:
@@ -38,7 +42,8 @@ def encode(tokenizer, examples: list[Example], max_source_length: int, max_targe
     eos = tokenizer.eos_token_id
     prompts = tokenizer([e.source for e in examples])["input_ids"]
     targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
-    return [Encoded(_fit_prompt(p, max_source_length), t[: max_target_length - 1] + [eos]) for p, t in zip(prompts, targets)]
+    return [Encoded(_fit_prompt(p, max_source_length), t[: max_target_length - 1] + [eos], i, e.target)
+            for i, (p, t, e) in enumerate(zip(prompts, targets, examples))]
 
 
 def collate(items: list[Encoded], pad_id: int, encoder_decoder: bool) -> dict[str, torch.Tensor]:

@@ -31,14 +31,16 @@ def divergence_term(divergence: Divergence, view: TokenView, teacher_logits: tor
 
 
 def target_log_probs(view: TokenView, temperature: float = 1.0) -> torch.Tensor:
-    """log q(y_t | s_t) of the tokens in the batch, [B, L]."""
+    """log q_T(y_t | s_t) of the tokens in the batch, [B, L], with q_T = softmax(z / T)."""
     return -token_nll(view.logits / temperature, view.targets)
 
 
-def reinforce_term(view: TokenView, rewards: torch.Tensor, weight: float) -> Term:
-    """REINFORCE with a batch-mean baseline: −(r − mean r)·log q(y_t) on every output token.
+def reinforce_term(view: TokenView, advantage: torch.Tensor, weight: float, sampling_temperature: float) -> Term:
+    """REINFORCE: −A·log q_T(y_t) on every output token; ``advantage`` is one detached scalar per sequence.
 
-    ``rewards`` is one scalar per sequence; the advantage is detached.
+    The samples were drawn from q_T = softmax(z / T), so the score function is
+    ∇ log q_T, not that of the T = 1 model (SPEC §5): otherwise the estimate
+    of ∇ E_{q_T}[r] is biased at T ≠ 1.
     """
-    advantage = (rewards - rewards.mean()).detach().to(view.logits.device)
-    return Term(-advantage[:, None] * target_log_probs(view), view.mask, weight)
+    advantage = advantage.detach().to(view.logits.device)
+    return Term(-advantage[:, None] * target_log_probs(view, sampling_temperature), view.mask, weight)

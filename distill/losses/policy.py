@@ -1,4 +1,4 @@
-"""Policy-gradient pieces of MiniLLM (Gu et al., 2024), as pure functions on [B, L] tensors."""
+"""Policy-gradient pieces of GKD+RL and MiniLLM (Gu et al., 2024), as pure functions on tensors."""
 
 from __future__ import annotations
 
@@ -41,3 +41,17 @@ def clipped_policy_gradient(log_q: torch.Tensor, old_log_q: torch.Tensor, advant
     if clip_ratio is None:
         return loss
     return torch.maximum(loss, -advantage * ratio.clamp(1 - clip_ratio, 1 + clip_ratio))
+
+
+def leave_one_out_advantage(rewards: torch.Tensor, window_sum: torch.Tensor, window_count: torch.Tensor) -> torch.Tensor:
+    """r_i − (mean reward of the window's other samples): REINFORCE's baseline without bias.
+
+    ``window_sum`` and ``window_count`` are Σ r and the number of samples over
+    the whole optimizer step (every micro-batch of the accumulation window, all
+    ranks), so the advantage does not depend on how the window is split: with a
+    per-micro-batch mean, micro-batch 1 gives advantage 0. A baseline that
+    leaves the sample itself out keeps E[A·∇log q] = ∇E[r]. A window of one
+    sample has no baseline.
+    """
+    others = (window_sum - rewards) / (window_count - 1).clamp(min=1)
+    return torch.where(window_count > 1, rewards - others, rewards)

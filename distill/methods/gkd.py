@@ -1,14 +1,18 @@
 """Generalized KD (Agarwal et al., 2024): divergence on a mix of on-policy and fixed outputs.
 
-For each micro-batch, with probability ``lmbda`` the outputs are sampled from
-the current student (no gradient through sampling); otherwise they are the
-dataset's, or the teacher's cached outputs with ``seq_kd``. The loss is the
-divergence D(p, q) on those output tokens. λ=0 with fkl is supervised KD;
-λ=1 is fully on-policy.
+For each optimizer step (one coin for every micro-batch of the accumulation
+window, as in the GKD paper's Algorithm 1), with probability ``lmbda`` the
+outputs are sampled from the current student (no gradient through
+sampling); otherwise they are the dataset's, or the teacher's cached outputs
+with ``seq_kd``. The loss is the divergence D(p, q) on those output tokens.
+λ=0 with fkl is supervised KD; λ=1 is fully on-policy.
 
 GKD + RL: with ``alpha`` < 1 the student also maximises a sequence reward
 from the task metric on its own samples, (1−α)·E[r(y)] − α·E[D], through
-REINFORCE with a batch-mean baseline. α=1 (default) is pure distillation.
+REINFORCE on log q_T (the tempered policy the samples came from) with a
+leave-one-out baseline over the whole optimizer step. Rewards always compare
+with the dataset's reference, also when ``seq_kd`` replaced the targets.
+α=1 (default) is pure distillation.
 """
 
 from __future__ import annotations
@@ -19,9 +23,11 @@ from distill.data.trajectories import student_samples, teacher_forward, teacher_
 from distill.errors import ConfigError
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
+from distill.losses.policy import leave_one_out_advantage
 from distill.losses.terms import LossTerms
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos
+from distill.models.keyed_random import step_coin
 
 
 class GKD:
@@ -45,7 +51,7 @@ class GKD:
         return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
 
     def trajectories(self, items, ctx):
-        on_policy = bool(torch.rand(()) < self.lmbda) if 0.0 < self.lmbda < 1.0 else self.lmbda == 1.0
+        on_policy = step_coin(ctx.seed, ctx.step, self.lmbda, "gkd_on_policy")
         if on_policy:
             batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
         else:
@@ -53,20 +59,28 @@ class GKD:
         teacher_forward(ctx, batch)
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if on_policy and self.alpha < 1.0:
-            from distill.metrics import sequence_rewards  # rouge-score/sacrebleu: loaded only for GKD+RL
-
-            decode = lambda rows: ctx.tokenizer.batch_decode(rows, skip_special_tokens=True)
-            samples = cut_at_eos(batch["generated"], ctx.tokenizer.eos_token_id)  # the text metric needs the host
-            rewards = sequence_rewards(self.reward_metric, decode(samples), decode([i.target_ids for i in items]))
-            batch["rewards"] = torch.tensor(rewards, dtype=torch.float32, device=ctx.device)
+            batch.update(self._rewards(batch, items, ctx))
         return batch
+
+    def _rewards(self, batch, items, ctx) -> dict[str, torch.Tensor]:
+        """Sequence rewards against the dataset's references, and their window totals for the baseline."""
+        from distill.metrics import sequence_rewards  # rouge-score/sacrebleu: loaded only for GKD+RL
+
+        decode = lambda rows: ctx.tokenizer.batch_decode(rows, skip_special_tokens=True)
+        samples = cut_at_eos(batch["generated"], ctx.tokenizer.eos_token_id)  # the text metric needs the host
+        references = [i.reference.strip() if i.reference is not None else decode([i.target_ids])[0] for i in items]
+        rewards = torch.tensor(sequence_rewards(self.reward_metric, decode(samples), references),
+                               dtype=torch.float32, device=ctx.device)
+        # "sum/" entries are summed over the whole optimizer step by the loop ("window/" in every micro-batch).
+        return {"rewards": rewards, "sum/reward": rewards.sum(), "sum/sequences": torch.tensor(
+            float(len(items)), device=ctx.device)}
 
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch)
         terms = {"kd": divergence_term(self.divergence, view, batch["teacher_logits"], weight=self.alpha)}
-        if "rewards" in batch:
-            terms["pg"] = reinforce_term(view, batch["rewards"], weight=1.0 - self.alpha)
         stats = {"frac_on_policy": batch["on_policy"]}
         if "rewards" in batch:
+            advantage = leave_one_out_advantage(batch["rewards"], batch["window/reward"], batch["window/sequences"])
+            terms["pg"] = reinforce_term(view, advantage, 1.0 - self.alpha, self.sampling.sampling_temperature)
             stats["reward"] = batch["rewards"].mean()
         return LossTerms(terms, stats)

@@ -9,6 +9,16 @@ the student's own distribution. The gradient of KL(q‖p) splits in two:
     r_t = log p(y_t) − log q(y_t), divided by the remaining length when
     ``length_norm`` (term ``loss/pg``); optionally PPO-clipped (``clip_ratio``).
 Plus ``ptx_weight`` × CE on the dataset's outputs (term ``loss/ptx``).
+
+Temperature and dropout. Outputs are sampled at ``sampling_temperature`` T
+from the student in eval mode. Everything that describes the sampling
+policy, held fixed in the update (importance weights, rewards r_t, the
+ratio's denominator), is that policy's own log q_T(y_t) and log p_T(y_t),
+recorded while sampling: the distribution actually sampled from, never a
+T = 1 or dropout-perturbed re-evaluation. The gradient flows through the
+train-mode forward at the same T (log q_T in the ratio, KL(q_T‖p_T) in the
+single-step term), so the estimator is that of ∇ KL(q_T ‖ p_T) (unbiased with
+teacher_mix = 0, γ = 1 and no length normalisation; tested at T = 0.7).
 """
 
 from __future__ import annotations
@@ -47,15 +57,15 @@ class MiniLLM:
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch)
         student, teacher = shared_vocabulary(view.logits, batch["teacher_logits"])
-        log_q = target_log_probs(TokenView(student, view.targets, view.mask))
-        log_p = target_log_probs(TokenView(teacher, view.targets, view.mask))
-        weights = importance_weights(log_q.detach(), log_p, self.teacher_mix, self.importance_clip)
-        single_step = weights * rkl(student, teacher, chunk_size=self.chunk_size)
-        rewards = (log_p - log_q).detach()
-        future = discounted_future(rewards, view.mask, self.gamma, self.length_norm)
-        # One update per sample: the sampling policy is the current one, so the ratio's denominator
-        # is log q itself, detached (ratio = 1 in value; the clip only bites if samples were reused).
-        pg = weights * clipped_policy_gradient(log_q, log_q.detach(), future, self.clip_ratio)
+        temperature = self.sampling_temperature
+        log_q = target_log_probs(TokenView(student, view.targets, view.mask), temperature)  # differentiable
+        sampled_log_q, sampled_log_p = batch["sample_log_q"], batch["sample_log_p"]  # the sampling policy, fixed
+        weights = importance_weights(sampled_log_q, sampled_log_p, self.teacher_mix, self.importance_clip)
+        single_step = weights * rkl(student, teacher, kd_temperature=temperature, chunk_size=self.chunk_size)
+        future = discounted_future(sampled_log_p - sampled_log_q, view.mask, self.gamma, self.length_norm)
+        # One update per sample: the ratio q_θ/q_sampling is 1 in value up to dropout (the clip only
+        # bites with dropout or reused samples); its gradient is ∇ log q_T.
+        pg = weights * clipped_policy_gradient(log_q, sampled_log_q, future, self.clip_ratio)
         terms = {"single_step": Term(single_step, view.mask), "pg": Term(pg, view.mask)}
         if self.ptx_weight > 0:
             ptx = {k[4:]: v for k, v in batch.items() if k.startswith("ptx_")}

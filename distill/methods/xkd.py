@@ -23,6 +23,7 @@ from distill.losses.kd import ce_term, divergence_term, shared_vocabulary
 from distill.losses.terms import LossTerms, Term
 from distill.models.forward import token_view
 from distill.models.generation import Decoding
+from distill.models.keyed_random import step_coin
 from distill.models.reward_head import RewardHead
 
 BASES = ("sft", "seqkd", "supervised_kd", "gkd")
@@ -61,7 +62,7 @@ class XKD:
         return train_items
 
     def trajectories(self, items, ctx):
-        on_policy = self.base == "gkd" and (bool(torch.rand(()) < self.lmbda) if 0.0 < self.lmbda < 1.0 else self.lmbda == 1.0)
+        on_policy = self.base == "gkd" and step_coin(ctx.seed, ctx.step, self.lmbda, "gkd_on_policy")
         if on_policy:
             batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
         else:

@@ -3,6 +3,9 @@
 Row t of ``logits`` is the distribution that predicts ``targets[:, t]``;
 ``mask`` is 1 exactly on output tokens (EOS included). Decoder-only models
 predict token t from position t-1, so their view drops the first position.
+Logits at masked positions are set to 0 (in place): whatever a model puts
+there (inf from an overflow at padding, NaN) never reaches a loss, and their
+gradient is exactly 0 rather than 0·inf = NaN.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
                     decoder_input_ids=decoder_input_ids, decoder_attention_mask=_decoder_attention(batch),
                     output_hidden_states=output_hidden)
         hidden = out.decoder_hidden_states[-1] if output_hidden else None
-        return TokenView(out.logits, labels, batch["loss_mask"].float(), hidden)
+        mask = batch["loss_mask"].float()
+        return TokenView(_zero_masked(out.logits, mask), labels, mask, hidden)
     attention = batch["attention_mask"]
     # Positions from the mask: left-padded batches (prompts + generated outputs) get the same
     # positions as right-padded ones; for right padding this equals the default arange.
@@ -36,7 +40,14 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
     out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
                 output_hidden_states=output_hidden)
     hidden = out.hidden_states[-1][:, :-1] if output_hidden else None
-    return TokenView(out.logits[:, :-1], batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(), hidden)
+    mask = batch["loss_mask"][:, 1:].float()
+    return TokenView(_zero_masked(out.logits[:, :-1], mask), batch["input_ids"][:, 1:], mask, hidden)
+
+
+def _zero_masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Zeros at masked rows, in place: the output projection's backward needs its input, not its output,
+    so autograd allows it, and it costs no second copy of the logits."""
+    return logits.masked_fill_(mask[..., None] == 0, 0.0)
 
 
 def _decoder_attention(batch: dict[str, torch.Tensor]) -> torch.Tensor:

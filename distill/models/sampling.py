@@ -17,6 +17,7 @@ import math
 
 import torch
 
+from distill.models.keyed_random import keyed_uniform
 
 def _cache_kwarg(model) -> str:
     """The KV-cache argument's name: ``cache`` from transformers 5.24 on, ``past_key_values`` before."""
@@ -73,20 +74,32 @@ def start_cache(model, prompts: dict[str, torch.Tensor], max_new_tokens: int):
     return cls(model, prompts, max_new_tokens)
 
 
-def _pick(scores: torch.Tensor, sampling_temperature: float | None, generator) -> torch.Tensor:
-    """argmax (greedy) or a sample from softmax(scores / T) via Gumbel-max, without leaving the device."""
+def _pick(scores: torch.Tensor, sampling_temperature: float | None, generator, keys: torch.Tensor | None = None,
+          position: int = 0) -> torch.Tensor:
+    """argmax (greedy) or a sample from softmax(scores / T) via Gumbel-max, without leaving the device.
+
+    With ``keys`` ([B, 2], ``distill.models.keyed_random.row_keys``) each row's noise is a
+    function of its own key and the position, not of the batch it sits in.
+    """
     if sampling_temperature is None:
         return scores.argmax(-1)
-    uniform = torch.rand(scores.shape, device=scores.device, generator=generator).clamp_(min=1e-20)
+    if keys is not None:
+        uniform = keyed_uniform(keys, position, scores.size(-1))
+    else:
+        uniform = torch.rand(scores.shape, device=scores.device, generator=generator).clamp_(min=1e-20)
     return (scores.float() / sampling_temperature - torch.log(-torch.log(uniform))).argmax(-1)
 
 
 class TeacherMixture:
-    """MiniLLM's sampling policy, log((1−α)·q + α·p), with the teacher advanced by its own KV cache.
+    """MiniLLM's sampling policy, log((1−α)·q_T + α·p_T), with the teacher advanced by its own KV cache.
 
     The teacher's logits at every generated position are kept (``logits()``),
     so the batch needs no second teacher pass: they are exactly what a full
-    forward over prompt + output would give for the output tokens.
+    forward over prompt + output would give for the output tokens. The
+    sampling policy's own log-probabilities of each drawn token, log q_T and
+    log p_T at the sampling temperature T, are kept too (``sampled()``):
+    importance weights and rewards must use the distribution actually
+    sampled from (SPEC §5), from the student in eval mode (no dropout).
     """
 
     def __init__(self, teacher, prompts: dict[str, torch.Tensor], teacher_mix: float, sampling_temperature: float,
@@ -95,14 +108,23 @@ class TeacherMixture:
         self.log_mix = (math.log1p(-teacher_mix), math.log(teacher_mix) if teacher_mix > 0 else -math.inf)
         self.temperature = sampling_temperature
         self.kept: list[torch.Tensor] = []
+        self.sampled_log_q: list[torch.Tensor] = []
+        self.sampled_log_p: list[torch.Tensor] = []
+        self._log_q = self._log_p = None
 
     def __call__(self, student_logits: torch.Tensor) -> torch.Tensor:
         teacher = self.cache.logits
         self.kept.append(teacher)
         size = min(teacher.size(-1), student_logits.size(-1))
-        log_q = torch.log_softmax(student_logits[..., :size].float() / self.temperature, -1)
-        log_p = torch.log_softmax(teacher[..., :size].float() / self.temperature, -1)
-        return torch.logaddexp(log_q + self.log_mix[0], log_p + self.log_mix[1])
+        self._log_q = torch.log_softmax(student_logits[..., :size].float() / self.temperature, -1)
+        self._log_p = torch.log_softmax(teacher[..., :size].float() / self.temperature, -1)
+        return torch.logaddexp(self._log_q + self.log_mix[0], self._log_p + self.log_mix[1])
+
+    def record(self, token: torch.Tensor) -> None:
+        """Keep log q_T(y_t) and log p_T(y_t) of the token just drawn."""
+        index = token.clamp(max=self._log_q.size(-1) - 1)[:, None]  # pad after EOS may sit outside a trimmed vocab
+        self.sampled_log_q.append(self._log_q.gather(-1, index).squeeze(-1))
+        self.sampled_log_p.append(self._log_p.gather(-1, index).squeeze(-1))
 
     def advance(self, token: torch.Tensor) -> None:
         self.cache.step(token)
@@ -111,24 +133,33 @@ class TeacherMixture:
         """[B, length, V] teacher logits of the first ``length`` generated positions."""
         return torch.stack(self.kept[:length], 1)
 
+    def sampled(self, length: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, length] log q_T and log p_T of the drawn tokens (meaningful up to each row's EOS)."""
+        return torch.stack(self.sampled_log_q[:length], 1), torch.stack(self.sampled_log_p[:length], 1)
+
 
 @torch.no_grad()
 def decode(model, prompts: dict[str, torch.Tensor], max_new_tokens: int, eos_id: int, pad_id: int,
            sampling_temperature: float | None = None, mixture: TeacherMixture | None = None,
-           check_every: int = 16, generator: torch.Generator | None = None) -> torch.Tensor:
+           check_every: int = 16, generator: torch.Generator | None = None,
+           keys: torch.Tensor | None = None) -> torch.Tensor:
     """New tokens only, [B, T_new] with ``pad_id`` after each row's EOS; trailing all-pad columns removed.
 
     ``sampling_temperature=None`` is greedy. With a ``mixture`` the tokens are
     sampled from the mixture's log-probabilities (its temperature applies).
+    Sampling noise comes from ``keys`` (per-row streams) when given, else from
+    ``generator`` / the global RNG.
     """
     cache = start_cache(model, prompts, max_new_tokens)
     logits, tokens = cache.logits, []
     finished = torch.zeros(logits.size(0), dtype=torch.bool, device=logits.device)
     for t in range(max_new_tokens):
         scores = mixture(logits) if mixture is not None else logits
-        token = _pick(scores, 1.0 if mixture is not None else sampling_temperature, generator)
+        token = _pick(scores, 1.0 if mixture is not None else sampling_temperature, generator, keys, t)
         token = torch.where(finished, torch.full_like(token, pad_id), token)
         tokens.append(token)
+        if mixture is not None:
+            mixture.record(token)
         finished = finished | (token == eos_id)
         last = t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all()))
         if last:

@@ -4,6 +4,9 @@ Per optimizer step: the method turns each micro-batch of the accumulation
 window into the trajectories it trains on (dataset, teacher- or
 student-generated); N is counted over the whole window after that; then each
 micro-batch's loss terms are reduced with that N and back-propagated.
+Besides token counts, a method may ask for other window totals: every
+``sum/<name>`` entry of its trajectories is summed over the window and handed
+back to each micro-batch as ``window/<name>`` (GKD+RL's reward baseline).
 """
 
 from __future__ import annotations
@@ -75,8 +78,9 @@ class Context:
     encoder_decoder: bool
     device: torch.device
     extra_modules: dict[str, torch.nn.Module]
-    teacher_id: str | None = None  # names the teacher's weights in cache keys (SeqKD outputs)
     cache_dir: Path | None = None
+    seed: int = 0  # the run's seed and the current optimizer step key every random draw
+    step: int = 0  # of a method (distill.models.keyed_random); the trainer sets both
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)
@@ -100,12 +104,27 @@ def _fault(step: int) -> str | None:
     return kind if at and int(at) == step else None
 
 
+def _window_totals(micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Token counts N per mask and the method's ``sum/`` totals, over the whole window (SPEC §3).
+
+    Counted after generation replaced the outputs. The ``sum/`` totals are put
+    back into every micro-batch as ``window/<name>``.
+    """
+    keys = {key for batch in micro for key in batch if key.endswith("loss_mask") or key.startswith("sum/")}
+    totals = {key: sum(b[key].sum() for b in micro if key in b) for key in keys}
+    counts = {key: value.clamp(min=1) for key, value in totals.items() if key.endswith("loss_mask")}
+    for batch in micro:
+        batch.update({"window/" + key[4:]: value for key, value in totals.items() if key.startswith("sum/")})
+    return counts
+
+
 class Trainer:
     def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
                  settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict):
         self.method, self.ctx, self.s = method, ctx, settings
         self.train_data, self.val_data = train_data, val_data
         self.run_dir, self.seed = run_dir, seed
+        ctx.seed = seed
         params = list(ctx.student.parameters()) + [p for m in ctx.extra_modules.values() for p in m.parameters()]
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=tuple(settings.adam_betas))
         self.scheduler = make_scheduler(self.optimizer, settings.warmup_steps, settings.max_steps, settings.lr_schedule, settings.min_lr_ratio)
@@ -131,14 +150,13 @@ class Trainer:
         window = self.s.micro_batch_size * self.s.grad_accum_steps
         indices = step_indices(step, window, len(self.train_data), self.seed)
         self.ctx.student.train()
+        self.ctx.step = step
         micro = []
         for start in range(0, window, self.s.micro_batch_size):
             items = [self.train_data[i] for i in indices[start : start + self.s.micro_batch_size]]
             with torch.no_grad(), self._autocast():
                 micro.append(self.method.trajectories(items, self.ctx))
-        # N per mask, over the whole window and after generation replaced the outputs (SPEC §3).
-        keys = {key for batch in micro for key in batch if key.endswith("loss_mask")}
-        counts = {key: sum(b[key].sum() for b in micro if key in b).clamp(min=1) for key in keys}
+        counts = _window_totals(micro)
         totals: dict[str, torch.Tensor] = {}
         for batch in micro:
             with self._autocast():

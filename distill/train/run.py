@@ -72,8 +72,7 @@ def train(cfg: DictConfig) -> dict:
         check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(settings.device)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                  device, extra_modules={}, teacher_id=_model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)),
-                  cache_dir=sources.cache_dir)
+                  device, extra_modules={}, cache_dir=sources.cache_dir)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
     if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
@@ -88,7 +87,7 @@ def train(cfg: DictConfig) -> dict:
     summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
                     "teacher": teacher_spec.name if teacher is not None else None,
                     "student_parameters": parameter_count(student), "student_init": student_init,
-                    "teacher_id": ctx.teacher_id, "wall_seconds": time.perf_counter() - started})
+                    "teacher_id": _model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)), "wall_seconds": time.perf_counter() - started})
     save_final(directory, student, tokenizer, summary)
     log.info("finished: %s", directory / "final")
     return summary

@@ -45,7 +45,7 @@ def make_ctx(request, tokenizer, tmp_path):
 
     def make():
         return Context(build(tokenizer, 16, 0), build(tokenizer, 24, 1).eval(), tokenizer, request.param == "t5",
-                       torch.device("cpu"), {}, teacher_id="teacher-test", cache_dir=tmp_path)
+                       torch.device("cpu"), {}, cache_dir=tmp_path)
 
     return make
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -14,6 +16,7 @@ from distill.methods.sft import SFT
 from distill.methods.supervised_kd import SupervisedKD
 from distill.methods.xkd import XKD
 from distill.models.forward import token_view
+from distill.train.loop import _window_totals
 
 from .conftest import DECODING, DIVERGENCE
 
@@ -43,10 +46,11 @@ def loss_and_grads(method, ctx, items, seed=0):
     if hasattr(method, "setup"):
         items = method.setup(ctx, items, progress=False)
     torch.manual_seed(seed)
+    ctx.seed = seed
     with torch.no_grad():
         batch = method.trajectories(items, ctx)
+    counts = _window_totals([batch])
     out = method.loss_terms(batch, ctx)
-    counts = {k: v.sum().clamp(min=1) for k, v in batch.items() if k.endswith("loss_mask")}
     loss = sum(t.weight * reduce_tokens(t.per_token, t.mask, counts[t.count_key]) for t in out.terms.values())
     ctx.student.zero_grad()
     loss.backward()
@@ -162,18 +166,53 @@ def _trainer(method, ctx, items, micro, accum, tmp_path):
     return Trainer(method, ctx, items, [], _settings(micro, accum), tmp_path / f"{micro}x{accum}", 0, None, {})
 
 
-@pytest.mark.parametrize("name", DETERMINISTIC)
-def test_micro_batch_times_accumulation_for_every_method(make_ctx, items, tmp_path, name):
-    grads = {}
-    for micro, accum in ((4, 1), (2, 2)):
-        ctx = make_ctx()
-        totals = _trainer(METHODS[name](), ctx, items, micro, accum, tmp_path).train_step(0)
-        params = list(ctx.student.named_parameters()) + [(f"extra.{n}", p) for m in ctx.extra_modules.values()
-                                                         for n, p in m.named_parameters()]
-        grads[(micro, accum)] = (float(totals["loss"]), {n: p.grad.clone() for n, p in params if p.grad is not None})
-    (loss_a, grads_a), (loss_b, grads_b) = grads.values()
-    assert loss_a == pytest.approx(loss_b, rel=1e-5)
-    assert_same_grads(grads_a, grads_b)
+ON_POLICY = {
+    "gkd_on_policy": lambda: gkd(lmbda=1.0),
+    "gkd_mixed": lambda: gkd(lmbda=0.5),
+    "gkd_rl": lambda: gkd(lmbda=1.0, alpha=0.5),
+    "gkd_rl_pure": lambda: gkd(lmbda=1.0, alpha=0.0),
+    "minillm": lambda: minillm(),
+    "xkd_gkd": lambda: xkd(base="gkd", lmbda=1.0),
+}
+
+
+def _varied_rewards(metric, predictions, references):
+    """A reward that varies between samples (0/1 accuracy of random students is almost always 0)."""
+    return [float(len(p) % 3) for p in predictions]
+
+
+def _step_grads(method, make_ctx, items, tmp_path, micro, accum):
+    ctx = make_ctx()
+    totals = _trainer(method, ctx, items, micro, accum, tmp_path).train_step(0)
+    params = list(ctx.student.named_parameters()) + [(f"extra.{n}", p) for m in ctx.extra_modules.values()
+                                                     for n, p in m.named_parameters()]
+    return float(totals["loss"]), {n: p.grad.clone() for n, p in params if p.grad is not None}, totals
+
+
+@pytest.mark.parametrize("name", DETERMINISTIC + sorted(ON_POLICY))
+def test_micro_batch_times_accumulation_for_every_method(make_ctx, items, tmp_path, monkeypatch, name):
+    """SPEC §3: 4×1, 2×2 and 1×4 give one update, on-policy methods included: samples are keyed by
+    (seed, step, example), the GKD coin is one per step, GKD+RL's baseline spans the window."""
+    import distill.metrics
+
+    monkeypatch.setattr(distill.metrics, "sequence_rewards", _varied_rewards)
+    build = METHODS.get(name) or ON_POLICY[name]
+    (loss_a, grads_a, totals_a), *rest = [_step_grads(build(), make_ctx, items, tmp_path, m, a)
+                                          for m, a in ((4, 1), (2, 2), (1, 4))]
+    for loss_b, grads_b, _ in rest:
+        assert loss_b == pytest.approx(loss_a, rel=1e-5, abs=1e-6)
+        assert_same_grads(grads_a, grads_b, atol=1e-6)
+    if name.startswith("gkd_rl"):
+        assert float(totals_a["loss/pg"]) != 0.0  # the rewards did vary: the test can tell the baselines apart
+
+
+def test_gkd_rl_baseline_survives_micro_batch_one(make_ctx, items, tmp_path, monkeypatch):
+    """Issue 10.1: with a per-micro-batch mean baseline, micro-batch 1 gave advantage 0 and no RL gradient."""
+    import distill.metrics
+
+    monkeypatch.setattr(distill.metrics, "sequence_rewards", _varied_rewards)
+    _, grads, _ = _step_grads(gkd(lmbda=1.0, alpha=0.0), make_ctx, items, tmp_path, 1, 4)
+    assert sum(float(g.abs().sum()) for g in grads.values()) > 1e-4
 
 
 def test_token_count_is_taken_after_on_policy_generation(make_ctx, items, tmp_path, monkeypatch):
@@ -216,3 +255,78 @@ def test_gkd_rl_adds_a_reward_term_on_on_policy_batches(make_ctx, items):
     assert batch["rewards"].shape == (len(items),) and ((batch["rewards"] == 0) | (batch["rewards"] == 1)).all()
     _, _, off_policy, _ = loss_and_grads(gkd(lmbda=0.0, alpha=0.5), ctx, items)
     assert set(off_policy.terms) == {"kd"}  # the reward needs the student's own samples
+
+
+def test_gkd_rl_with_seq_kd_scores_rewards_against_the_dataset_reference(make_ctx, items, monkeypatch):
+    """Issue 10.2: seq_kd replaces the targets with teacher outputs; rewards still compare with the dataset."""
+    import distill.metrics
+
+    seen = []
+    monkeypatch.setattr(distill.metrics, "sequence_rewards",
+                        lambda metric, predictions, references: seen.extend(references) or [0.0] * len(predictions))
+    ctx = make_ctx()
+    loss_and_grads(gkd(lmbda=1.0, alpha=0.5, seq_kd=True), ctx, items)
+    assert seen == [item.reference.strip() for item in items]
+    teacher_texts = ctx.tokenizer.batch_decode([i.target_ids for i in gkd(seq_kd=True).setup(ctx, items, False)],
+                                               skip_special_tokens=True)
+    assert seen != [t.strip() for t in teacher_texts]  # the random teacher's outputs are not the references
+
+
+def _noisy_student(model):
+    """Puts +inf / NaN into the student's logits at padding positions, as an fp16 overflow would."""
+    original = model.forward
+
+    def forward(*args, **kwargs):
+        out = original(*args, **kwargs)
+        if kwargs.get("use_cache") or kwargs.get("encoder_outputs") is not None:
+            return out  # decoding steps: the poisoned rows are what a batch forward pads
+        key = "decoder_attention_mask" if model.config.is_encoder_decoder else "attention_mask"
+        pad = kwargs[key] == 0
+        if not model.config.is_encoder_decoder:
+            pad[:, 0] = True  # a prompt position: masked too
+        pad = pad[..., None]
+        noise = torch.where(torch.rand_like(out.logits) < 0.5, torch.inf, torch.nan)
+        # Added, not substituted: the gradient flows back through these rows as through a real overflow.
+        out.logits = out.logits + torch.where(pad, noise, 0.0)
+        return out
+
+    model.forward = forward
+    return model
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_non_finite_logits_at_masked_positions_give_the_clean_loss_and_gradient(make_ctx, items, name):
+    """Issue 10.6: masked positions contribute exactly zero, forward and backward (no 0·inf = NaN)."""
+    eos = items[0].target_ids[-1]
+    items = [dataclasses.replace(it, target_ids=it.target_ids[: 2 + 3 * i] + [eos]) for i, it in enumerate(items)]
+    clean = loss_and_grads(METHODS[name](), make_ctx(), items)
+    ctx = make_ctx()
+    _noisy_student(ctx.student)
+    noisy = loss_and_grads(METHODS[name](), ctx, items)
+    assert torch.isfinite(noisy[0]) and torch.allclose(noisy[0], clean[0], atol=1e-6)
+    assert_same_grads(noisy[1], clean[1])
+
+
+def test_minillm_weights_and_rewards_come_from_the_sampling_policy_not_dropout(make_ctx, items):
+    """Issue 10.5: with dropout, two train-mode forwards differ; the fixed quantities of the update must not."""
+    ctx = make_ctx()
+    for module in ctx.student.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.5
+    method = minillm(teacher_mix=0.3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    _window_totals([batch])
+    stats = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        stats.append(float(method.loss_terms(batch, ctx).stats["importance_weight"]))
+    assert stats[0] == stats[1]
+    # and they are the eval-mode student's own: q_T of the drawn tokens at the sampling temperature
+    ctx.student.eval()
+    with torch.no_grad():
+        view = token_view(ctx.student, batch)
+    log_q = torch.log_softmax(view.logits, -1).gather(-1, view.targets[..., None]).squeeze(-1)
+    mask = view.mask.bool()
+    assert torch.allclose(batch["sample_log_q"][mask], log_q[mask], atol=1e-5)

@@ -12,6 +12,7 @@ from distill.data.trajectories import mixture_samples, student_samples, teacher_
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos, generate_ids
 from distill.models.sampling import decode, generated_mask
+from distill.train.loop import _window_totals
 
 from distill.methods.seqkd import SeqKD
 from distill.methods.sft import SFT
@@ -149,5 +150,67 @@ def test_the_teacher_runs_once_per_batch(make_ctx, items, name):
         before = ctx.teacher.passes
         with torch.no_grad():
             batch = method.trajectories(items, ctx)
+        _window_totals([batch])
         method.loss_terms(batch, ctx)
         assert ctx.teacher.passes - before == expected
+
+
+def _prompt_signature(prompt_ids) -> int:
+    return sum(prompt_ids) % 50 + 2
+
+
+def test_teacher_outputs_give_k_samples_per_prompt_aligned_with_their_prompt(make_ctx, items, monkeypatch):
+    """Issue 10.3: num_samples = k gives k outputs per prompt, each generated from its own prompt."""
+    import distill.data.trajectories as trajectories
+
+    def fake_generate(model, prompts, decoding, eos_id, pad_id, keys=None):
+        # Output row i·k + j = [signature of prompt i, j + 2, EOS]: any misalignment shows.
+        signature = (prompts["input_ids"] * prompts["attention_mask"]).sum(1) % 50 + 2
+        k = decoding.num_samples
+        sample = torch.arange(k).repeat(signature.size(0)) + 2
+        return torch.stack([signature.repeat_interleave(k), sample, torch.full_like(sample, eos_id)], 1)
+
+    monkeypatch.setattr(trajectories, "generate_ids", fake_generate)
+    ctx = make_ctx()
+    eos = ctx.tokenizer.eos_token_id
+    expanded = trajectories.teacher_outputs(ctx, items, Decoding("sample", 6, sampling_temperature=1.0, num_samples=3),
+                                            batch_size=3, progress=False)
+    assert len(expanded) == 3 * len(items)
+    for position, item in enumerate(expanded):
+        prompt, sample = items[position // 3], position % 3
+        assert item.prompt_ids == prompt.prompt_ids and item.reference == prompt.reference
+        assert item.target_ids == [_prompt_signature(prompt.prompt_ids), sample + 2, eos]
+        assert item.index == position  # the new training set's positions key its random streams
+    assert len({_prompt_signature(i.prompt_ids) for i in items}) > 1  # prompts differ: misalignment would show
+
+
+def test_teacher_outputs_sampled_k_times_are_reproducible_and_distinct(make_ctx, items):
+    from distill.data.trajectories import teacher_outputs
+
+    ctx = make_ctx()
+    decoding = Decoding("sample", 6, sampling_temperature=1.5, num_samples=4)
+    first = teacher_outputs(ctx, items, decoding, 3, False)
+    again = teacher_outputs(dataclasses.replace(ctx, cache_dir=ctx.cache_dir / "other"), items, decoding, 3, False)
+    assert [i.target_ids for i in first] == [i.target_ids for i in again]  # keyed: not the global RNG's state
+
+
+def test_teacher_output_cache_follows_the_weights_and_dtype_not_the_path(make_ctx, items):
+    """Issue 10.7: a retrained teacher (same path, new weights) or another dtype never reuses stale outputs."""
+    from distill.data.trajectories import teacher_outputs
+
+    ctx = make_ctx()
+    decoding = Decoding("greedy", 6)
+    first = teacher_outputs(ctx, items, decoding, 4, False)
+    assert teacher_outputs(ctx, items, decoding, 4, False) == first  # unchanged teacher: the cache is reused
+    cached = lambda: sorted(p.name for p in (ctx.cache_dir / "teacher_outputs").iterdir())
+    assert len(cached()) == 1
+    with torch.no_grad():
+        for p in ctx.teacher.parameters():
+            p.add_(0.5 * torch.randn_like(p))
+    retrained = teacher_outputs(ctx, items, decoding, 4, False)
+    assert len(cached()) == 2
+    fresh = teacher_outputs(dataclasses.replace(ctx, cache_dir=ctx.cache_dir / "fresh"), items, decoding, 4, False)
+    assert [i.target_ids for i in retrained] == [i.target_ids for i in fresh]
+    ctx.teacher.to(torch.bfloat16)
+    teacher_outputs(ctx, items, decoding, 4, False)
+    assert len(cached()) == 3

@@ -9,7 +9,7 @@ import torch
 
 from distill.losses.avril import gaussian_kl_to_prior, gaussian_nll, td_rewards
 from distill.losses.kd import reinforce_term
-from distill.losses.policy import clipped_policy_gradient, discounted_future, importance_weights
+from distill.losses.policy import leave_one_out_advantage, clipped_policy_gradient, discounted_future, importance_weights
 from distill.models.forward import TokenView
 
 
@@ -41,13 +41,24 @@ def test_clipped_policy_gradient_value_and_gradient():
     assert log_q.grad.item() == pytest.approx(-2.0)  # ∂(−A·ratio)/∂log q = −A
 
 
-def test_reinforce_term_uses_a_batch_mean_baseline():
-    logits = torch.zeros(2, 1, 4, requires_grad=True)  # uniform: log q = log 1/4
-    view = TokenView(logits, torch.tensor([[1], [2]]), torch.ones(2, 1))
-    term = reinforce_term(view, torch.tensor([1.0, 0.0]), weight=0.5)
-    # advantages +0.5 / −0.5; per-token −A·log q
-    expected = torch.tensor([[-0.5 * math.log(0.25)], [0.5 * math.log(0.25)]])
+def test_reinforce_term_is_minus_advantage_times_tempered_log_prob():
+    logits = torch.tensor([[[2.0, 0.0]], [[0.0, 0.0]]], requires_grad=True)
+    view = TokenView(logits, torch.tensor([[0], [1]]), torch.ones(2, 1))
+    term = reinforce_term(view, torch.tensor([1.0, -2.0]), weight=0.5, sampling_temperature=0.5)
+    # T = 0.5: q_T(0 | row 0) = e^4 / (e^4 + 1); row 1 is uniform whatever T
+    log_q0 = 4.0 - math.log(math.exp(4.0) + 1.0)
+    expected = torch.tensor([[-1.0 * log_q0], [2.0 * math.log(0.5)]])
     assert torch.allclose(term.per_token, expected) and term.weight == 0.5
+
+
+def test_leave_one_out_advantage_by_hand():
+    rewards = torch.tensor([1.0, 0.0])
+    # A window of 4 samples with Σr = 2: the others' means are (2−1)/3 and (2−0)/3
+    advantage = leave_one_out_advantage(rewards, torch.tensor(2.0), torch.tensor(4.0))
+    assert torch.allclose(advantage, torch.tensor([1.0 - 1.0 / 3.0, 0.0 - 2.0 / 3.0]))
+    # One sample in the whole window: no baseline, the advantage is the reward itself
+    single = leave_one_out_advantage(torch.tensor([0.7]), torch.tensor(0.7), torch.tensor(1.0))
+    assert torch.allclose(single, torch.tensor([0.7]))
 
 
 def test_td_rewards_sarsa_and_soft():
