@@ -10,15 +10,24 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import logging
+import os
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 
-from distill.errors import ConfigError, DistillError
+from distill.errors import ConfigError, DistillError, SignalInterrupt
 
 USAGE = __doc__.split("\n\n", 1)[1]
 log = logging.getLogger("distill")
+
+
+# OS errors that are the environment's, not bugs: say which file and what to do, in one line.
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def _report_errors(fn):
@@ -28,22 +37,30 @@ def _report_errors(fn):
         try:
             return fn(*args, **kwargs)
         except DistillError as exc:
-            print(f"error: {exc}", file=sys.stderr, flush=True)
-            sys.exit(exc.exit_code)
+            _exit(getattr(exc, "prefix", "error"), str(exc), exc.exit_code)
+        except KeyboardInterrupt as exc:
+            signum = getattr(exc, "signum", signal.SIGINT)
+            _exit("interrupted", f"by {signal.Signals(signum).name}; nothing half-written is kept: re-run the same "
+                  "command to continue (training resumes from its newest complete checkpoint)", 128 + signum)
+        except OSError as exc:
+            if exc.errno not in ENVIRONMENT_ERRNOS:
+                raise
+            _exit("error", f"cannot write {exc.filename or 'a file'}: {exc.strerror}; free space or fix permissions "
+                  "and re-run the same command (training resumes from its newest complete checkpoint)", 2)
 
     return wrapper
+
+
+def _exit(prefix: str, message: str, code: int) -> None:
+    print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+    sys.exit(code)
 
 
 @_report_errors
 def _train_job(cfg) -> dict:
     from distill.train.run import train
 
-    summary = train(cfg)
-    if cfg.eval.after_train:
-        from distill.eval.entry import evaluate_after_train
-
-        summary["eval"] = evaluate_after_train(cfg)
-    return summary
+    return train(cfg)
 
 
 @_report_errors
@@ -91,13 +108,53 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
     _quiet_libraries()
     GlobalHydra.instance().clear()
     app = hydra.main(config_path=config_dir(), config_name=config_name, version_base="1.3")(job)
-    saved = sys.argv
+    saved, saved_full_error = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
     sys.argv = [f"distill {config_name}", *_quote_paths(overrides)]
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra re-raises instead of printing a trace: we print one line
     try:
         app()
+    except Exception as exc:
+        _hydra_error(exc)
     finally:
         sys.argv = saved
+        if saved_full_error is None:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = saved_full_error
     return 0
+
+
+def _hydra_error(exc: Exception) -> None:
+    """Hydra's own errors (bad overrides, unknown options, an output dir it cannot create) as one line."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    if isinstance(exc, (HydraException, OmegaConfBaseException)):
+        _exit("error", _one_line(str(exc)), 2)
+    # Raised by Hydra itself (creating the run dir), not inside our job: the innermost frame that is not
+    # the standard library's is Hydra's run_job.
+    frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)
+              if "site-packages" in f.filename or os.sep + "distill" + os.sep in f.filename]
+    from_hydra = bool(frames) and frames[-1].endswith(os.path.join("hydra", "core", "utils.py"))
+    if isinstance(exc, OSError) and from_hydra:
+        _exit("error", f"cannot create the output directory {exc.filename}: {exc.strerror}; "
+              "set hydra.run.dir to a writable directory", 2)
+    raise exc
+
+
+def _one_line(message: str) -> str:
+    """Hydra's multi-line messages ("Available options in 'method':\n\tgkd\n\t...") on one line."""
+    out, listing = "", False
+    for line in (part.strip() for part in message.splitlines()):
+        if not line:
+            continue
+        if not out:
+            out = line
+        elif out.endswith(":"):
+            out, listing = f"{out} {line}", True
+        else:
+            out += (", " if listing else "; ") + line
+    return out
 
 
 @_report_errors
@@ -152,8 +209,23 @@ def _report(args: list[str]) -> int:
     return 0
 
 
+def _on_sigterm(signum, frame) -> None:
+    raise SignalInterrupt(signum)  # unwind like Ctrl-C: temporary files are cleaned, one line is printed
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    logging.raiseExceptions = False  # a full disk must not turn every log line into a traceback
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
+    try:
+        return _dispatch(argv)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _dispatch(argv: list[str]) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0

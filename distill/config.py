@@ -66,16 +66,18 @@ def model_spec(node: DictConfig) -> ModelSpec:
     return ModelSpec(**plain(node))
 
 
+def _betas_as_tuple(values: dict) -> dict:
+    if isinstance(values.get("adam_betas"), list):
+        values["adam_betas"] = tuple(values["adam_betas"])
+    return values
+
+
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    values = plain(cfg.trainer)
-    values["adam_betas"] = tuple(values["adam_betas"])
-    return TrainerSettings(**values)
+    return TrainerSettings(**_betas_as_tuple(plain(cfg.trainer)))
 
 
 def bootstrap_trainer(cfg: DictConfig) -> dict:
-    values = plain(cfg.bootstrap_trainer)
-    values["adam_betas"] = tuple(values["adam_betas"])
-    return values
+    return _betas_as_tuple(plain(cfg.bootstrap_trainer))
 
 
 def resume_mismatch(saved: dict, current: dict, ignore: tuple[str, ...]) -> str | None:
@@ -92,3 +94,16 @@ def resume_mismatch(saved: dict, current: dict, ignore: tuple[str, ...]) -> str 
         return None if a == b else f"{prefix} ({a!r} then, {b!r} now)"
 
     return walk(saved, current, "")
+
+
+def run_files(cfg: DictConfig, training: bool = True) -> dict[str, str]:
+    """What Hydra would write into ``.hydra/`` (we write it once the run is accepted), and for a training
+    run ``run_config.yaml`` (the resolved config; it also marks the directory as a run for the report)."""
+    import yaml
+    from hydra.core.hydra_config import HydraConfig
+
+    hydra = HydraConfig.get()
+    return {".hydra/config.yaml": OmegaConf.to_yaml(cfg),
+            ".hydra/hydra.yaml": OmegaConf.to_yaml(OmegaConf.create({"hydra": hydra})),
+            ".hydra/overrides.yaml": OmegaConf.to_yaml(hydra.overrides.task),
+            **({"run_config.yaml": yaml.safe_dump(plain(cfg), sort_keys=False)} if training else {})}

@@ -27,3 +27,21 @@ class TrainingDiverged(DistillError):
     """A loss became NaN or inf; the last good checkpoint is kept."""
 
     exit_code = 3
+
+
+class Interrupted(DistillError):
+    """SIGINT or SIGTERM stopped the command; the message says what was saved and how to continue."""
+
+    prefix = "interrupted"
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class SignalInterrupt(KeyboardInterrupt):
+    """Raised by the CLI's SIGTERM handler (and the loop's second signal): unwinds like Ctrl-C."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum

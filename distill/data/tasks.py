@@ -15,6 +15,7 @@ from typing import Any
 
 from distill.data.arith import ArithSpec, generate_splits
 from distill.errors import ConfigError, DataError
+from distill.fields import check_field_types
 from distill.io import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ class TaskSpec:
     max_eval_examples: int | None = None
 
     def __post_init__(self) -> None:
+        check_field_types(self, "task")
         if not 0.0 < self.train_fraction <= 1.0:
             raise ConfigError(f"task.train_fraction must be in (0, 1], got {self.train_fraction}")
         for key in ("max_train_examples", "max_eval_examples"):
@@ -81,7 +83,7 @@ def _local(spec: TaskSpec, split_name: str) -> list[dict]:
     if not path.exists():
         present = sorted(p.name for p in directory.glob("*.jsonl"))
         raise DataError(f"task {spec.name}: no {path.name} in {directory} (found {present}); point task.splits at an existing file")
-    return read_jsonl(path, required_fields=spec.fields)
+    return read_jsonl(path, required_fields=spec.fields, text_fields=spec.fields)
 
 
 def _hub(spec: TaskSpec, split_name: str) -> list[dict]:
@@ -126,10 +128,14 @@ def full_split(spec: TaskSpec, split: str) -> list[dict]:
             records = _carve_validation(spec, split, load)
         else:
             records = load(spec.splits[split])
-    for record in records:
+    for position, record in enumerate(records):
         missing = [f for f in spec.fields if f not in record]
         if missing:
             raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(record)}")
+        wrong = [f for f in spec.fields if not isinstance(record[f], str)]
+        if wrong:
+            raise DataError(f"task {spec.name}: split {split} record {position}: field {wrong[0]!r} must be a string, "
+                            f"got {record[wrong[0]]!r}")
     return [r for r in records if str(r[spec.source_field]).strip()]  # XSum has a few empty documents
 
 

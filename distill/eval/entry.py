@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -13,6 +14,7 @@ from distill import config as C
 from distill.eval.run import EvalSettings, evaluate
 from distill.eval.table import print_table
 from distill.models.load import load_model, resolve_checkpoint
+from distill.rundir import RunDir
 from distill.train.loop import resolve_device
 
 log = logging.getLogger(__name__)
@@ -34,30 +36,42 @@ def settings(cfg: DictConfig) -> EvalSettings:
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
     """One checkpoint, or every run's final/ under a sweep directory (each written beside its run)."""
-    C.check_required(cfg)
-    task, eval_settings = C.task_spec(cfg), settings(cfg)
-    runs = sweep_runs(Path(cfg.ckpt).expanduser())
-    if not runs:
-        return _evaluate_one(cfg, task, eval_settings, resolve_checkpoint(cfg.ckpt),
-                             Path(HydraConfig.get().runtime.output_dir))
-    variant = HydraConfig.get().job.override_dirname
-    log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
-    results = {}
-    for run in runs:
-        out_dir = Path(eval_dir(str(run / "final"), task.name, eval_settings.split, variant))
-        results[str(run)] = _evaluate_one(cfg, task, eval_settings, run / "final", out_dir)
-    return results
+    with RunDir(Path(HydraConfig.get().runtime.output_dir), "eval.log", what="distill eval") as run:
+        C.check_required(cfg)
+        task, eval_settings = C.task_spec(cfg), settings(cfg)
+        runs = sweep_runs(Path(cfg.ckpt).expanduser())
+        if not runs:
+            path = resolve_checkpoint(cfg.ckpt)
+            loaded = load_model(str(path))  # a checkpoint that does not load is refused before anything is written
+            run.accept(C.run_files(cfg, training=False), fresh=False)
+            return _evaluate_one(cfg, task, eval_settings, path, run.path, loaded)
+        run.accept(C.run_files(cfg, training=False), fresh=False)
+        variant = HydraConfig.get().job.override_dirname
+        log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
+        results = {}
+        for run_path in runs:
+            out_dir = Path(eval_dir(str(run_path / "final"), task.name, eval_settings.split, variant))
+            results[str(run_path)] = _evaluate_one(cfg, task, eval_settings, run_path / "final", out_dir)
+        return results
 
 
 def sweep_runs(path: Path) -> list[Path]:
-    """Run directories with a final/ below ``path`` when ``path`` itself is not a checkpoint."""
+    """Run directories with a final/ below ``path`` when ``path`` itself is not a checkpoint.
+
+    Hidden directories (a run's ``.replaced/`` earlier runs, ``.tmp-*`` writes) are skipped.
+    """
     if not path.is_dir() or any((c / "config.json").exists() for c in (path, path / "final", path / "student")):
         return []
-    return sorted(final.parent for final in path.rglob("final") if (final / "config.json").exists())
+    found = []
+    for current, dirs, _ in os.walk(path):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if "final" in dirs and (Path(current) / "final" / "config.json").exists():
+            found.append(Path(current))
+    return sorted(found)
 
 
-def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path) -> dict:
-    model, tokenizer = load_model(str(path))
+def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path, loaded=None) -> dict:
+    model, tokenizer = loaded or load_model(str(path))
     torch.manual_seed(cfg.seed)
     metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device))
     print_table([("model", str(path), metrics)], task.metric)

@@ -16,8 +16,10 @@ from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, load_split
 from distill.eval.generate import generate_texts
 from distill.models.generation import Decoding
+from distill.fields import check_field_types
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
-from distill.metrics import score
+from distill.errors import DataError
+from distill.metrics import METRIC_KEYS, score
 from distill.models.load import fit_lengths
 from distill.metrics.diversity import self_bleu
 
@@ -39,6 +41,9 @@ class EvalSettings:
     num_beams: int | None
     max_new_tokens: int | None
     progress: bool
+
+    def __post_init__(self) -> None:
+        check_field_types(self, "eval")
 
 
 def decodings(task: TaskSpec, settings: EvalSettings) -> list[Decoding]:
@@ -111,13 +116,36 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
     return metrics
 
 
+GENERATION_FIELDS = ("task", "split", "metric", "checkpoint", "reference", "outputs", "decoding")
+
+
 def rescore(generations_path: Path) -> dict:
     """Recompute metrics.json beside a generations file; no model involved."""
-    records = read_jsonl(generations_path, required_fields=("task", "split", "metric", "checkpoint", "reference", "outputs", "decoding"))
+    if not generations_path.is_file():
+        raise DataError(f"{generations_path} does not exist; pass a generations.jsonl written by `distill eval`")
+    records = read_jsonl(generations_path, required_fields=GENERATION_FIELDS)
     if not records:
-        from distill.errors import DataError
-
         raise DataError(f"{generations_path} holds no generations")
+    for number, record in enumerate(records, start=1):
+        _check_generation(generations_path, number, record, records[0])
     metrics = summarise(records)
     atomic_write_json(generations_path.parent / "metrics.json", metrics)
     return metrics
+
+
+def _check_generation(path: Path, number: int, record: dict, first: dict) -> None:
+    """One record of a generations file, as ``summarise`` needs it; errors name the record."""
+    where = f"{path}: record {number}"
+    if record["metric"] not in METRIC_KEYS:
+        raise DataError(f"{where}: unknown metric {record['metric']!r}; expected one of {sorted(METRIC_KEYS)}")
+    if not isinstance(record["reference"], str):
+        raise DataError(f"{where}: 'reference' must be a string")
+    if not isinstance(record["decoding"], dict) or not isinstance(record["outputs"], dict):
+        raise DataError(f"{where}: 'decoding' and 'outputs' must be objects keyed by decoding name")
+    for name in first["decoding"]:
+        outputs = record["outputs"].get(name)
+        if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):
+            raise DataError(f"{where}: outputs[{name!r}] must be a non-empty list of strings, got {outputs!r:.60}")
+        if len(outputs) != len(first["outputs"][name]):
+            raise DataError(f"{where}: outputs[{name!r}] has {len(outputs)} samples, record 1 has "
+                            f"{len(first['outputs'][name])}")

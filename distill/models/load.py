@@ -83,12 +83,24 @@ def _align_generation_config(model, tokenizer) -> None:
 
 
 def load_model(name_or_path: str, torch_dtype: str = "float32"):
-    """(model, tokenizer) from a hub id or a directory in ``save_pretrained`` format."""
+    """(model, tokenizer) from a hub id or a directory in ``save_pretrained`` format.
+
+    A directory distill wrote (``final/``, bootstraps) carries a manifest: it is
+    verified first, so a truncated or altered weights file is named as such.
+    """
+    from distill.io import MANIFEST, verify_manifest
+
+    local = Path(name_or_path).expanduser()
+    if (local / MANIFEST).is_file():
+        problem = verify_manifest(local)
+        if problem:
+            raise ModelError(f"{local} is damaged ({problem}); re-create it (re-run the training command)")
     config = _auto_config(name_or_path)
     try:
         model = _auto_class(config.is_encoder_decoder).from_pretrained(name_or_path, dtype=DTYPES[torch_dtype])
-    except OSError as exc:
-        raise ModelError(f"cannot load model or tokenizer from {name_or_path}: {exc}".splitlines()[0]) from None
+    except Exception as exc:  # a truncated or foreign weights file surfaces as many exception types
+        raise ModelError(f"cannot load model weights from {name_or_path} ({type(exc).__name__}: {exc}); "
+                         "is the file complete?".replace("\n", " ")) from None
     tokenizer = load_tokenizer(name_or_path)
     _align_generation_config(model, tokenizer)
     return model, tokenizer

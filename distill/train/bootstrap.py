@@ -81,7 +81,8 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
     task = {k: v for k, v in asdict(whole_split(sources.task)).items() if k not in EVAL_ONLY_TASK_FIELDS}
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items()
-                if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume", "progress")}
+                if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume",
+                             "resume_from", "progress")}
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab,
                        "seed": sources.bootstrap_seed},
@@ -91,7 +92,7 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
 
 def bootstrap_recipe(spec: ModelSpec, sources: ModelSources) -> TrainerSettings:
     overrides = {**sources.bootstrap_trainer, **(spec.bootstrap.get("trainer") or {})}
-    return replace(sources.trainer, resume=True, **overrides)
+    return replace(sources.trainer, resume=True, resume_from=None, **overrides)
 
 
 def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):

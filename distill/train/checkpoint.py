@@ -1,22 +1,34 @@
 """Resumable checkpoints: model, optimizer, scheduler, RNG states and step.
 
-Layout: ``checkpoints/step-00000500/{student/, extra.pt, state.pt}``. The
-directory is assembled under a temporary name and renamed into place, so a
-``step-*`` directory is complete by construction; a crash mid-write leaves
-only a ``.tmp-*`` directory, which resume ignores.
+Layout: ``checkpoints/step-00000500/{student/, extra.pt, state.pt, manifest.json}``.
+The directory is assembled under a ``.tmp-*`` name; ``manifest.json`` (size
+and sha256 of every other file, the step, max |w|) is written last; files and
+directories are fsynced; then it is renamed into place. Resume trusts a
+checkpoint only if it matches its manifest exactly (no file missing, short,
+altered or extra), so a truncated file, a flipped byte, a deleted state file
+or an empty stray ``step-*`` directory is caught: it is renamed to
+``corrupt-step-*`` with one warning and the previous good one is used.
+Pruning renames a checkpoint to ``.tmp-*`` before deleting it, so a kill
+mid-delete never leaves a partial ``step-*`` behind.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import random
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from distill.io import atomic_dir
+from distill.io import TMP_PREFIX, atomic_dir, read_manifest, verify_manifest, write_manifest, writing
+from distill.train.faults import kill_point
+
+log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 
@@ -34,18 +46,35 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def max_abs_weight(modules) -> float:
+    """Largest |w| over the modules' parameters (inf or nan if any is not finite); one host sync."""
+    peaks = [p.detach().abs().max() for m in modules for p in m.parameters() if p.numel()]
+    return float(torch.stack(peaks).max()) if peaks else 0.0
+
+
 def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, scheduler,
-                    extra_modules: dict[str, torch.nn.Module], keep: int) -> Path:
+                    extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None) -> Path:
+    """Write ``step-N`` atomically with its manifest (``info`` is recorded in it), then prune to ``keep``."""
     final = directory / f"step-{step:08d}"
-    with atomic_dir(final) as tmp:
+    with writing(final), atomic_dir(final) as tmp:
         student.save_pretrained(tmp / "student")
         tokenizer.save_pretrained(tmp / "student")
+        kill_point("kill-save", step)
         torch.save({name: m.state_dict() for name, m in extra_modules.items()}, tmp / "extra.pt")
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / "state.pt")
-    for old in list_checkpoints(directory)[:-keep]:
-        shutil.rmtree(old, ignore_errors=True)
+        write_manifest(tmp, {"step": step, **(info or {})})
+    prune(directory, keep, step)
     return final
+
+
+def prune(directory: Path, keep: int, step: int) -> None:
+    """Delete all but the newest ``keep`` checkpoints, each renamed away first."""
+    for old in list_checkpoints(directory)[:-keep]:
+        doomed = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pruned-", dir=directory))
+        os.replace(old, doomed / old.name)
+        kill_point("kill-prune", step)
+        shutil.rmtree(doomed, ignore_errors=True)
 
 
 def list_checkpoints(directory: Path) -> list[Path]:
@@ -58,6 +87,21 @@ def list_checkpoints(directory: Path) -> list[Path]:
 def latest_checkpoint(directory: Path) -> Path | None:
     found = list_checkpoints(directory)
     return found[-1] if found else None
+
+
+def latest_good_checkpoint(directory: Path) -> Path | None:
+    """The newest checkpoint that matches its manifest; bad ones are renamed ``corrupt-*`` with a warning."""
+    for path in reversed(list_checkpoints(directory)):
+        problem = verify_manifest(path)
+        if problem is None:
+            return path
+        quarantine = directory / f"corrupt-{path.name}"
+        if quarantine.exists():
+            shutil.rmtree(quarantine)
+        os.replace(path, quarantine)
+        log.warning("checkpoint %s is not usable (%s): moved to %s; falling back to the previous one",
+                    path.name, problem, quarantine.name)
+    return None
 
 
 def load_training_state(path: Path, student, optimizer, scheduler, extra_modules: dict[str, torch.nn.Module]) -> int:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from distill.io import atomic_dir, atomic_write_json
+from distill.io import atomic_dir, atomic_write_json, write_manifest, writing
 
 
 def save_final(run_dir: Path, model, tokenizer, summary: dict) -> Path:
-    """Write ``final/`` atomically, then the summary that points at it."""
+    """Write ``final/`` atomically (with a manifest that loading verifies), then the summary that points at it."""
     final = run_dir / "final"
-    with atomic_dir(final) as tmp:
+    with writing(final), atomic_dir(final) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        write_manifest(tmp, {"steps": summary.get("steps")})
     atomic_write_json(run_dir / "summary.json", {**summary, "final": str(final)})
     return final

@@ -22,10 +22,22 @@ class MetricsLogger:
         self._wandb = _start_wandb(run_dir, wandb_settings, config) if wandb_settings else None
 
     def _truncate_after(self, step: int) -> None:
-        """A resumed run drops what the interrupted one logged past its checkpoint."""
+        """A resumed run drops what the interrupted one logged past its checkpoint.
+
+        A line that does not parse is what a kill or a full disk leaves mid-append:
+        it is dropped with a warning instead of making every later run fail.
+        """
         if not self.path.exists():
             return
-        kept = [line for line in self.path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+        kept, torn = [], 0
+        for line in self.path.read_text(encoding="utf-8", errors="replace").splitlines():
+            record = _parse(line)
+            if record is None:
+                torn += line.strip() != ""
+            elif record["step"] <= step:
+                kept.append(line)
+        if torn:
+            log.warning("%s: dropped %d unreadable line(s) (a write was cut short)", self.path, torn)
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, record: dict) -> None:
@@ -36,6 +48,14 @@ class MetricsLogger:
     def close(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def _parse(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("step"), (int, float)) else None
 
 
 def _start_wandb(run_dir: Path, settings: dict, config: dict):

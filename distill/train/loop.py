@@ -12,7 +12,7 @@ back to each micro-batch as ``window/<name>`` (GKD+RL's reward baseline).
 from __future__ import annotations
 
 import logging
-import os
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -22,17 +22,20 @@ from typing import Any
 import torch
 
 from distill.data.collate import Encoded, collate
-from distill.errors import ConfigError, TrainingDiverged
+from distill.errors import ConfigError, Interrupted, TrainingDiverged
+from distill.fields import check_field_types, check_range
+from distill.io import remove_temporaries
 from distill.losses.reduction import reduce_tokens
 from distill.train import checkpoint as ckpt
+from distill.train.faults import fault, kill_point
 from distill.train.loggers import MetricsLogger
 from distill.train.progress import progress_bar
-from distill.train.schedule import make_scheduler, step_indices
+from distill.train.resume import starting_checkpoint
+from distill.train.schedule import lr_factor, make_scheduler, step_indices
+from distill.train.signals import StopSignals, signal_name
 from distill.train.validation import validation_loss
 
 log = logging.getLogger(__name__)
-
-FAULT_ENV = "DISTILL_FAULT_INJECT"  # test hook: "kill@STEP" or "nan@STEP"
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,23 @@ class TrainerSettings:
     resume: bool
     progress: bool
 
+    resume_from: str | int | None = None
+
     def __post_init__(self) -> None:
+        check_field_types(self, "trainer")
         positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every", "eval_every", "save_every", "keep_checkpoints")
         for key in positive:
             if getattr(self, key) < 1:
                 raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
         if self.precision not in ("fp32", "bf16"):
             raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+        check_range("trainer", "lr", self.lr, 0.0, low_open=True)
+        check_range("trainer", "weight_decay", self.weight_decay, 0.0)
+        for beta in self.adam_betas:
+            check_range("trainer", "adam_betas", beta, 0.0, 1.0, high_open=True)
+        check_range("trainer", "warmup_steps", self.warmup_steps, 0)
+        check_range("trainer", "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
+        check_range("trainer", "max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
 
 
 @dataclass
@@ -98,12 +111,6 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _fault(step: int) -> str | None:
-    spec = os.environ.get(FAULT_ENV, "")
-    kind, _, at = spec.partition("@")
-    return kind if at and int(at) == step else None
-
-
 def _window_totals(micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Token counts N per mask and the method's ``sum/`` totals, over the whole window (SPEC §3).
 
@@ -119,6 +126,8 @@ def _window_totals(micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tens
 
 
 class Trainer:
+    """Runs the optimizer steps of one run directory; the caller holds the directory (lock or build lock)."""
+
     def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
                  settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict):
         self.method, self.ctx, self.s = method, ctx, settings
@@ -129,18 +138,33 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=tuple(settings.adam_betas))
         self.scheduler = make_scheduler(self.optimizer, settings.warmup_steps, settings.max_steps, settings.lr_schedule, settings.min_lr_ratio)
         self.ckpt_dir = run_dir / "checkpoints"
-        self.start_step = self._maybe_resume()
+        for leftover in remove_temporaries(run_dir) + remove_temporaries(self.ckpt_dir):
+            log.info("removed %s, left by an interrupted write", leftover)
+        self.previous_seconds = 0.0  # training time of earlier sessions of this run (resumes)
+        self.start_step, self.branch_from = self._maybe_resume()
         self._bad_step = torch.tensor(-1, device=ctx.device)  # first non-finite step (1-based), -1 = none
+        self._last_loss = None  # the latest step's loss tensor, recorded in checkpoint manifests
         self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
 
-    def _maybe_resume(self) -> int:
-        latest = ckpt.latest_checkpoint(self.ckpt_dir) if self.s.resume else None
-        if latest is None:
+    def _maybe_resume(self) -> tuple[int, str | None]:
+        source, branch = starting_checkpoint(self.s.resume, self.s.resume_from, self.ckpt_dir)
+        if source is None:
             torch.manual_seed(self.seed)
-            return 0
-        step = ckpt.load_training_state(latest, self.ctx.student, self.optimizer, self.scheduler, self.ctx.extra_modules)
-        log.info("resuming from %s (step %d)", latest, step)
-        return step
+            return 0, None
+        step = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler, self.ctx.extra_modules)
+        self._apply_settings(step)
+        self.previous_seconds = float((ckpt.read_manifest(source) or {}).get("train_seconds", 0.0))
+        log.info("resuming from %s (step %d)", source, step)
+        return step, branch
+
+    def _apply_settings(self, step: int) -> None:
+        """The optimizer state restores the saved lr, betas and weight decay: the current settings win
+        (identical values on a plain resume; the new ones with ``trainer.resume_from``)."""
+        factor = lr_factor(step, self.s.warmup_steps, self.s.max_steps, self.s.lr_schedule, self.s.min_lr_ratio)
+        self.scheduler.base_lrs = [self.s.lr for _ in self.optimizer.param_groups]
+        for group in self.optimizer.param_groups:
+            group.update(initial_lr=self.s.lr, lr=self.s.lr * factor, betas=tuple(self.s.adam_betas),
+                         weight_decay=self.s.weight_decay)
 
     def _autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
@@ -181,50 +205,91 @@ class Trainer:
     def _note_finite(self, step: int, totals: dict) -> None:
         """Record on the device the first step whose loss or gradient norm is not finite (no host sync)."""
         finite = torch.isfinite(totals["loss"]) & torch.isfinite(totals["grad_norm"])
-        if _fault(step) == "nan":
+        if fault("nan", step):
             finite = torch.zeros_like(finite)
         self._bad_step = torch.where(self._bad_step < 0, torch.where(finite, -1, step + 1), self._bad_step)
+        self._last_loss = totals["loss"]
+
+    def _diverged(self, reason: str) -> TrainingDiverged:
+        """The error for a diverged run: which checkpoints are kept and how to continue from one."""
+        kept = ckpt.list_checkpoints(self.ckpt_dir)
+        if not kept:
+            return TrainingDiverged(f"{reason}; no checkpoint was written yet; lower trainer.lr and start again")
+        described = ", ".join(f"{p.name} (max |w| {(ckpt.read_manifest(p) or {}).get('max_abs_weight', float('nan')):.3g})"
+                              for p in kept)
+        return TrainingDiverged(f"{reason}; checkpoints kept: {described}; to continue with a lower lr, add "
+                                f"trainer.lr={self.s.lr / 10:g} trainer.resume_from={kept[-1].resolve()} "
+                                "(or an older one: the newest may already hold exploded weights)")
 
     def _raise_if_diverged(self) -> None:
         """Called before anything is logged or saved: a diverged run never overwrites a good checkpoint."""
         bad = int(self._bad_step)
-        if bad < 0:
-            return
-        last = ckpt.latest_checkpoint(self.ckpt_dir)
-        kept = f"last good checkpoint kept: {last}" if last else "no checkpoint was written yet"
-        raise TrainingDiverged(f"loss became non-finite at step {bad}; {kept}; lower trainer.lr or check the data")
+        if bad >= 0:
+            raise self._diverged(f"loss became non-finite at step {bad}")
+
+    def _optimizer_step(self, step: int) -> None:
+        try:
+            self.optimizer.step()
+        except RuntimeError as exc:  # e.g. lr=1e38: the update itself overflows float32
+            if "overflow" not in str(exc):
+                raise
+            raise self._diverged(f"the optimizer step overflowed at step {step + 1} (trainer.lr={self.s.lr:g})") from None
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
 
     def run(self) -> dict:
         # The step itself never waits for the device: the token count and the "diverged" flag stay
         # on it and are read only at logging, validation and checkpoint steps.
-        s, started = self.s, time.perf_counter()
-        window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
-        with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance:
+        s, self._started = self.s, time.perf_counter()
+        self._window = (torch.zeros((), device=self.ctx.device), time.perf_counter())
+        with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance, \
+                StopSignals() as stop:
             for step in range(self.start_step, s.max_steps):
                 totals = self.train_step(step)
                 self._note_finite(step, totals)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                done = step + 1
-                window_tokens += totals["tokens"]
-                log_now, validate_now = done % s.log_every == 0, done % s.eval_every == 0
-                save_now = done % s.save_every == 0 or done == s.max_steps
-                if log_now or validate_now or save_now:
-                    self._raise_if_diverged()  # the one host sync, before anything is written
-                if log_now or done == s.max_steps:
-                    elapsed = time.perf_counter() - window_start
-                    self._log(done, totals, float(window_tokens) / max(elapsed, 1e-9))
-                    window_tokens, window_start = torch.zeros((), device=self.ctx.device), time.perf_counter()
-                if validate_now or done == s.max_steps:
-                    self._validate(done)
-                if save_now:
-                    self.save(done)
-                if _fault(done) == "kill":
-                    os.kill(os.getpid(), signal.SIGKILL)
+                self._optimizer_step(step)
+                saved = self._after_step(step + 1, totals)
+                kill_point("kill", step + 1)
+                if fault("term", step + 1):
+                    stop.requested = stop.requested or signal.SIGTERM  # as if it had arrived during the step
+                if stop.requested:
+                    self._stop(step + 1, saved, stop.requested)
                 advance()
         self.logger.close()
-        return {"steps": s.max_steps, "resumed_from_step": self.start_step, "train_seconds": time.perf_counter() - started}
+        return {"steps": s.max_steps, "resumed_from_step": self.start_step, "train_seconds": self.train_seconds()}
+
+    def train_seconds(self) -> float:
+        """Training time of this run over all its sessions (resumes included)."""
+        return self.previous_seconds + time.perf_counter() - self._started
+
+    def _after_step(self, done: int, totals: dict) -> bool:
+        """Log, validate and save as due; returns whether a checkpoint of step ``done`` was written."""
+        s = self.s
+        tokens, since = self._window
+        tokens += totals["tokens"]
+        log_now, validate_now = done % s.log_every == 0, done % s.eval_every == 0
+        save_now = done % s.save_every == 0 or done == s.max_steps
+        if log_now or validate_now or save_now:
+            self._raise_if_diverged()  # the one host sync, before anything is written
+        if log_now or done == s.max_steps:
+            self._log(done, totals, float(tokens) / max(time.perf_counter() - since, 1e-9))
+            tokens, since = torch.zeros((), device=self.ctx.device), time.perf_counter()
+        self._window = (tokens, since)
+        if validate_now or done == s.max_steps:
+            self._validate(done)
+        if save_now:
+            self.save(done)
+        return save_now
+
+    def _stop(self, done: int, saved: bool, signum: int) -> None:
+        """A signal arrived: save at this step boundary (unless just done) and stop with one line."""
+        if not saved:
+            self._raise_if_diverged()
+            self.save(done)
+        self.logger.close()
+        path = self.ckpt_dir / f"step-{done:08d}"
+        raise Interrupted(f"stopped by {signal_name(signum)} at step {done} of {self.s.max_steps}; checkpoint saved "
+                          f"({path}); re-run the same command to resume", signum)
 
     def _log(self, step: int, totals: dict, tokens_per_s: float) -> None:
         record = {"step": step, "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
@@ -238,5 +303,13 @@ class Trainer:
         self.logger.log({"step": step, "val/loss": value})
 
     def save(self, step: int) -> Path:
+        """A checkpoint, only of finite weights after finite losses (the caller checked the losses)."""
+        modules = [self.ctx.student, *self.ctx.extra_modules.values()]
+        peak = ckpt.max_abs_weight(modules)
+        if not math.isfinite(peak):
+            raise self._diverged(f"weights became non-finite by step {step}")
+        loss = float(self._last_loss) if self._last_loss is not None else None
+        info = {"max_abs_weight": peak, "loss": loss, "branch_from": self.branch_from,
+                "train_seconds": self.train_seconds()}
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
-                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints)
+                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info)

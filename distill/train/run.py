@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from distill import config as C
 from distill.errors import ConfigError
-from distill.io import atomic_write_text
 from distill.models.load import check_same_vocabulary, parameter_count
+from distill.rundir import RunDir
 from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
 from distill.train.finalize import save_final
 from distill.train.loop import Context, Trainer, resolve_device
@@ -23,8 +23,11 @@ from distill.train.loop import Context, Trainer, resolve_device
 log = logging.getLogger(__name__)
 
 # Keys that may differ when a run is resumed (they change nothing already trained).
-RESUME_IGNORED = ("trainer.resume", "trainer.progress", "trainer.log_every", "trainer.max_steps",
-                  "trainer.device", "eval", "logger", "cache_dir")
+RESUME_IGNORED = ("trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.log_every",
+                  "trainer.max_steps", "trainer.device", "eval", "logger", "cache_dir")
+# Optimiser settings a run may change when it continues from a chosen checkpoint (trainer.resume_from).
+OPTIMIZER_KEYS = ("trainer.lr", "trainer.weight_decay", "trainer.adam_betas", "trainer.warmup_steps",
+                  "trainer.lr_schedule", "trainer.min_lr_ratio", "trainer.max_grad_norm")
 
 
 def run_dir() -> Path:
@@ -44,53 +47,66 @@ def model_sources(cfg: DictConfig, task) -> ModelSources:
 
 
 def _guard_resume(cfg: DictConfig, directory: Path) -> None:
-    """Refuse to continue a run dir that holds a different experiment."""
+    """Refuse to continue a run dir that holds a different experiment (reads only)."""
     saved_path = directory / "run_config.yaml"
-    current = C.plain(cfg)
-    if saved_path.exists() and cfg.trainer.resume:
-        mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), current, RESUME_IGNORED)
-        if mismatch:
-            raise ConfigError(f"{directory} holds a run with a different config: {mismatch}; "
-                              "use another hydra.run.dir or trainer.resume=false")
-    atomic_write_text(saved_path, yaml.safe_dump(current, sort_keys=False))
+    if not (saved_path.exists() and cfg.trainer.resume):
+        return
+    ignored = RESUME_IGNORED + (OPTIMIZER_KEYS if cfg.trainer.resume_from is not None else ())
+    mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), C.plain(cfg), ignored)
+    if mismatch:
+        raise ConfigError(f"{directory} holds a run with a different config: {mismatch}; use another hydra.run.dir, "
+                          "trainer.resume=false (moves the earlier run aside) or, for optimiser settings, "
+                          "trainer.resume_from=STEP")
 
 
 def train(cfg: DictConfig) -> dict:
-    C.check_required(cfg)
-    task, settings = C.task_spec(cfg), C.trainer_settings(cfg)
-    method = instantiate_method(cfg)
-    student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
-    directory = run_dir()
-    _guard_resume(cfg, directory)
-    sources = model_sources(cfg, task)
-    started = time.perf_counter()
-    student, tokenizer = prepare_model(student_spec, "student", sources)
-    student_init = _model_id(student, student_spec, cfg.seed)
-    teacher = None
-    if method.needs_teacher:
-        teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
-        check_same_vocabulary(teacher_tokenizer, tokenizer)
-    device = resolve_device(settings.device)
-    ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                  device, extra_modules={}, cache_dir=sources.cache_dir)
-    train_data = encode_records(task, sources.train_records, tokenizer, student)
-    val_data = encode_records(task, sources.val_records, tokenizer, student)
-    if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
-        train_data = method.setup(ctx, train_data, settings.progress)
-    log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
-             parameter_count(student), len(train_data), len(val_data))
-    wandb = C.plain(cfg.logger.wandb)
-    if wandb and not wandb["id"]:
-        wandb["id"] = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
-    trainer = Trainer(method, ctx, train_data, val_data, settings, directory, cfg.seed, wandb, C.plain(cfg))
-    summary = trainer.run()
-    summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
-                    "teacher": teacher_spec.name if teacher is not None else None,
-                    "student_parameters": parameter_count(student), "student_init": student_init,
-                    "teacher_id": _model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)), "wall_seconds": time.perf_counter() - started})
-    save_final(directory, student, tokenizer, summary)
-    log.info("finished: %s", directory / "final")
-    return summary
+    """Hold the run dir, validate and load everything, and only then write: train, export, evaluate."""
+    with RunDir(run_dir(), "train.log") as run:  # a refused command leaves the directory as it was
+        C.check_required(cfg)
+        task, settings = C.task_spec(cfg), C.trainer_settings(cfg)
+        method = instantiate_method(cfg)
+        student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
+        _guard_resume(cfg, run.path)
+        sources = model_sources(cfg, task)
+        started = time.perf_counter()
+        student, tokenizer = prepare_model(student_spec, "student", sources)
+        teacher = None
+        if method.needs_teacher:
+            teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
+            check_same_vocabulary(teacher_tokenizer, tokenizer)
+        device = resolve_device(settings.device)
+        ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
+                      device, extra_modules={}, cache_dir=sources.cache_dir)
+        train_data = encode_records(task, sources.train_records, tokenizer, student)
+        val_data = encode_records(task, sources.val_records, tokenizer, student)
+        if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
+            train_data = method.setup(ctx, train_data, settings.progress)
+        run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
+        log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
+                 parameter_count(student), len(train_data), len(val_data))
+        trainer = Trainer(method, ctx, train_data, val_data, settings, run.path, cfg.seed, _wandb(cfg, run.path),
+                          C.plain(cfg))
+        summary = trainer.run()
+        summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
+                        "teacher": teacher_spec.name if teacher is not None else None,
+                        "student_parameters": parameter_count(student),
+                        "student_init": _model_id(student, student_spec, cfg.seed),
+                        "teacher_id": _model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)),
+                        "wall_seconds": time.perf_counter() - started})
+        save_final(run.path, student, tokenizer, summary)
+        log.info("finished: %s", run.path / "final")
+        if cfg.eval.after_train:
+            from distill.eval.entry import evaluate_after_train
+
+            summary["eval"] = evaluate_after_train(cfg)
+        return summary
+
+
+def _wandb(cfg: DictConfig, directory: Path) -> dict | None:
+    settings = C.plain(cfg.logger.wandb)
+    if settings and not settings["id"]:
+        settings["id"] = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+    return settings
 
 
 def instantiate_method(cfg: DictConfig):

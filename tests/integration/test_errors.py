@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
-from .conftest import TINY, cli, cli_subprocess, train_args
+import pytest
+
+from .conftest import TINY, TINY_ARITH, cli, cli_subprocess, train_args
 
 
 def _error_line(capsys) -> str:
@@ -93,3 +97,108 @@ def test_teacher_and_student_vocabularies_that_differ(tmp_path, cache_dir, share
                            "teacher.config=null", "teacher.bootstrap.enabled=false")) == 2
     line = _error_line(capsys)
     assert "vocabularies differ" in line
+
+
+def _data_dir(tmp_path, train_text: str):
+    data = tmp_path / "data"
+    data.mkdir()
+    good = json.dumps({"question": "Ava has 2 pens. How many?", "answer": "2 + 0 = 2\n#### 2"}) + "\n"
+    for split in ("validation", "test"):
+        (data / f"{split}.jsonl").write_text(good * 4)
+    (data / "train.jsonl").write_bytes(good.encode() * 3 + train_text.encode("latin-1"))
+    return data
+
+
+def _train_on(tmp_path, cache_dir, data):
+    return cli(*train_args(tmp_path / "run", cache_dir, "task=gsm8k", f"task.data_dir={data}",
+                           "task.validation_from_train=0", "task.max_target_length=32", arith=False))
+
+
+def test_a_byte_that_is_not_utf8_names_file_and_line(tmp_path, cache_dir, capsys):
+    data = _data_dir(tmp_path, '{"question": "caf\xe9", "answer": "#### 1"}\n')  # latin-1 é: 0xe9
+    assert _train_on(tmp_path, cache_dir, data) == 2
+    line = _error_line(capsys)
+    assert "train.jsonl:4" in line and "UTF-8" in line and "0xe9" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("record, field", [('{"question": "q", "answer": null}', "'answer'"),
+                                           ('{"question": 17, "answer": "#### 1"}', "'question'")])
+def test_null_or_non_string_fields_are_refused(tmp_path, cache_dir, capsys, record, field):
+    """Item 17: "answer": null used to train on the text "None"."""
+    assert _train_on(tmp_path, cache_dir, _data_dir(tmp_path, record + "\n")) == 2
+    line = _error_line(capsys)
+    assert "train.jsonl:4" in line and field in line and "must be a string" in line
+
+
+@pytest.mark.parametrize("override, named", [("trainer.lr=-1e-3", "trainer.lr"), ("trainer.max_steps=abc", "trainer.max_steps"),
+                                             ("trainer.warmup_steps=-5", "trainer.warmup_steps"),
+                                             ("trainer.adam_betas=[0.9,1.5]", "trainer.adam_betas"),
+                                             ("trainer.max_grad_norm=0", "trainer.max_grad_norm")])
+def test_bad_trainer_values_are_one_line_before_anything_runs(tmp_path, cache_dir, capsys, override, named):
+    assert cli(*train_args(tmp_path / "run", cache_dir, override)) == 2
+    assert named in _error_line(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_run_dir_that_cannot_be_created_is_one_line(tmp_path, cache_dir, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert cli(*train_args(blocker / "run", cache_dir)) == 2
+    line = _error_line(capsys)
+    assert "a-file" in line and "hydra.run.dir" in line
+
+
+def test_a_full_disk_is_one_line_and_the_run_resumes_later(tmp_path, cache_dir):
+    """Item 16: a write that fails for lack of space (here: a 64 kB file-size limit) stops with one line;
+    nothing half-written is kept, and the same command completes once there is room."""
+    import resource
+
+    run = tmp_path / "run"
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (64_000, 64_000))  # noqa: E731
+    full = subprocess.run([sys.executable, "-m", "distill.cli", *train_args(run, cache_dir)], capture_output=True,
+                          text=True, preexec_fn=limit, timeout=300)
+    assert full.returncode == 2
+    errors = [line for line in full.stderr.splitlines() if line.strip()]
+    assert len(errors) == 1 and "File too large" in errors[0] and "step-00000002" in errors[0], full.stderr
+    leftovers = [p for p in run.rglob("*") if p.name.startswith(".tmp-") or p.name.startswith("step-")]
+    assert leftovers == []
+    assert cli(*train_args(run, cache_dir)) == 0
+
+
+def test_a_truncated_model_file_in_final_is_named(tmp_path, cache_dir, capsys):
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir)) == 0
+    weights = run / "final" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    capsys.readouterr()
+    assert cli("eval", f"ckpt={run}", *TINY_ARITH, "eval.progress=false", f"hydra.run.dir={tmp_path / 'eval'}") == 2
+    line = _error_line(capsys)
+    assert "model.safetensors" in line and "truncated" in line
+    assert not (tmp_path / "eval").exists()
+    (run / "final" / "manifest.json").unlink()  # a directory distill did not write: the loader's own error, one line
+    assert cli("eval", f"ckpt={run}", *TINY_ARITH, "eval.progress=false", f"hydra.run.dir={tmp_path / 'eval'}") == 2
+    assert "cannot load model weights" in _error_line(capsys)
+
+
+def _generations(tmp_path, **changes):
+    record = {"task": "arith", "split": "test", "metric": "accuracy", "checkpoint": "x", "reference": "#### 2",
+              "outputs": {"greedy": ["#### 2"]}, "decoding": {"greedy": {"strategy": "greedy"}}, **changes}
+    path = tmp_path / "generations.jsonl"
+    path.write_text(json.dumps(record) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("changes, named", [({"outputs": {"greedy": "#### 2"}}, "non-empty list of strings"),
+                                            ({"metric": "f1"}, "unknown metric"),
+                                            ({"outputs": []}, "objects keyed by decoding name")])
+def test_rescore_of_a_malformed_generations_file(tmp_path, capsys, changes, named):
+    assert cli("rescore", str(_generations(tmp_path, **changes))) == 2
+    line = _error_line(capsys)
+    assert named in line and "record 1" in line
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_rescore_of_a_missing_file(tmp_path, capsys):
+    assert cli("rescore", str(tmp_path / "nope.jsonl")) == 2
+    assert "does not exist" in _error_line(capsys)

@@ -60,3 +60,13 @@ def test_out_of_range_hyperparameters_fail_before_models_load(tmp_path, cache_di
     err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(err) == 1 and needle in err[0]
     assert not Path(tmp_path / "r" / "checkpoints").exists()
+
+
+def test_seqkd_and_gkd_rl_with_k_sampled_teacher_outputs_per_prompt(tmp_path, cache_dir, capsys):
+    """Issue 10.3: num_samples = k trains on k teacher outputs per prompt (k·n examples), from the CLI."""
+    common = ["train", *TINY_ARITH, *TINY, *SHORT, f"cache_dir={cache_dir}", "teacher_generation.decoding.strategy=sample",
+              "teacher_generation.decoding.sampling_temperature=1.0", "teacher_generation.decoding.num_samples=2"]
+    assert cli(*common, f"hydra.run.dir={tmp_path / 'seqkd'}", "method=seqkd") == 0
+    assert "600 train / 8 validation examples" in capsys.readouterr().out  # 300 prompts × 2 samples
+    assert cli(*common, f"hydra.run.dir={tmp_path / 'gkd'}", "method=gkd", "method.seq_kd=true", "method.lmbda=0.5",
+               "method.alpha=0.5") == 0

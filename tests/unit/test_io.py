@@ -140,3 +140,37 @@ def test_build_once_builds_a_missing_entry_and_then_only_reuses_it(tmp_path):
     assert build_once(marker, build) is True
     assert build_once(marker, build) is False
     assert calls == [1] and (tmp_path / "entry.lock").exists()
+
+
+def test_atomic_dir_fsyncs_every_file_and_directory_before_publishing(tmp_path, monkeypatch):
+    """Issue 10.10: a power loss after the rename must not publish files whose data never reached the disk."""
+    import os
+
+    from distill import io
+
+    events = []
+    real_fsync, real_replace = io.fsync_path, os.replace
+    monkeypatch.setattr(io, "fsync_path", lambda path: (events.append(("fsync", str(path))), real_fsync(path)))
+    monkeypatch.setattr(io.os, "replace", lambda a, b: (events.append(("replace", str(b))), real_replace(a, b)))
+    final = tmp_path / "out"
+    with atomic_dir(final) as tmp:
+        (tmp / "sub").mkdir()
+        (tmp / "sub" / "weights.bin").write_bytes(b"w")
+        (tmp / "config.json").write_text("{}")
+    publish = events.index(("replace", str(final)))
+    synced = {path for kind, path in events[:publish] if kind == "fsync"}
+    assert {str(tmp / "sub" / "weights.bin"), str(tmp / "config.json"), str(tmp / "sub"), str(tmp)} <= synced
+    assert ("fsync", str(tmp_path)) in events[publish:]  # the rename itself is made durable
+
+
+def test_files_a_library_creates_private_are_published_with_the_usual_mode(tmp_path):
+    """Issue 10.18: safetensors creates model.safetensors 0600; results are shared on clusters."""
+    import os
+    import stat
+
+    with atomic_dir(tmp_path / "final") as tmp:
+        fd = os.open(tmp / "model.safetensors", os.O_WRONLY | os.O_CREAT, 0o600)
+        os.close(fd)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    assert stat.S_IMODE((tmp_path / "final" / "model.safetensors").stat().st_mode) == 0o666 & ~mask

@@ -1,6 +1,8 @@
+import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
+from distill.io import MANIFEST
 from distill.train import checkpoint as ckpt
 from distill.train.schedule import make_scheduler
 
@@ -62,3 +64,74 @@ def test_keeps_newest_and_ignores_incomplete_dirs(tmp_path):
     assert [p.name for p in ckpt.list_checkpoints(tmp_path)] == ["step-00000002", "step-00000003"]
     assert ckpt.latest_checkpoint(tmp_path).name == "step-00000003"
     assert ckpt.latest_checkpoint(tmp_path / "missing") is None
+
+
+def _three_checkpoints(tmp_path):
+    model = _model(0)
+    opt, sched = _opt(model)
+    for step in (1, 2, 3):
+        ckpt.save_checkpoint(tmp_path, step, model, _Tok(), opt, sched, {}, keep=3, info={"max_abs_weight": 1.5})
+    return tmp_path / "step-00000003"
+
+
+def _truncate(path):
+    weights = path / "student" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+
+
+def _flip_a_byte(path):
+    weights = path / "student" / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-7] ^= 0x01  # inside a tensor: the file still parses, the weights silently differ
+    weights.write_bytes(bytes(data))
+
+
+def _delete_state(path):
+    (path / "state.pt").unlink()
+
+
+def _add_a_file(path):
+    (path / "student" / "pytorch_model.bin").write_bytes(b"stray")
+
+
+def _empty_it(path):
+    import shutil
+
+    shutil.rmtree(path)
+    path.mkdir()
+
+
+@pytest.mark.parametrize("damage, reason", [(_truncate, "truncated"), (_flip_a_byte, "sha256"), (_delete_state, "missing"),
+                                            (_add_a_file, "unexpected"), (_empty_it, "manifest")])
+def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, caplog, damage, reason):
+    newest = _three_checkpoints(tmp_path)
+    assert ckpt.verify_manifest(newest) is None
+    damage(newest)
+    assert reason in ckpt.verify_manifest(newest)
+    with caplog.at_level("WARNING"):
+        assert ckpt.latest_good_checkpoint(tmp_path).name == "step-00000002"
+    warnings = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 1 and "step-00000003" in warnings[0].getMessage()
+    assert (tmp_path / "corrupt-step-00000003").is_dir() and not newest.exists()  # kept for a look, never resumed
+
+
+def test_manifest_lists_every_file_with_size_and_hash_and_the_recorded_info(tmp_path):
+    newest = _three_checkpoints(tmp_path)
+    manifest = ckpt.read_manifest(newest)
+    listed = set(manifest["files"])
+    on_disk = {p.relative_to(newest).as_posix() for p in newest.rglob("*") if p.is_file()} - {MANIFEST}
+    assert listed == on_disk and {"state.pt", "extra.pt", "student/model.safetensors"} <= listed
+    assert manifest["step"] == 3 and manifest["max_abs_weight"] == 1.5
+
+
+def test_checkpoint_files_get_the_usual_permissions(tmp_path):
+    """Issue 10.18: safetensors writes 0600; a shared cluster needs the umask's permissions."""
+    import os
+    import stat
+
+    newest = _three_checkpoints(tmp_path)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    for path in newest.rglob("*"):
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o777 if path.is_dir() else 0o666) & ~mask, (path, oct(mode))
