@@ -27,7 +27,8 @@ log = logging.getLogger("distill")
 
 
 # OS errors that are the environment's, not bugs: say which file and what to do, in one line.
-ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOTDIR,
+                      errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
 def _report_errors(fn):
@@ -45,8 +46,9 @@ def _report_errors(fn):
         except OSError as exc:
             if exc.errno not in ENVIRONMENT_ERRNOS:
                 raise
-            _exit("error", f"cannot write {exc.filename or 'a file'}: {exc.strerror}; free space or fix permissions "
-                  "and re-run the same command (training resumes from its newest complete checkpoint)", 2)
+            _exit("error", f"cannot read or write {exc.filename or 'a file'}: {exc.strerror}; fix the path, free space "
+                  "or fix permissions, and re-run the same command (training resumes from its newest complete "
+                  "checkpoint)", 2)
 
     return wrapper
 
@@ -226,7 +228,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _dispatch(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    if not argv:  # a command is required: usage, and a non-zero exit for scripts
+        print(USAGE, file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(USAGE)
         return 0
     command, rest = argv[0], argv[1:]

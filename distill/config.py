@@ -36,10 +36,21 @@ def run_id(override_dirname: str) -> str:
     return safe if len(safe) <= 120 else safe[:100] + "-" + hashlib.sha256(safe.encode()).hexdigest()[:12]
 
 
+MIN_POSITIONS = 256  # the tiny presets' position window on the default task (arith: 128 + 96 tokens)
+
+
+def positions(max_source_length: int, max_target_length: int) -> int:
+    """Position window of the tiny decoder-only presets: prompt and output of the task must fit in it.
+
+    At least ``MIN_POSITIONS``, so the default task's models (and their cached bootstraps) are unchanged.
+    """
+    return max(MIN_POSITIONS, int(max_source_length) + int(max_target_length))
+
+
 def register_resolvers() -> None:
     from distill.eval.entry import eval_dir
 
-    for name, fn in (("distill.run_id", run_id), ("distill.eval_dir", eval_dir)):
+    for name, fn in (("distill.run_id", run_id), ("distill.eval_dir", eval_dir), ("distill.positions", positions)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

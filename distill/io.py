@@ -73,10 +73,11 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         yield tmp
         _publishable(tmp)
         old = None
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-", dir=final.parent))
-            os.replace(final, old / final.name)
-        os.replace(tmp, final)
+        with _signals_held():  # a signal between the two renames would leave neither version in place
+            if final.exists():
+                old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-", dir=final.parent))
+                os.replace(final, old / final.name)
+            os.replace(tmp, final)
         fsync_path(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
@@ -85,10 +86,37 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+@contextlib.contextmanager
+def _signals_held() -> Iterator[None]:
+    """Defer SIGINT/SIGTERM for a few system calls (delivered right after); a no-op off the main thread."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held = {signal.SIGINT, signal.SIGTERM}
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+
+
+def _restore_swapped(directory: Path) -> None:
+    """A crash (SIGKILL, power) between the two renames of ``atomic_dir`` leaves the only complete copy
+    in ``.tmp-old-NAME-*/NAME``: put it back where it belongs."""
+    for old in directory.glob(f"{TMP_PREFIX}old-*"):
+        for entry in old.iterdir() if old.is_dir() else ():
+            if not (directory / entry.name).exists():
+                os.replace(entry, directory / entry.name)
+
+
 def remove_temporaries(directory: Path) -> list[Path]:
     """Delete ``.tmp-*`` leftovers of writes a crash interrupted; only call it while holding the directory."""
     if not directory.is_dir():
         return []
+    _restore_swapped(directory)
     leftovers = sorted(p for p in directory.iterdir() if p.name.startswith(TMP_PREFIX))
     for path in leftovers:
         if path.is_dir() and not path.is_symlink():

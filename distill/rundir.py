@@ -35,6 +35,26 @@ REPLACED = ".replaced"
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"
 
 
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path).st_ino
+    except FileNotFoundError:
+        return False
+
+
+def _remove_empty(path: Path) -> None:
+    """Remove ``path`` and then its parents while they are empty (Hydra made them for a refused command),
+    never above the working directory."""
+    stop = Path.cwd().resolve()
+    current = path.resolve()
+    while current not in (stop, current.parent):
+        try:
+            current.rmdir()
+        except OSError:
+            return
+        current = current.parent
+
+
 class RunDir:
     def __init__(self, path: Path, log_name: str, what: str = "distill train"):
         self.path, self.log_name, self.what = Path(path), log_name, what
@@ -52,14 +72,18 @@ class RunDir:
         return self
 
     def _lock(self) -> None:
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            raise ConfigError(f"{self.path} is in use by another {self.what} (pid {holder}); wait for it to finish, "
-                              "or use another hydra.run.dir") from None
+        while True:
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.read(fd, 64).decode(errors="replace").strip() or "unknown"
+                os.close(fd)
+                raise ConfigError(f"{self.path} is in use by another {self.what} (pid {holder}); wait for it to "
+                                  "finish, or use another hydra.run.dir") from None
+            if _same_file(fd, self.path / LOCK):
+                break
+            os.close(fd)  # a refused command removed the file we opened: lock the one now at the path
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())
         self._fd = fd
@@ -72,8 +96,7 @@ class RunDir:
                 handler.close()
         if not self.accepted and self._created:  # refused before anything was written: leave no trace
             (self.path / LOCK).unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                self.path.rmdir()
+            _remove_empty(self.path)
         if self._fd is not None:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

@@ -82,7 +82,10 @@ def _local(spec: TaskSpec, split_name: str) -> list[dict]:
     path = directory / f"{split_name}.jsonl"
     if not path.exists():
         present = sorted(p.name for p in directory.glob("*.jsonl"))
-        raise DataError(f"task {spec.name}: no {path.name} in {directory} (found {present}); point task.splits at an existing file")
+        logical = next((k for k, v in spec.splits.items() if v == split_name), "train")
+        example = next((p.removesuffix(".jsonl") for p in present if p != "test.jsonl"), "NAME")
+        raise DataError(f"task {spec.name}: no {path.name} in {directory} (found {present}); set "
+                        f"task.splits.{logical} to an existing file, e.g. task.splits.{logical}={example}")
     return read_jsonl(path, required_fields=spec.fields, text_fields=spec.fields)
 
 
@@ -102,13 +105,30 @@ def _hub(spec: TaskSpec, split_name: str) -> list[dict]:
     return [dict(row[nested]) if nested else dict(row) for row in data]
 
 
-def _carve_validation(spec: TaskSpec, split: str, load) -> list[dict]:
-    """GSM8K has no validation split: the last N train records serve, and train drops them."""
+def _carve_validation(spec: TaskSpec, split: str, load, count: int) -> list[dict]:
+    """GSM8K has no validation split: the last ``count`` train records serve, and train drops them."""
     train = load(spec.splits["train"])
-    if spec.validation_from_train >= len(train):
-        raise ConfigError(f"task {spec.name}: validation_from_train={spec.validation_from_train} leaves no train data")
-    cut = len(train) - spec.validation_from_train
+    if count >= len(train):
+        raise ConfigError(f"task {spec.name}: validation_from_train={count} leaves no train data")
+    cut = len(train) - count
     return train[cut:] if split == "validation" else train[:cut]
+
+
+_WARNED: set[str] = set()
+
+
+def _validation_slice(spec: TaskSpec, load) -> int:
+    """How many train records to hold out as validation: ``validation_from_train``, or, when train and
+    validation name one file (XSum's local copy has no train split), a tenth of it (at most 500), so
+    validation never scores the very documents the run trains on."""
+    if spec.validation_from_train or spec.splits.get("train") != spec.splits.get("validation"):
+        return spec.validation_from_train
+    count = min(500, max(1, len(load(spec.splits["train"])) // 10))
+    if spec.name not in _WARNED:
+        _WARNED.add(spec.name)
+        log.warning("task %s: train and validation are both %r; the last %d records serve as validation only "
+                    "(set task.validation_from_train to choose how many)", spec.name, spec.splits["train"], count)
+    return count
 
 
 def load_split(spec: TaskSpec, split: str) -> list[dict]:
@@ -124,10 +144,8 @@ def full_split(spec: TaskSpec, split: str) -> list[dict]:
         records = _generated(spec)[spec.splits[split]]
     else:
         load = (lambda name: _local(spec, name)) if spec.data_dir else (lambda name: _hub(spec, name))
-        if spec.validation_from_train and split in ("train", "validation"):
-            records = _carve_validation(spec, split, load)
-        else:
-            records = load(spec.splits[split])
+        count = _validation_slice(spec, load) if split in ("train", "validation") else 0
+        records = _carve_validation(spec, split, load, count) if count else load(spec.splits[split])
     for position, record in enumerate(records):
         missing = [f for f in spec.fields if f not in record]
         if missing:

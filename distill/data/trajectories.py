@@ -5,10 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
+from filelock import FileLock
 
 from distill.data.collate import Encoded, collate_prompts, generated_batch
 from distill.io import atomic_write_jsonl, read_jsonl
@@ -45,6 +47,14 @@ def _strip_padding(row: list[int], pad_id: int, eos_id: int) -> list[int]:
     return row or [eos_id]  # an empty continuation still ends the sequence
 
 
+def _sample_keys(ctx, items: list[Encoded]) -> torch.Tensor:
+    """Each row's sampling noise, keyed by its position in the run's stream of examples (set by the
+    training loop), else by (step, example index): samples do not depend on how a window is split."""
+    if ctx.positions is not None and len(ctx.positions) == len(items):
+        return row_keys(ctx.seed, -1, ctx.positions, device=ctx.device)
+    return row_keys(ctx.seed, ctx.step, [item.index for item in items], device=ctx.device)
+
+
 def _view_aligned(values: torch.Tensor, prompts: dict[str, torch.Tensor], encoder_decoder: bool) -> torch.Tensor:
     """Per generated position [B, T, ...] -> the target-aligned view's columns (``distill.models.forward``).
 
@@ -64,8 +74,7 @@ def _sample_batch(ctx, items: list[Encoded], max_new_tokens: int, sampling_tempe
     mixture = None
     if mixture_of is not None:
         mixture = TeacherMixture(ctx.teacher, prompts, mixture_of, sampling_temperature, max_new_tokens)
-    # Each example's noise is keyed by (seed, step, example): samples do not depend on the batch split.
-    keys = row_keys(ctx.seed, ctx.step, [item.index for item in items], device=ctx.device)
+    keys = _sample_keys(ctx, items)
     was_training = student.training
     student.eval()  # no dropout while sampling the policy
     new = decode(student, prompts, max_new_tokens, eos, pad, sampling_temperature, mixture, keys=keys)
@@ -97,44 +106,63 @@ def mixture_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_tem
     return _sample_batch(ctx, items, max_new_tokens, sampling_temperature, mixture_of=teacher_mix)
 
 
-def teacher_outputs(ctx, items: list[Encoded], decoding: Decoding, batch_size: int, progress: bool) -> list[Encoded]:
-    """SeqKD targets: the teacher's outputs for every prompt, generated once and cached on disk.
+def _prompt_key(prompt_ids: list[int]) -> str:
+    return hashlib.sha256(json.dumps(prompt_ids).encode()).hexdigest()[:16]
 
-    The cache key is (a hash of the teacher's weights in their dtype, every
-    prompt's token ids, the decoding settings, EOS/pad ids), so it is shared by
-    runs and methods that agree on those and never reused for a retrained
-    teacher at the same path, a task split or a decoding that differs. With
+
+def _cache_path(ctx, decoding: Decoding) -> Path:
+    """One file per (teacher weights as loaded, decoding, EOS/pad ids); entries are keyed per prompt."""
+    key = {"teacher": weights_fingerprint(ctx.teacher), "decoding": asdict(decoding),
+           "eos": ctx.tokenizer.eos_token_id, "pad": ctx.tokenizer.pad_token_id, "v": 3}
+    return Path(ctx.cache_dir) / "teacher_outputs" / f"{hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]}.jsonl"
+
+
+def teacher_outputs(ctx, items: list[Encoded], decoding: Decoding, batch_size: int, progress: bool,
+                    used: Callable[[int], set[int]] | None = None) -> list[Encoded]:
+    """SeqKD targets: the teacher's outputs for the run's prompts, generated once and cached on disk.
+
+    The cache is keyed by a hash of the teacher's weights in their dtype, the
+    decoding settings and EOS/pad ids; inside it every output is keyed by its
+    prompt's token ids (and sample number), so runs on other subsets or
+    longer runs share it and generate only what is missing. With
     ``num_samples`` = k > 1 each prompt gets k outputs, in order (k·n items);
     sampled outputs are keyed per (prompt, sample), so the cache is a pure
-    function of its key. Items keep the dataset's ``reference``.
+    function of its key. ``used(k·n)`` names the positions the run will visit:
+    only those prompts are generated (the others keep ``target_ids=None``).
+    Items keep the dataset's ``reference``.
     """
-    k = decoding.num_samples
-    key = {"teacher": weights_fingerprint(ctx.teacher), "decoding": asdict(decoding),
-           "eos": ctx.tokenizer.eos_token_id, "pad": ctx.tokenizer.pad_token_id, "v": 2}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode())
-    for item in items:
-        digest.update(json.dumps(item.prompt_ids).encode())
-    path = Path(ctx.cache_dir) / "teacher_outputs" / f"{digest.hexdigest()[:20]}.jsonl"
-    if path.exists():
-        log.info("reusing cached teacher outputs %s", path)
-        outputs = [r["ids"] for r in read_jsonl(path, required_fields=("ids",))]
-    else:
-        log.info("generating teacher outputs for %d prompts (%s) -> %s", len(items), decoding.name, path)
-        outputs = []
-        with progress_bar(progress, total=len(items), description="teacher outputs") as advance:
-            for start in range(0, len(items), batch_size):
-                chunk = items[start : start + batch_size]
-                keys = None
-                if decoding.strategy == "sample":  # row i·k + j: sample j of prompt i (repeat_interleave order)
-                    indices = [start + i for i in range(len(chunk))]
-                    keys = torch.cat([row_keys(0, j, [i], salt="teacher_outputs") for i in indices for j in range(k)])
-                    keys = keys.to(ctx.device)
-                outputs.extend(_generate(ctx.teacher, ctx, chunk, decoding, keys))
-                for _ in chunk:
-                    advance()
-        atomic_write_jsonl(path, [{"ids": ids} for ids in outputs])
-    return [replace(item, target_ids=outputs[i * k + j], index=i * k + j)
+    k, path = decoding.num_samples, _cache_path(ctx, decoding)
+    wanted = used(len(items) * k) if used is not None else range(len(items) * k)
+    prompts = sorted({position // k for position in wanted})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock"):  # parallel sweep jobs generate each output once
+        known = {(r["prompt"], r["sample"]): r["ids"] for r in read_jsonl(path, ("prompt", "sample", "ids"))} \
+            if path.exists() else {}
+        missing = [i for i in prompts if any((_prompt_key(items[i].prompt_ids), j) not in known for j in range(k))]
+        log.info("teacher outputs for %d of %d prompts: %d cached, %d to generate (%s) -> %s", len(prompts),
+                 len(items), len(prompts) - len(missing), len(missing), decoding.name, path)
+        if missing:
+            known.update(_generate_missing(ctx, [items[i] for i in missing], decoding, batch_size, progress))
+            atomic_write_jsonl(path, [{"prompt": p, "sample": j, "ids": ids} for (p, j), ids in known.items()])
+    return [replace(item, target_ids=known.get((_prompt_key(item.prompt_ids), j)), index=i * k + j)
             for i, item in enumerate(items) for j in range(k)]
+
+
+def _generate_missing(ctx, items: list[Encoded], decoding: Decoding, batch_size: int,
+                      progress: bool) -> dict[tuple[str, int], list[int]]:
+    k, out = decoding.num_samples, {}
+    with progress_bar(progress, total=len(items), description="teacher outputs", unit="prompt") as bar:
+        for start in range(0, len(items), batch_size):
+            chunk = items[start : start + batch_size]
+            names = [_prompt_key(item.prompt_ids) for item in chunk]
+            keys = None
+            if decoding.strategy == "sample":  # row i·k + j: sample j of prompt i, keyed by the prompt itself
+                keys = torch.cat([row_keys(0, j, [int(name, 16)], salt="teacher_outputs") for name in names
+                                  for j in range(k)]).to(ctx.device)
+            rows = _generate(ctx.teacher, ctx, chunk, decoding, keys)
+            out.update({(name, j): rows[i * k + j] for i, name in enumerate(names) for j in range(k)})
+            bar.advance(len(chunk))
+    return out
 
 
 def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False) -> None:

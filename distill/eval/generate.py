@@ -15,7 +15,7 @@ def generate_texts(model, tokenizer, items: list[Encoded], decoding: Decoding, b
     model.eval()
     encoder_decoder = bool(model.config.is_encoder_decoder)
     results: list[list[str]] = []
-    with progress_bar(progress, total=len(items), description=f"generate {decoding.name}") as advance:
+    with progress_bar(progress, total=len(items), description=f"generate {decoding.name}", unit="prompt") as bar:
         for start in range(0, len(items), batch_size):
             chunk = items[start : start + batch_size]
             prompts = {k: v.to(device) for k, v in collate_prompts(chunk, tokenizer.pad_token_id, encoder_decoder).items()}
@@ -24,6 +24,5 @@ def generate_texts(model, tokenizer, items: list[Encoded], decoding: Decoding, b
             texts = [t.strip() for t in tokenizer.batch_decode(rows, skip_special_tokens=True)]
             k = decoding.num_samples
             results.extend(texts[i * k : (i + 1) * k] for i in range(len(chunk)))
-            for _ in chunk:
-                advance()
+            bar.advance(len(chunk))
     return results

@@ -84,10 +84,10 @@ def summarise(records: list[dict]) -> dict:
     primary = entries[0]
     metrics = {"task": first["task"], "split": first["split"], "checkpoint": first["checkpoint"],
                "metric": first["metric"], "num_examples": len(records), "decoding": primary}
+    # The top level repeats the primary decoding's scores only: a number never sits beside one that
+    # another decoding produced (a greedy accuracy next to a sampled Self-BLEU). Each decoding's
+    # scores, with its settings, are in ``by_decoding``.
     metrics.update({k: v for k, v in primary.items() if k not in ("name",) and k not in Decoding.__dataclass_fields__})
-    sampled = [e for e in entries[1:] if e["num_samples"] > 1 and "self_bleu" in e]
-    if "self_bleu" not in metrics and sampled:
-        metrics["self_bleu"] = sampled[0]["self_bleu"]
     metrics["by_decoding"] = entries
     return metrics
 

@@ -45,10 +45,10 @@ class GKD:
         self.teacher_decoding = Decoding(**teacher_decoding)
         self.generation_batch_size = generation_batch_size
 
-    def setup(self, ctx, train_items, progress: bool):
+    def setup(self, ctx, train_items, progress: bool, used=None):
         if not self.seq_kd:
             return train_items
-        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
+        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress, used)
 
     def trajectories(self, items, ctx):
         on_policy = step_coin(ctx.seed, ctx.step, self.lmbda, "gkd_on_policy")

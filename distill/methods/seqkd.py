@@ -21,9 +21,9 @@ class SeqKD:
         self.teacher_decoding = Decoding(**teacher_decoding)
         self.generation_batch_size = generation_batch_size
 
-    def setup(self, ctx, train_items, progress: bool):
-        """Replace the dataset's outputs by the teacher's (cached)."""
-        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
+    def setup(self, ctx, train_items, progress: bool, used=None):
+        """Replace the dataset's outputs by the teacher's (cached; only the examples the run uses)."""
+        return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress, used)
 
     def trajectories(self, items, ctx):
         return ctx.collate(items)

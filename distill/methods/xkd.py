@@ -51,14 +51,14 @@ class XKD:
         self.alpha, self.eta, self.gamma, self.td_target, self.prior_std = alpha, teacher_reward_weight, gamma, td_target, prior_std
         self.head_settings = reward_head
 
-    def setup(self, ctx, train_items, progress: bool):
+    def setup(self, ctx, train_items, progress: bool, used=None):
         """Create the reward head (sized from the feature model) and, for base=seqkd, the teacher's outputs."""
         source = ctx.teacher if self.head_settings["features"] == "teacher" else ctx.student
         ctx.extra_modules["reward_head"] = RewardHead(
             source.config.hidden_size, self.head_settings["hidden"], ctx.student.config.vocab_size,
             self.head_settings["action_dim"], self.head_settings["state_action"]).to(ctx.device)
         if self.base == "seqkd":
-            return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress)
+            return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress, used)
         return train_items
 
     def trajectories(self, items, ctx):

@@ -5,7 +5,9 @@ step whether to sample at all. If those draws came from one global RNG
 stream, the samples of example i would depend on which other examples share
 its micro-batch, so micro-batch 8 × accumulation 1 and 2 × 4 (or 2 ranks)
 would train on different outputs. Here every draw is a hash of its key:
-  * ``row_keys(seed, step, indices)`` names each example's stream;
+  * ``row_keys(seed, step, indices)`` names each row's stream; the training
+    loop keys a row by its position in the run's stream of examples
+    (step · window + slot), unique even when a window holds one example twice;
   * ``keyed_uniform(keys, position, size)`` gives its uniforms at one
     decoding position, computed on the device with integer ops (no host
     round-trip, no generator state to checkpoint);

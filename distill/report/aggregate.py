@@ -11,6 +11,8 @@ import math
 import statistics
 from collections import defaultdict
 
+from distill.errors import DataError
+
 TEACHER = "teacher"
 # Display and colour order of the known methods (conf/method/*.yaml); others follow by name.
 METHODS = ("teacher", "sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd")
@@ -18,13 +20,25 @@ METHODS = ("teacher", "sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd")
 METRIC_KEYS = {"accuracy": ("accuracy",), "bleu": ("bleu",), "rouge": ("rouge1", "rouge2", "rougeL")}
 # The number a metric is summarised by; ROUGE-2 as in the GKD paper (and the gkd reward).
 MAIN_KEY = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge2"}
-# Trainer keys that change how a run is operated, not what it learns.
-OPERATIONAL = {"device", "progress", "resume", "log_every", "eval_every", "eval_batches", "save_every",
-               "keep_checkpoints"}
-# method.divergence repeats the top-level divergence group; teacher_decoding derives from teacher_generation.
-METHOD_COPIES = {"_target_", "divergence", "teacher_decoding"}
+# Runs are grouped (and their scores averaged over seeds) by their whole resolved config except the
+# seed and the keys below, which cannot change what a run learns. This is the one place they are listed.
+NON_RESULT_KEYS = (
+    "seed",
+    # how the run is operated, observed and stored
+    "trainer.device", "trainer.progress", "trainer.progress_interval", "trainer.resume", "trainer.resume_from",
+    "trainer.log_every", "trainer.eval_every", "trainer.eval_batches", "trainer.save_every",
+    "trainer.keep_checkpoints", "eval", "logger", "cache_dir",
+    # batching of generation and chunking of the divergence kernels (results do not depend on them: tested)
+    "teacher_generation.batch_size", "method.generation_batch_size", "divergence.chunk_size", "method.chunk_size",
+    # copies of other groups inside the method node (method.divergence = divergence, teacher_decoding =
+    # teacher_generation.decoding) and the class path
+    "method._target_", "method.divergence", "method.teacher_decoding",
+)
+# Methods that never load a teacher: its settings cannot change their results.
+WITHOUT_TEACHER = {"sft"}
 GROUP_FIELDS = ("task", "method", "model", "eval", "variant", "metric")
-PREFIXES = ("method", "divergence", "task", "trainer")
+PREFIXES = ("method", "divergence", "task", "student", "teacher", "teacher_generation", "trainer", "tokenizer",
+            "bootstrap_seed", "bootstrap_trainer")
 
 
 def method_name(run: dict) -> str:
@@ -37,28 +51,34 @@ def method_name(run: dict) -> str:
     return parts[-2] if len(parts) >= 2 else (target or "unknown")
 
 
+def _ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+
+
 def hyperparameters(config: dict) -> dict:
-    """Flat ``group.key -> value`` of the settings that may be swept."""
+    """Flat ``group.key -> value`` of every setting that can change a run's results (seed excluded)."""
     out: dict = {}
+    _flatten("", config, out)
     method = config.get("method") or {}
-    _flatten("method", {k: v for k, v in method.items() if k not in METHOD_COPIES}, out)
-    if "divergence" in method:  # a method without a divergence ignores the divergence group
-        _flatten("divergence", config.get("divergence") or {}, out)
-    task = config.get("task") or {}
-    for key in ("train_fraction", "max_train_examples"):
-        if key in task:
-            out[f"task.{key}"] = task[key]
-    _flatten("trainer", {k: v for k, v in (config.get("trainer") or {}).items() if k not in OPERATIONAL}, out)
-    return out
+    unused = []
+    if "divergence" not in method:  # a method without a divergence ignores the divergence group
+        unused.append("divergence")
+    if "teacher_decoding" not in method:
+        unused.append("teacher_generation")
+    target = str(method.get("_target_", "")).split(".")
+    if len(target) >= 2 and target[-2] in WITHOUT_TEACHER:  # distill.methods.<module>.<Class>
+        unused.append("teacher")
+    return {k: v for k, v in out.items()
+            if not _ignored(k) and not any(k == u or k.startswith(u + ".") for u in unused)}
 
 
 def _flatten(prefix: str, node: dict, out: dict) -> None:
     for key, value in node.items():
-        name = f"{prefix}.{key}"
-        if isinstance(value, dict):
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, dict) and value:
             _flatten(name, value, out)
-        else:  # lists become strings so values stay hashable and print as in the YAML
-            out[name] = json.dumps(value) if isinstance(value, list) else value
+        else:  # lists and {} become strings so values stay hashable and print as in the YAML
+            out[name] = json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
 def swept_keys(settings: list[dict], methods: list[str]) -> list[str]:
@@ -140,7 +160,12 @@ def mean_std(values: list[float]) -> tuple[float, float | None]:
 
 
 def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
-    """Rows with a score, grouped by everything but the seed."""
+    """Rows with a score, grouped by everything but the seed.
+
+    Two runs of one configuration with the same seed are the same experiment
+    twice (copied or re-run into another directory): that is an error, never
+    an average over "seeds".
+    """
     fields = (*GROUP_FIELDS, *[k for k in swept if k != "seed"])
     keyed: dict[tuple, list[dict]] = defaultdict(list)
     for row in rows:
@@ -150,6 +175,7 @@ def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
     for members in keyed.values():
         if members[0]["method"] == TEACHER:  # every run of a sweep may score the same teacher again
             members = list({m["seed"]: m for m in reversed(members)}.values())
+        _check_distinct_seeds(members)
         mean, std = mean_std([m["value"] for m in members])
         seconds = [m["train_seconds"] for m in members if isinstance(m.get("train_seconds"), (int, float))]
         groups.append({**{f: members[0].get(f) for f in fields}, "mean": mean, "std": std, "n": len(members),
@@ -158,6 +184,15 @@ def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
                        "runs": [m["run"] for m in members]})
     order = ("task", "method", "model", *fields[len(GROUP_FIELDS):], "eval", "variant", "metric")
     return sorted(groups, key=lambda g: tuple(sort_key(g[f]) for f in order))
+
+
+def _check_distinct_seeds(members: list[dict]) -> None:
+    seen: dict = {}
+    for member in members:
+        if member["seed"] in seen:
+            raise DataError(f"runs {seen[member['seed']]} and {member['run']} have the same configuration and seed "
+                            f"{member['seed']}: the same experiment twice, not two seeds; report one of them")
+        seen[member["seed"]] = member["run"]
 
 
 def sort_key(value) -> tuple:

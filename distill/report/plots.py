@@ -8,6 +8,8 @@ inspect the returned objects before anything is saved.
 from __future__ import annotations
 
 import io
+import math
+import textwrap
 import zlib
 from pathlib import Path
 
@@ -46,6 +48,25 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
+def _fit(text: str, width_inches: float, fontsize: float = 12.0) -> str:
+    """Wrap a title to the width it is drawn in (about 0.6 em per character), so it is never cut off."""
+    return textwrap.fill(text, max(20, int(width_inches * 72 / (0.6 * fontsize))))
+
+
+# A line with fewer points than this gets markers: a single logged step is otherwise invisible.
+FEW_POINTS = 20
+
+
+def _legend_below(fig: Figure, handles, labels, title: str) -> None:
+    """One legend under the panels, in as many columns as fit: the panels keep the figure's width."""
+    width = fig.get_figwidth()
+    column = max(1.2, 0.075 * max(len(label) for label in labels) + 0.6)  # inches per legend column
+    ncol = max(1, min(len(labels), int(width // column)))
+    rows = math.ceil(len(labels) / ncol)
+    fig.set_figheight(fig.get_figheight() + 0.25 * rows + 0.45)
+    fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small", title=title)
+
+
 def curves_figure(method: str, task: str, terms: dict) -> Figure:
     """One panel per loss term; one line per configuration (mean over its seeds)."""
     cols = min(3, len(terms))
@@ -58,15 +79,17 @@ def curves_figure(method: str, task: str, terms: dict) -> Figure:
     for ax, (term, series) in zip(axes, terms.items()):
         for i, (label, line) in enumerate(series.items()):
             ax.plot(line["steps"], line["mean"], color=_shade(colour, i, len(series)),
-                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{label} (mean of {line['n']})")
+                    linestyle=LINESTYLES[i % len(LINESTYLES)], label=f"{label} (mean of {line['n']})",
+                    marker="o" if len(line["steps"]) < FEW_POINTS else None, markersize=3)
         ax.set_title(term)
         ax.set_xlabel("step")
         ax.set_ylabel(term)
         ax.grid(alpha=0.3)
-    # One legend for all panels, outside them: per-panel legends hide the curves once there are many configs.
+    # One legend for all panels, below them: per-panel legends hide the curves once there are many
+    # configurations, and a legend at the side takes the panels' width.
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small", title="configuration")
-    fig.suptitle(f"{method} on {task}: training curves (mean over seeds)")
+    _legend_below(fig, handles, labels, "configuration")
+    fig.suptitle(_fit(f"{method} on {task}: training curves (mean over seeds)", fig.get_figwidth()))
     return fig
 
 
@@ -84,7 +107,8 @@ def tradeoff_figure(task: str, metric: str, data: dict) -> Figure:
     ax.margins(x=0.12, y=0.08)  # room for the temperature labels
     ax.set_xlabel("Self-BLEU (higher = less diverse samples)")
     ax.set_ylabel(metric)
-    ax.set_title(f"{task}: {metric} vs diversity across sampling temperatures (mean over runs)")
+    ax.set_title(_fit(f"{task}: {metric} vs diversity across sampling temperatures (mean over runs)",
+                      0.8 * fig.get_figwidth()))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -102,7 +126,7 @@ def efficiency_figure(task: str, metric: str, data: dict) -> Figure:
         ax.set_xscale("log")
     ax.set_xlabel("task.train_fraction (fraction of the training set)")
     ax.set_ylabel(f"{metric} (mean ± std over runs)")
-    ax.set_title(f"{task}: data efficiency")
+    ax.set_title(_fit(f"{task}: data efficiency", 0.8 * fig.get_figwidth()))
     ax.grid(alpha=0.3)
     ax.legend()
     return fig
@@ -130,7 +154,8 @@ def heatmap_figure(task: str, metric: str, a: str, b: str, per_method: dict) -> 
         ax.set_ylabel(b)
         ax.set_title(method, color=method_colour(method))
         fig.colorbar(image, ax=ax, label=metric)
-    fig.suptitle(f"{task}: mean {metric} over {names[a]} × {names[b]} (n = runs averaged per cell)")
+    fig.suptitle(_fit(f"{task}: mean {metric} over {names[a]} × {names[b]} (n = runs averaged per cell)",
+                      fig.get_figwidth()))
     return fig
 
 

@@ -12,9 +12,10 @@ FRACTION = "task.train_fraction"
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
-    """``divergence.beta -> beta`` unless two keys would end the same."""
+    """``divergence.beta -> beta`` unless two keys would end the same; deeper keys
+    (``student.bootstrap.enabled``) stay whole, their last part alone says too little."""
     last = [k.rsplit(".", 1)[-1] for k in keys]
-    return {k: (s if last.count(s) == 1 else k) for k, s in zip(keys, last)}
+    return {k: (s if last.count(s) == 1 and k.count(".") == 1 else k) for k, s in zip(keys, last)}
 
 
 def config_label(row: dict, params: list[str]) -> str:

@@ -25,6 +25,7 @@ from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
 from distill.io import build_once
 from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model, load_tokenizer
 from distill.models.tokenizer import build_tokenizer
+from distill.train.checkpoint import list_checkpoints
 from distill.train.loop import Context, Trainer, TrainerSettings
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items()
                 if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume",
-                             "resume_from", "progress")}
+                             "resume_from", "progress", "progress_interval")}
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab,
                        "seed": sources.bootstrap_seed},
@@ -105,8 +106,12 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
     final = run_dir / "final"
 
     def build() -> None:
-        log.info("bootstrapping %s %s by SFT for %d steps (no cached checkpoint) -> %s", role, spec.name,
-                 recipe.max_steps, run_dir)
+        if list_checkpoints(run_dir / "checkpoints"):
+            log.info("resuming the interrupted SFT bootstrap of %s %s (%d steps) in %s", role, spec.name,
+                     recipe.max_steps, run_dir)
+        else:
+            log.info("bootstrapping %s %s by SFT for %d steps (no cached model yet) -> %s", role, spec.name,
+                     recipe.max_steps, run_dir)
         run_sft(*initial_model(spec, sources), sources, recipe, run_dir)
 
     if not build_once(final / "config.json", build):  # parallel jobs train one shared bootstrap once
@@ -125,7 +130,10 @@ def run_sft(model, tokenizer, sources: ModelSources, recipe: TrainerSettings, ru
     val = encode_records(sources.task, sources.val_records, tokenizer, model)
     ctx = Context(model.to(device), None, tokenizer, encoder_decoder, device, {})
     run_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.bootstrap_seed, None, {"bootstrap": asdict(recipe)})
+    hint = ("lower bootstrap_trainer.lr (or <teacher|student>.bootstrap.trainer.lr): the changed recipe trains a "
+            f"new bootstrap from scratch; this one stays in {run_dir}")
+    trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.bootstrap_seed, None, {"bootstrap": asdict(recipe)},
+                      diverged_hint=hint)
     summary = trainer.run()
     save_final(run_dir, model, tokenizer, summary)
 

@@ -6,8 +6,8 @@ and sha256 of every other file, the step, max |w|) is written last; files and
 directories are fsynced; then it is renamed into place. Resume trusts a
 checkpoint only if it matches its manifest exactly (no file missing, short,
 altered or extra), so a truncated file, a flipped byte, a deleted state file
-or an empty stray ``step-*`` directory is caught: it is renamed to
-``corrupt-step-*`` with one warning and the previous good one is used.
+or an empty stray ``step-*`` directory is caught (``distill.train.resume``
+renames it ``corrupt-step-*`` with one warning and uses the previous one).
 Pruning renames a checkpoint to ``.tmp-*`` before deleting it, so a kill
 mid-delete never leaves a partial ``step-*`` behind.
 """
@@ -25,7 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from distill.io import TMP_PREFIX, atomic_dir, read_manifest, verify_manifest, write_manifest, writing
+from distill.errors import ModelError
+from distill.io import TMP_PREFIX, atomic_dir, write_manifest, writing
 from distill.train.faults import kill_point
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ def max_abs_weight(modules) -> float:
 
 
 def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, scheduler,
-                    extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None) -> Path:
-    """Write ``step-N`` atomically with its manifest (``info`` is recorded in it), then prune to ``keep``."""
+                    extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None,
+                    protect: str | None = None) -> Path:
+    """Write ``step-N`` atomically with its manifest (``info`` is recorded in it), then prune to ``keep``
+    (never ``protect``: the checkpoint the current branch started from, for another try from it)."""
     final = directory / f"step-{step:08d}"
     with writing(final), atomic_dir(final) as tmp:
         student.save_pretrained(tmp / "student")
@@ -64,13 +67,15 @@ def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, s
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / "state.pt")
         write_manifest(tmp, {"step": step, **(info or {})})
-    prune(directory, keep, step)
+    prune(directory, keep, step, protect)
     return final
 
 
-def prune(directory: Path, keep: int, step: int) -> None:
-    """Delete all but the newest ``keep`` checkpoints, each renamed away first."""
+def prune(directory: Path, keep: int, step: int, protect: str | None = None) -> None:
+    """Delete all but the newest ``keep`` checkpoints (and ``protect``), each renamed away first."""
     for old in list_checkpoints(directory)[:-keep]:
+        if old.name == protect:
+            continue
         doomed = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}pruned-", dir=directory))
         os.replace(old, doomed / old.name)
         kill_point("kill-prune", step)
@@ -89,21 +94,6 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def latest_good_checkpoint(directory: Path) -> Path | None:
-    """The newest checkpoint that matches its manifest; bad ones are renamed ``corrupt-*`` with a warning."""
-    for path in reversed(list_checkpoints(directory)):
-        problem = verify_manifest(path)
-        if problem is None:
-            return path
-        quarantine = directory / f"corrupt-{path.name}"
-        if quarantine.exists():
-            shutil.rmtree(quarantine)
-        os.replace(path, quarantine)
-        log.warning("checkpoint %s is not usable (%s): moved to %s; falling back to the previous one",
-                    path.name, problem, quarantine.name)
-    return None
-
-
 def load_training_state(path: Path, student, optimizer, scheduler, extra_modules: dict[str, torch.nn.Module]) -> int:
     """Restore everything saved at ``path`` into live objects; returns the step to continue from."""
     from safetensors.torch import load_file
@@ -112,13 +102,18 @@ def load_training_state(path: Path, student, optimizer, scheduler, extra_modules
     missing, unexpected = student.load_state_dict(weights, strict=False)
     # save_pretrained drops tied weights (lm_head = embeddings); anything else missing is a real mismatch.
     missing = [k for k in missing if k not in _tied_keys(student)]
-    if missing or unexpected:
-        raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:3]}, unexpected {unexpected[:3]}")
     extra = torch.load(path / "extra.pt", weights_only=False)
+    absent = sorted(set(extra_modules) - set(extra))
+    if missing or unexpected or absent:
+        raise ModelError(f"checkpoint {path} does not match this run: missing {missing[:3] + absent}, unexpected "
+                         f"{unexpected[:3]}; resume from a checkpoint of the same student and method")
     for name, module in extra_modules.items():
         module.load_state_dict(extra[name])
     state = torch.load(path / "state.pt", weights_only=False)
-    optimizer.load_state_dict(state["optimizer"])
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except ValueError as exc:  # parameter groups of another model or method
+        raise ModelError(f"checkpoint {path}: its optimizer state does not fit this run ({exc})") from None
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return int(state["step"])

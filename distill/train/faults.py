@@ -5,7 +5,8 @@
   * ``kill-save@N``  SIGKILL halfway through writing checkpoint N;
   * ``kill-prune@N`` SIGKILL while pruning old checkpoints after saving checkpoint N;
   * ``term@N``       SIGTERM to ourselves after step N (what a cluster sends before killing);
-  * ``nan@N``        treat step N's loss as non-finite.
+  * ``nan@N``        treat step N's loss as non-finite;
+  * ``slow@N``       spend one extra second in step N (to measure accumulated training time).
 Unset in normal use: every check is one environment lookup.
 """
 

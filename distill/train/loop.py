@@ -24,13 +24,13 @@ import torch
 from distill.data.collate import Encoded, collate
 from distill.errors import ConfigError, Interrupted, TrainingDiverged
 from distill.fields import check_field_types, check_range
-from distill.io import remove_temporaries
+from distill.io import read_manifest, remove_temporaries
 from distill.losses.reduction import reduce_tokens
 from distill.train import checkpoint as ckpt
 from distill.train.faults import fault, kill_point
 from distill.train.loggers import MetricsLogger
-from distill.train.progress import progress_bar
-from distill.train.resume import starting_checkpoint
+from distill.train.progress import Progress
+from distill.train import resume
 from distill.train.schedule import lr_factor, make_scheduler, step_indices
 from distill.train.signals import StopSignals, signal_name
 from distill.train.validation import validation_loss
@@ -61,7 +61,7 @@ class TrainerSettings:
     keep_checkpoints: int
     resume: bool
     progress: bool
-
+    progress_interval: float = 30.0
     resume_from: str | int | None = None
 
     def __post_init__(self) -> None:
@@ -79,6 +79,7 @@ class TrainerSettings:
         check_range("trainer", "warmup_steps", self.warmup_steps, 0)
         check_range("trainer", "min_lr_ratio", self.min_lr_ratio, 0.0, 1.0)
         check_range("trainer", "max_grad_norm", self.max_grad_norm, 0.0, low_open=True)
+        check_range("trainer", "progress_interval", self.progress_interval, 0.0)
 
 
 @dataclass
@@ -94,6 +95,9 @@ class Context:
     cache_dir: Path | None = None
     seed: int = 0  # the run's seed and the current optimizer step key every random draw
     step: int = 0  # of a method (distill.models.keyed_random); the trainer sets both
+    # Position of each item of the current micro-batch in the run's stream of examples (step · window +
+    # slot): keys its samples, so a window holding one example twice draws two independent samples.
+    positions: list[int] | None = None
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)
@@ -129,7 +133,8 @@ class Trainer:
     """Runs the optimizer steps of one run directory; the caller holds the directory (lock or build lock)."""
 
     def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
-                 settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict):
+                 settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict,
+                 plan: resume.ResumePlan | None = None, diverged_hint: str | None = None):
         self.method, self.ctx, self.s = method, ctx, settings
         self.train_data, self.val_data = train_data, val_data
         self.run_dir, self.seed = run_dir, seed
@@ -141,19 +146,24 @@ class Trainer:
         for leftover in remove_temporaries(run_dir) + remove_temporaries(self.ckpt_dir):
             log.info("removed %s, left by an interrupted write", leftover)
         self.previous_seconds = 0.0  # training time of earlier sessions of this run (resumes)
-        self.start_step, self.branch_from = self._maybe_resume()
+        self.diverged_hint = diverged_hint  # how to continue after a divergence, when not trainer.resume_from
+        if plan is None:  # a run without a command of its own (bootstraps): plan where it starts here
+            plan = resume.plan_start(settings.resume, settings.resume_from, self.ckpt_dir,
+                                     resume.optimizer_signature(settings))
+        resume.apply(plan, self.ckpt_dir)
+        self.start_step, self.branch_from = self._maybe_resume(plan)
         self._bad_step = torch.tensor(-1, device=ctx.device)  # first non-finite step (1-based), -1 = none
         self._last_loss = None  # the latest step's loss tensor, recorded in checkpoint manifests
         self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
 
-    def _maybe_resume(self) -> tuple[int, str | None]:
-        source, branch = starting_checkpoint(self.s.resume, self.s.resume_from, self.ckpt_dir)
+    def _maybe_resume(self, plan: resume.ResumePlan) -> tuple[int, str | None]:
+        source, branch = plan.source, plan.branch
         if source is None:
             torch.manual_seed(self.seed)
-            return 0, None
+            return 0, branch
         step = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler, self.ctx.extra_modules)
         self._apply_settings(step)
-        self.previous_seconds = float((ckpt.read_manifest(source) or {}).get("train_seconds", 0.0))
+        self.previous_seconds = float((read_manifest(source) or {}).get("train_seconds", 0.0))
         log.info("resuming from %s (step %d)", source, step)
         return step, branch
 
@@ -178,6 +188,7 @@ class Trainer:
         micro = []
         for start in range(0, window, self.s.micro_batch_size):
             items = [self.train_data[i] for i in indices[start : start + self.s.micro_batch_size]]
+            self.ctx.positions = [step * window + start + slot for slot in range(len(items))]
             with torch.no_grad(), self._autocast():
                 micro.append(self.method.trajectories(items, self.ctx))
         counts = _window_totals(micro)
@@ -205,7 +216,7 @@ class Trainer:
     def _note_finite(self, step: int, totals: dict) -> None:
         """Record on the device the first step whose loss or gradient norm is not finite (no host sync)."""
         finite = torch.isfinite(totals["loss"]) & torch.isfinite(totals["grad_norm"])
-        if fault("nan", step):
+        if fault("nan", step + 1):
             finite = torch.zeros_like(finite)
         self._bad_step = torch.where(self._bad_step < 0, torch.where(finite, -1, step + 1), self._bad_step)
         self._last_loss = totals["loss"]
@@ -213,9 +224,11 @@ class Trainer:
     def _diverged(self, reason: str) -> TrainingDiverged:
         """The error for a diverged run: which checkpoints are kept and how to continue from one."""
         kept = ckpt.list_checkpoints(self.ckpt_dir)
+        if self.diverged_hint is not None:
+            return TrainingDiverged(f"{reason}; {self.diverged_hint}")
         if not kept:
             return TrainingDiverged(f"{reason}; no checkpoint was written yet; lower trainer.lr and start again")
-        described = ", ".join(f"{p.name} (max |w| {(ckpt.read_manifest(p) or {}).get('max_abs_weight', float('nan')):.3g})"
+        described = ", ".join(f"{p.name} (max |w| {(read_manifest(p) or {}).get('max_abs_weight', float('nan')):.3g})"
                               for p in kept)
         return TrainingDiverged(f"{reason}; checkpoints kept: {described}; to continue with a lower lr, add "
                                 f"trainer.lr={self.s.lr / 10:g} trainer.resume_from={kept[-1].resolve()} "
@@ -242,19 +255,21 @@ class Trainer:
         # on it and are read only at logging, validation and checkpoint steps.
         s, self._started = self.s, time.perf_counter()
         self._window = (torch.zeros((), device=self.ctx.device), time.perf_counter())
-        with progress_bar(s.progress, total=s.max_steps, start=self.start_step, description="train") as advance, \
-                StopSignals() as stop:
+        self.progress = Progress(s.progress, s.max_steps, self.start_step, "train", "step", s.progress_interval)
+        with self.progress, StopSignals() as stop:
             for step in range(self.start_step, s.max_steps):
                 totals = self.train_step(step)
+                if fault("slow", step + 1):
+                    time.sleep(1.0)
                 self._note_finite(step, totals)
                 self._optimizer_step(step)
                 saved = self._after_step(step + 1, totals)
                 kill_point("kill", step + 1)
                 if fault("term", step + 1):
                     stop.requested = stop.requested or signal.SIGTERM  # as if it had arrived during the step
-                if stop.requested:
+                if stop.requested and step + 1 < s.max_steps:  # after the last step: finish and export
                     self._stop(step + 1, saved, stop.requested)
-                advance()
+                self.progress.advance()
         self.logger.close()
         return {"steps": s.max_steps, "resumed_from_step": self.start_step, "train_seconds": self.train_seconds()}
 
@@ -295,6 +310,7 @@ class Trainer:
         record = {"step": step, "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
         record.update({k: float(v) for k, v in totals.items() if k != "tokens"})
         self.logger.log(record)
+        self.progress.note(loss=record["loss"], tokens_per_s=tokens_per_s)
 
     def _validate(self, step: int) -> None:
         if not self.val_data:
@@ -311,5 +327,6 @@ class Trainer:
         loss = float(self._last_loss) if self._last_loss is not None else None
         info = {"max_abs_weight": peak, "loss": loss, "branch_from": self.branch_from,
                 "train_seconds": self.train_seconds()}
+        origin = self.branch_from.split("@")[0] if self.branch_from else None
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
-                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info)
+                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin)

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
@@ -14,16 +17,20 @@ from omegaconf import DictConfig
 
 from distill import config as C
 from distill.errors import ConfigError
-from distill.models.load import check_same_vocabulary, parameter_count
+from distill.models.load import check_pair, check_same_vocabulary, parameter_count
+from distill.io import atomic_write_text
 from distill.rundir import RunDir
+from distill.train import resume
 from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
 from distill.train.finalize import save_final
 from distill.train.loop import Context, Trainer, resolve_device
+from distill.train.schedule import used_indices
 
 log = logging.getLogger(__name__)
 
 # Keys that may differ when a run is resumed (they change nothing already trained).
-RESUME_IGNORED = ("trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.log_every",
+RESUME_IGNORED = ("trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.progress_interval",
+                  "trainer.log_every",
                   "trainer.max_steps", "trainer.device", "eval", "logger", "cache_dir")
 # Optimiser settings a run may change when it continues from a chosen checkpoint (trainer.resume_from).
 OPTIMIZER_KEYS = ("trainer.lr", "trainer.weight_decay", "trainer.adam_betas", "trainer.warmup_steps",
@@ -66,46 +73,107 @@ def train(cfg: DictConfig) -> dict:
         task, settings = C.task_spec(cfg), C.trainer_settings(cfg)
         method = instantiate_method(cfg)
         student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
+        check_pair(student_spec, teacher_spec if method.needs_teacher else None, task.max_target_length)
+        _warn_short_warmup(settings)
         _guard_resume(cfg, run.path)
-        sources = model_sources(cfg, task)
+        plan = resume.plan_start(settings.resume, settings.resume_from, run.path / "checkpoints",
+                                 resume.optimizer_signature(settings))
+        finished = None if plan.new_branch or plan.supersede else _finished(run.path, settings.max_steps)
+        if finished is not None:  # re-running a finished command: nothing to train, nothing rewritten
+            log.info("%s already finished its %d steps; nothing to train (trainer.resume=false starts afresh)",
+                     run.path, settings.max_steps)
+            return _evaluate_if_asked(cfg, run, finished)
         started = time.perf_counter()
-        student, tokenizer = prepare_model(student_spec, "student", sources)
-        teacher = None
-        if method.needs_teacher:
-            teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
-            check_same_vocabulary(teacher_tokenizer, tokenizer)
-        device = resolve_device(settings.device)
-        ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                      device, extra_modules={}, cache_dir=sources.cache_dir)
-        train_data = encode_records(task, sources.train_records, tokenizer, student)
-        val_data = encode_records(task, sources.val_records, tokenizer, student)
-        if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
-            train_data = method.setup(ctx, train_data, settings.progress)
+        job = _prepare(cfg, method, task, settings, student_spec, teacher_spec)
+        if plan.source is not None:
+            resume.check_compatible(plan.source, job.ctx.student)
         run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
         log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
-                 parameter_count(student), len(train_data), len(val_data))
-        trainer = Trainer(method, ctx, train_data, val_data, settings, run.path, cfg.seed, _wandb(cfg, run.path),
-                          C.plain(cfg))
+                 parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
+        trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, cfg.seed,
+                          _wandb(cfg, run.path, plan.new_branch), C.plain(cfg), plan)
         summary = trainer.run()
         summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
-                        "teacher": teacher_spec.name if teacher is not None else None,
-                        "student_parameters": parameter_count(student),
-                        "student_init": _model_id(student, student_spec, cfg.seed),
-                        "teacher_id": _model_id(teacher, teacher_spec, init_seed(teacher_spec, sources)),
+                        "teacher": teacher_spec.name if job.ctx.teacher is not None else None,
+                        "student_parameters": parameter_count(job.ctx.student),
+                        "student_init": _model_id(job.ctx.student, student_spec, cfg.seed),
+                        "teacher_id": _model_id(job.ctx.teacher, teacher_spec, init_seed(teacher_spec, job.sources)),
                         "wall_seconds": time.perf_counter() - started})
-        save_final(run.path, student, tokenizer, summary)
+        save_final(run.path, job.ctx.student, job.ctx.tokenizer, summary)
         log.info("finished: %s", run.path / "final")
-        if cfg.eval.after_train:
-            from distill.eval.entry import evaluate_after_train
-
-            summary["eval"] = evaluate_after_train(cfg)
-        return summary
+        return _evaluate_if_asked(cfg, run, summary)
 
 
-def _wandb(cfg: DictConfig, directory: Path) -> dict | None:
+@dataclass
+class _Job:
+    ctx: Context
+    train_data: list
+    val_data: list
+    sources: ModelSources
+
+
+def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec) -> _Job:
+    """Models (bootstrapped if asked), data and the method's own setup; nothing is written to the run dir."""
+    sources = model_sources(cfg, task)
+    student, tokenizer = prepare_model(student_spec, "student", sources)
+    teacher = None
+    if method.needs_teacher:
+        teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
+        check_same_vocabulary(teacher_tokenizer, tokenizer)
+    device = resolve_device(settings.device)
+    ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
+                  device, extra_modules={}, cache_dir=sources.cache_dir)
+    train_data = encode_records(task, sources.train_records, tokenizer, student)
+    val_data = encode_records(task, sources.val_records, tokenizer, student)
+    if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
+        window = settings.micro_batch_size * settings.grad_accum_steps
+        used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
+        train_data = method.setup(ctx, train_data, settings.progress, used)
+    return _Job(ctx, train_data, val_data, sources)
+
+
+def _warn_short_warmup(settings) -> None:
+    if settings.warmup_steps >= settings.max_steps:
+        log.warning("trainer.warmup_steps=%d >= trainer.max_steps=%d: the learning rate never reaches trainer.lr=%g "
+                    "(it peaks at %.3g); lower trainer.warmup_steps", settings.warmup_steps, settings.max_steps,
+                    settings.lr, settings.lr * settings.max_steps / max(settings.warmup_steps, 1))
+
+
+def _finished(directory: Path, max_steps: int) -> dict | None:
+    """The summary of a run that already completed ``max_steps`` with a final/ that verifies, else None."""
+    from distill.io import verify_manifest
+
+    path = directory / "summary.json"
+    if not (path.is_file() and (directory / "final").is_dir()):
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError:
+        return None
+    if summary.get("steps") != max_steps or verify_manifest(directory / "final") is not None:
+        return None
+    return summary
+
+
+def _evaluate_if_asked(cfg: DictConfig, run: RunDir, summary: dict) -> dict:
+    if cfg.eval.after_train:
+        from distill.eval.entry import evaluate_after_train
+
+        if not run.accepted:
+            run.accept(C.run_files(cfg), fresh=False)
+        summary["eval"] = evaluate_after_train(cfg)
+    return summary
+
+
+def _wandb(cfg: DictConfig, directory: Path, new_line: bool) -> dict | None:
+    """W&B settings; without an explicit id, one per line of training: a resumed run keeps its id (stored in
+    ``wandb_id``), a fresh start or a ``trainer.resume_from`` branch gets a new one, so histories never mix."""
     settings = C.plain(cfg.logger.wandb)
     if settings and not settings["id"]:
-        settings["id"] = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:16]
+        stored = directory / "wandb_id"
+        if new_line or not stored.exists():
+            atomic_write_text(stored, uuid.uuid4().hex[:16] + "\n")
+        settings["id"] = stored.read_text().strip()
     return settings
 
 

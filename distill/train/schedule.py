@@ -56,3 +56,16 @@ def _permutation(epoch: int, num_examples: int, seed: int) -> list[int]:
         generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
         _PERM_CACHE[key] = torch.randperm(num_examples, generator=generator).tolist()
     return _PERM_CACHE[key]
+
+
+def used_indices(max_steps: int, batch_size: int, num_examples: int, seed: int) -> set[int]:
+    """Every example index that steps [0, max_steps) visit: a run that stops early never needs the rest.
+
+    Step s takes positions [s·B, (s+1)·B) of the chain of epoch permutations, so
+    the run visits the first max_steps·B positions: the whole set once an epoch
+    is complete, else a prefix of the first permutation.
+    """
+    total = max_steps * batch_size
+    if total >= num_examples:
+        return set(range(num_examples))
+    return set(_permutation(0, num_examples, seed)[:total])

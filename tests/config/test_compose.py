@@ -96,3 +96,11 @@ def test_resume_mismatch_names_the_first_differing_key():
     saved = {"trainer": {"lr": 1.0, "resume": True}, "seed": 0}
     assert C.resume_mismatch(saved, {"trainer": {"lr": 1.0, "resume": False}, "seed": 0}, ("trainer.resume",)) is None
     assert C.resume_mismatch(saved, {"trainer": {"lr": 2.0, "resume": True}, "seed": 0}, ()).startswith("trainer.lr")
+
+
+@pytest.mark.parametrize("task, positions", [("arith", 256), ("gsm8k", 576), ("wmt14_en_de", 384), ("xsum", 1088)])
+def test_tiny_presets_have_room_for_each_task(task, positions):
+    """Issue 14.7: gsm8k's 320 output tokens did not fit the tiny presets' 256 positions."""
+    cfg = compose(config_name="train", overrides=[f"task={task}"])
+    for role in ("student", "teacher"):
+        assert OmegaConf.select(cfg, f"{role}.config.n_positions") == positions

@@ -19,7 +19,7 @@ def _error_line(capsys) -> str:
 
 
 def test_unknown_group_value_lists_the_options(capsys):
-    assert cli("train", "method=nope") != 0
+    assert cli("train", "method=nope") == 2  # one exit code for every user error, Hydra's included
     err = capsys.readouterr().err
     assert "method/nope" in err and "sft" in err and "Available options" in err
 
@@ -68,7 +68,7 @@ def test_out_of_range_value(tmp_path, cache_dir, capsys):
 def test_nan_loss_stops_keeps_last_checkpoint_and_names_the_step(tmp_path, cache_dir):
     run = tmp_path / "run"
     result = cli_subprocess(*train_args(run, cache_dir, "trainer.max_steps=6", "trainer.save_every=2"),
-                            env={"DISTILL_FAULT_INJECT": "nan@3"})
+                            env={"DISTILL_FAULT_INJECT": "nan@4"})
     assert result.returncode == 3
     errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "step 4" in errors[0] and "step-00000002" in errors[0]
@@ -91,7 +91,7 @@ def test_teacher_and_student_vocabularies_that_differ(tmp_path, cache_dir, share
 
     teacher_dir = tmp_path / "gpt2-vocab-teacher"
     tokenizer = AutoTokenizer.from_pretrained(shared_dir / "models" / "gpt2-tokenizer")
-    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=8, n_layer=1, n_head=2)).save_pretrained(teacher_dir)
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=8, n_layer=1, n_head=2)).save_pretrained(teacher_dir)
     tokenizer.save_pretrained(teacher_dir)
     assert cli(*train_args(tmp_path / "run", cache_dir, "method=supervised_kd", f"teacher.pretrained={teacher_dir}",
                            "teacher.config=null", "teacher.bootstrap.enabled=false")) == 2
@@ -202,3 +202,42 @@ def test_rescore_of_a_malformed_generations_file(tmp_path, capsys, changes, name
 def test_rescore_of_a_missing_file(tmp_path, capsys):
     assert cli("rescore", str(tmp_path / "nope.jsonl")) == 2
     assert "does not exist" in _error_line(capsys)
+
+
+def test_an_encoder_decoder_student_with_a_decoder_only_teacher_is_refused_before_anything_is_built(tmp_path, capsys):
+    """Issue 14.6: it crashed mid-run with a raw ValueError; now one line saying which teacher to use."""
+    empty_cache = tmp_path / "cache"
+    assert cli(*train_args(tmp_path / "run", empty_cache, "method=supervised_kd", "student=tiny_t5")) == 2
+    line = _error_line(capsys)
+    assert "encoder-decoder" in line and "decoder-only" in line and "teacher=tiny_t5" in line
+    assert not empty_cache.exists()  # no tokenizer was built, no teacher bootstrapped
+
+
+def test_outputs_longer_than_a_model_fits_are_refused_before_anything_is_built(tmp_path, capsys):
+    """Issue 14.7: the length error came after a 46 s tokenizer build."""
+    empty_cache = tmp_path / "cache"
+    assert cli(*train_args(tmp_path / "run", empty_cache, "student.config.n_positions=64")) == 2
+    line = _error_line(capsys)
+    assert "64 positions" in line and "task.max_target_length" in line
+    assert not empty_cache.exists()
+
+
+def test_no_command_prints_usage_and_fails(capsys):
+    assert cli() == 2
+    assert "distill train" in capsys.readouterr().err
+
+
+def test_a_cache_dir_under_a_file_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    assert cli(*train_args(tmp_path / "run", blocker / "cache")) == 2
+    line = _error_line(capsys)
+    assert "a-file" in line and "Not a directory" in line
+
+
+def test_a_refused_eval_leaves_no_empty_directories(tmp_path, cache_dir, capsys):
+    run = tmp_path / "run"
+    assert cli(*train_args(run, cache_dir)) == 0
+    assert cli("eval", f"ckpt={run / 'final'}", "eval.max_new_tokens=abc") == 2
+    assert "eval.max_new_tokens" in _error_line(capsys)
+    assert not (run / "eval").exists()

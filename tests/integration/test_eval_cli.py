@@ -52,16 +52,26 @@ def test_real_tasks_produce_their_metric_keys(trained_run, shared_dir, task, key
     assert "self_bleu" not in metrics
 
 
-def test_num_samples_adds_self_bleu_and_temperatures_add_entries(trained_run):
+def test_num_samples_adds_self_bleu_and_temperatures_add_entries(trained_run, capsys):
+    """Issue 14.2: every number sits next to the decoding that produced it, in metrics.json and on the console."""
+    capsys.readouterr()
     assert _eval(trained_run, "task.generator.sizes.train=300", "task.generator.sizes.test=4",
                  "task.generator.sizes.validation=4", "eval.max_new_tokens=8", "eval.num_samples=4",
                  "eval.sampling_temperatures=[0.5,1.0]", "eval.split=validation") == 0
     out = next((trained_run / "eval" / "arith-validation").glob("*/metrics.json"))
     metrics = json.loads(out.read_text())
-    assert 0.0 <= metrics["self_bleu"] <= 100.0
+    assert metrics["decoding"]["strategy"] == "greedy"
+    assert "self_bleu" not in metrics  # the top level is the greedy decoding's, which has one output per prompt
+    assert metrics["accuracy"] == metrics["by_decoding"][0]["accuracy"]
     temps = {e["sampling_temperature"]: e for e in metrics["by_decoding"] if e["strategy"] == "sample"}
     assert set(temps) == {0.5, 1.0}
     assert all({"accuracy", "self_bleu"} <= set(e) and e["num_samples"] == 4 for e in temps.values())
+    table = [line for line in capsys.readouterr().out.splitlines() if "│" in line]
+    greedy = [line for line in table if "greedy" in line]
+    sampled = {t: [line for line in table if f"sample T={t:g} ×4" in line] for t in (0.5, 1.0)}
+    assert len(greedy) == 1 and greedy[0].rstrip(" │").endswith("-")  # no Self-BLEU beside greedy accuracy
+    for t, lines in sampled.items():
+        assert len(lines) == 1 and f"{temps[t]['self_bleu']:.2f}" in lines[0] and f"{temps[t]['accuracy']:.2f}" in lines[0]
     record = json.loads(out.with_name("generations.jsonl").read_text().splitlines()[0])
     assert len(record["outputs"]["sample_t0.5_k4"]) == 4
 

@@ -17,6 +17,7 @@ import time
 import pytest
 from safetensors.torch import load_file
 
+from distill.io import verify_manifest
 from distill.train import checkpoint as ckpt
 
 from .conftest import cli, cli_subprocess, train_args
@@ -69,7 +70,7 @@ def test_kill_while_pruning_old_checkpoints(tmp_path, cache_dir, straight):
     assert killed.returncode == -9
     # step-2 was being deleted: it is gone from its name at once; whatever is left of it is a temporary
     assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-00000004"]
-    assert all(ckpt.verify_manifest(p) is None for p in ckpt.list_checkpoints(run / "checkpoints"))
+    assert all(verify_manifest(p) is None for p in ckpt.list_checkpoints(run / "checkpoints"))
     _resume_and_compare(run, straight, cache_dir, keep_one)
 
 
@@ -135,7 +136,7 @@ def test_a_second_run_on_a_busy_directory_is_refused_and_sigterm_stops_the_first
     lines = [line for line in first.stderr.read().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGTERM"), lines
     saved = ckpt.list_checkpoints(run / "checkpoints")
-    assert len(saved) == 1 and ckpt.verify_manifest(saved[0]) is None
+    assert len(saved) == 1 and verify_manifest(saved[0]) is None
     steps = _logged_steps(run)
     assert steps == sorted(set(steps))  # one writer: no interleaved or duplicated records
 
@@ -152,3 +153,11 @@ def test_ctrl_c_saves_and_exits_with_one_line(tmp_path, cache_dir):
     lines = [line for line in process.stderr.read().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGINT"), lines
     assert len(ckpt.list_checkpoints(run / "checkpoints")) == 1
+
+
+def test_a_signal_during_the_last_step_lets_the_run_finish(tmp_path, cache_dir):
+    """Review of issue 10: SIGTERM during the last step reported an interruption and left no final/."""
+    run = tmp_path / "run"
+    done = cli_subprocess(*train_args(run, cache_dir, *STEPS), env={"DISTILL_FAULT_INJECT": "term@6"})
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run / "final").is_dir() and json.loads((run / "summary.json").read_text())["steps"] == 6

@@ -73,29 +73,57 @@ def test_a_command_refused_for_bad_input_leaves_no_directory_and_blocks_nothing(
     assert cli(*train_args(run, cache_dir, *args, arith=False)) == 0
 
 
+def _lrs(run) -> dict:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return {r["step"]: r["lr"] for r in records if "lr" in r}
+
+
 def test_after_a_divergence_the_error_says_how_to_continue_and_that_works(tmp_path, cache_dir):
     """Item 14: lowering the lr in the same dir was refused; now trainer.resume_from continues a chosen step."""
     run = tmp_path / "run"
-    diverged = cli_subprocess(*train_args(run, cache_dir, "trainer.max_steps=6", "trainer.save_every=1",
-                                          "trainer.keep_checkpoints=3"), env={"DISTILL_FAULT_INJECT": "nan@4"})
+    base = ["trainer.max_steps=6", "trainer.save_every=1", "trainer.keep_checkpoints=3"]
+    diverged = cli_subprocess(*train_args(run, cache_dir, *base), env={"DISTILL_FAULT_INJECT": "nan@5"})
     assert diverged.returncode == 3
     error = [line for line in diverged.stderr.splitlines() if line.startswith("error: ")]
     assert len(error) == 1 and "step 5" in error[0] and "trainer.resume_from=" in error[0] and "max |w|" in error[0]
-    kept = [p.name for p in ckpt.list_checkpoints(run / "checkpoints")]
-    assert kept == ["step-00000002", "step-00000003", "step-00000004"]
-    # Continue from step 2 (the newest may hold exploded weights) with a lower lr, in the same directory.
-    continued = ["trainer.max_steps=6", "trainer.save_every=1", "trainer.keep_checkpoints=3", "trainer.lr=2e-4",
-                 "trainer.resume_from=2"]
-    assert cli(*train_args(run, cache_dir, *continued)) == 0
+    assert [p.name for p in ckpt.list_checkpoints(run / "checkpoints")] == ["step-00000002", "step-00000003",
+                                                                             "step-00000004"]
+    # Continue from step 2 (the newest may hold exploded weights) with a lower lr, in the same directory;
+    # the continuation is itself interrupted, and re-running it resumes the new branch, not step 2.
+    continued = [*base, "trainer.lr=2e-4", "trainer.resume_from=2"]
+    killed = cli_subprocess(*train_args(run, cache_dir, *continued), env={"DISTILL_FAULT_INJECT": "kill@4"})
+    assert killed.returncode == -9
     assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.name.startswith("superseded-")) == [
         "superseded-step-00000003", "superseded-step-00000004"]
-    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    lrs = {r["step"]: r["lr"] for r in records if "lr" in r}
-    assert sorted(lrs) == [1, 2, 3, 4, 5, 6] and all(lrs[s] <= 2e-4 for s in (3, 4, 5, 6))
-    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 2
-    # Re-running the continuation resumes its own branch; it never supersedes it.
     assert cli(*train_args(run, cache_dir, *continued)) == 0
-    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 6
+    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 4
+    lrs = _lrs(run)
+    assert sorted(lrs) == [1, 2, 3, 4, 5, 6] and all(lrs[s] <= 2e-4 for s in (3, 4, 5, 6))
+    # The same step with other optimiser settings is a new branch: the 2e-4 one is superseded, never continued.
+    other = [*base, "trainer.lr=1e-4", "trainer.resume_from=2", "hydra.run.dir=" + str(run)]
+    assert cli(*train_args(run, cache_dir, *other)) == 0
+    assert json.loads((run / "summary.json").read_text())["resumed_from_step"] == 2
+    assert all(_lrs(run)[s] <= 1e-4 for s in (3, 4, 5, 6))
+
+
+def test_a_resume_from_that_cannot_be_used_is_refused_before_anything_is_written(tmp_path, cache_dir, capsys):
+    """Review of item 14: a bad resume_from used to be found after the run dir was rewritten."""
+    run, t5_run = tmp_path / "run", tmp_path / "t5"
+    assert cli(*train_args(run, cache_dir)) == 0
+    assert cli(*train_args(t5_run, cache_dir, "student=tiny_t5")) == 0
+    before = _snapshot(run)
+    for extra, needle in ((["trainer.resume_from=99", "trainer.lr=1e-5"], "no checkpoint"),
+                          ([f"trainer.resume_from={t5_run}", "trainer.lr=1e-5"], "checkpoints of another run"),
+                          (["trainer.resume_from=2", "trainer.resume=false"], "drop trainer.resume=false")):
+        capsys.readouterr()
+        assert cli(*train_args(run, cache_dir, *extra)) == 2
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert len(errors) == 1 and needle in errors[0], errors
+        assert _snapshot(run) == before
+    fresh = tmp_path / "fresh"  # a checkpoint of another architecture: refused before the new run dir is written
+    assert cli(*train_args(fresh, cache_dir, f"trainer.resume_from={t5_run}")) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "another model" in errors[0] and not fresh.exists()
 
 
 def test_non_finite_weights_are_never_kept_as_a_checkpoint(tmp_path, cache_dir):

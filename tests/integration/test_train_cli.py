@@ -92,6 +92,13 @@ def test_wandb_logger_runs_offline_without_prompting(tmp_path, cache_dir, monkey
     assert cli(*train_args(run, cache_dir, "logger=wandb", "trainer.max_steps=2")) == 0
     assert list((run / "wandb").glob("offline-run-*")), "W&B should have written an offline run"
     assert (run / "metrics.jsonl").exists()  # local files are written whatever W&B does
+    # One W&B id per line of training: a resumed run keeps it, a fresh start (old run moved aside) gets another,
+    # so the two histories never mix in one W&B run.
+    first = (run / "wandb_id").read_text()
+    assert cli(*train_args(run, cache_dir, "logger=wandb", "trainer.max_steps=4")) == 0
+    assert (run / "wandb_id").read_text() == first
+    assert cli(*train_args(run, cache_dir, "logger=wandb", "trainer.max_steps=2", "trainer.resume=false")) == 0
+    assert (run / "wandb_id").read_text() != first
 
 
 def test_bootstraps_are_shared_across_seeds_and_train_fractions(tmp_path, cache_dir, capsys):
@@ -119,3 +126,49 @@ def test_parallel_jobs_needing_one_bootstrap_train_it_once(tmp_path):
     logs = "".join(outs)
     assert logs.count("bootstrapping student tiny") == 1 and logs.count("reusing cached SFT student") == 1
     assert len(list((cache / "bootstrap").glob("student-tiny-*/final/config.json"))) == 1
+
+
+def test_training_time_adds_up_across_resumes_and_a_finished_run_is_not_rewritten(tmp_path, cache_dir, capsys):
+    """Issue 14.3: a resumed run counted only the time after resuming; re-running a finished one rewrote it."""
+    run, steps = tmp_path / "run", ["trainer.max_steps=6", "trainer.save_every=2"]
+    killed = cli_subprocess(*train_args(run, cache_dir, *steps), env={"DISTILL_FAULT_INJECT": "slow@1,kill@4"})
+    assert killed.returncode == -9
+    assert cli(*train_args(run, cache_dir, *steps)) == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["resumed_from_step"] == 4 and summary["train_seconds"] >= 1.0  # the first session's second counts
+    before = {p: p.stat().st_mtime_ns for p in (run / "summary.json", run / "final" / "model.safetensors")}
+    capsys.readouterr()
+    assert cli(*train_args(run, cache_dir, *steps)) == 0
+    assert "already finished its 6 steps" in capsys.readouterr().out
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert json.loads((run / "summary.json").read_text()) == summary
+
+
+def test_progress_lines_when_output_goes_to_a_file(tmp_path, cache_dir):
+    """Issue 14.5: a job writing to a file showed no progress; now a line every progress_interval seconds."""
+    run = tmp_path / "run"
+    args = [a for a in train_args(run, cache_dir) if not a.startswith("trainer.progress=")]
+    result = cli_subprocess(*args, "trainer.progress=true", "trainer.progress_interval=0")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if "distill.progress" in line and "train: step" in line]
+    assert len(lines) >= 3 and "step 4/4 (100%)" in lines[-1]
+    assert any("loss " in line and "tokens/s" in line and "ETA" in line for line in lines[:-1])
+    logged = (run / "train.log").read_text()
+    assert sum("train: step" in line for line in logged.splitlines()) == len(lines)
+
+
+def test_a_warmup_longer_than_the_run_is_warned_once(tmp_path, cache_dir, capsys):
+    assert cli(*train_args(tmp_path / "run", cache_dir, "trainer.warmup_steps=10")) == 0
+    warnings = [line for line in capsys.readouterr().out.splitlines() if "never reaches trainer.lr" in line]
+    assert len(warnings) == 1 and "trainer.warmup_steps=10 >= trainer.max_steps=4" in warnings[0]
+
+
+def test_an_interrupted_bootstrap_says_it_resumes(tmp_path, capsys):
+    """Issue 14.10: it logged "(no cached checkpoint)" and then "resuming from step 2"."""
+    cache, args = tmp_path / "cache", ["student.bootstrap.enabled=true"]
+    killed = cli_subprocess(*train_args(tmp_path / "run", cache, *args), env={"DISTILL_FAULT_INJECT": "kill@2"})
+    assert killed.returncode == -9 and "bootstrapping student tiny" in killed.stdout
+    capsys.readouterr()
+    assert cli(*train_args(tmp_path / "run", cache, *args)) == 0
+    out = capsys.readouterr().out
+    assert "resuming the interrupted SFT bootstrap of student tiny" in out and "no cached model yet" not in out

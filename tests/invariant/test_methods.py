@@ -178,7 +178,7 @@ ON_POLICY = {
 
 def _varied_rewards(metric, predictions, references):
     """A reward that varies between samples (0/1 accuracy of random students is almost always 0)."""
-    return [float(len(p) % 3) for p in predictions]
+    return [float(sum((i + 1) * ord(ch) for i, ch in enumerate(p)) % 11) for p in predictions]
 
 
 def _step_grads(method, make_ctx, items, tmp_path, micro, accum):
@@ -330,3 +330,17 @@ def test_minillm_weights_and_rewards_come_from_the_sampling_policy_not_dropout(m
     log_q = torch.log_softmax(view.logits, -1).gather(-1, view.targets[..., None]).squeeze(-1)
     mask = view.mask.bool()
     assert torch.allclose(batch["sample_log_q"][mask], log_q[mask], atol=1e-5)
+
+
+def test_an_example_twice_in_one_window_gets_two_independent_samples(make_ctx, items, tmp_path, monkeypatch):
+    """Review of issue 10: keys by (step, example) gave both copies one sample, biasing GKD+RL's baseline."""
+    import distill.data.trajectories as trajectories
+
+    seen = []
+    real = trajectories.decode
+    monkeypatch.setattr(trajectories, "decode", lambda *a, keys=None, **k: seen.append(keys) or real(*a, keys=keys, **k))
+    ctx = make_ctx()
+    trainer = _trainer(gkd(lmbda=1.0), ctx, items[:2], 2, 3, tmp_path)  # a window of 6 slots over 2 examples
+    trainer.train_step(0)
+    keys = torch.cat(seen)
+    assert keys.size(0) == 6 and len({tuple(k.tolist()) for k in keys}) == 6

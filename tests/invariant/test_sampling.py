@@ -202,7 +202,7 @@ def test_teacher_output_cache_follows_the_weights_and_dtype_not_the_path(make_ct
     decoding = Decoding("greedy", 6)
     first = teacher_outputs(ctx, items, decoding, 4, False)
     assert teacher_outputs(ctx, items, decoding, 4, False) == first  # unchanged teacher: the cache is reused
-    cached = lambda: sorted(p.name for p in (ctx.cache_dir / "teacher_outputs").iterdir())
+    cached = lambda: sorted(p.name for p in (ctx.cache_dir / "teacher_outputs").glob("*.jsonl"))
     assert len(cached()) == 1
     with torch.no_grad():
         for p in ctx.teacher.parameters():
@@ -214,3 +214,22 @@ def test_teacher_output_cache_follows_the_weights_and_dtype_not_the_path(make_ct
     ctx.teacher.to(torch.bfloat16)
     teacher_outputs(ctx, items, decoding, 4, False)
     assert len(cached()) == 3
+
+
+def test_teacher_outputs_are_generated_only_for_the_examples_a_run_uses(make_ctx, items, monkeypatch):
+    """Issue 14.9: a 30-step seqkd run generated outputs for all 20 000 prompts; a longer run then adds the rest."""
+    import distill.data.trajectories as trajectories
+
+    generated = []
+    real = trajectories._generate
+    monkeypatch.setattr(trajectories, "_generate", lambda model, ctx, chunk, *a: generated.extend(chunk) or real(
+        model, ctx, chunk, *a))
+    ctx = make_ctx()
+    decoding = Decoding("greedy", 6)
+    short = trajectories.teacher_outputs(ctx, items, decoding, 4, False, used=lambda n: {1, 3})
+    assert [i for i, item in enumerate(short) if item.target_ids is not None] == [1, 3]
+    assert [g.prompt_ids for g in generated] == [items[1].prompt_ids, items[3].prompt_ids]
+    generated.clear()
+    longer = trajectories.teacher_outputs(ctx, items, decoding, 4, False)  # every example: only 0 and 2 are new
+    assert [g.prompt_ids for g in generated] == [items[0].prompt_ids, items[2].prompt_ids]
+    assert [longer[i].target_ids for i in (1, 3)] == [short[i].target_ids for i in (1, 3)]

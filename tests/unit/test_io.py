@@ -174,3 +174,20 @@ def test_files_a_library_creates_private_are_published_with_the_usual_mode(tmp_p
     mask = os.umask(0o022)
     os.umask(mask)
     assert stat.S_IMODE((tmp_path / "final" / "model.safetensors").stat().st_mode) == 0o666 & ~mask
+
+
+def test_a_crash_between_the_two_renames_of_a_replacement_keeps_a_complete_copy(tmp_path):
+    """Review of issue 10: `final` was renamed aside, then the process died; the next start deleted both."""
+    import os
+
+    from distill.io import remove_temporaries
+
+    with atomic_dir(tmp_path / "final") as tmp:
+        (tmp / "model.bin").write_text("old weights")
+    aside = tmp_path / ".tmp-old-final-abc123"
+    aside.mkdir()
+    os.replace(tmp_path / "final", aside / "final")  # the state a kill between the renames leaves
+    (tmp_path / ".tmp-final-xyz").mkdir()  # and the new copy, never renamed into place
+    remove_temporaries(tmp_path)
+    assert (tmp_path / "final" / "model.bin").read_text() == "old weights"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]

@@ -126,14 +126,18 @@ def test_xsum_local_splits_filter_empty_documents(make_task_spec, shared_data):
     assert len(load_split(spec, "test")) == 1000
 
 
-def test_xsum_has_no_local_train_split(make_task_spec, shared_data):
+def test_xsum_has_no_local_train_split(make_task_spec, shared_data, caplog):
+    """Issue 14.8: the error names the key to set; training on validation keeps a disjoint validation slice."""
     directory = shared_data("xsum")
     spec = make_task_spec("xsum", data_dir=str(directory))
-    with pytest.raises(DataError, match=r"train\.jsonl"):
+    with pytest.raises(DataError, match=r"train\.jsonl.*task\.splits\.train=validation"):
         load_split(spec, "train")
-    # the documented workaround: train on validation
     retargeted = make_task_spec("xsum", data_dir=str(directory), splits={"train": "validation", "validation": "validation", "test": "test"})
-    assert len(load_split(retargeted, "train")) == 999
+    with caplog.at_level("WARNING"):
+        train, validation = load_split(retargeted, "train"), load_split(retargeted, "validation")
+    assert len(train) + len(validation) == 999 and len(validation) in (99, 100)  # a tenth of the file, empty ones dropped
+    assert not {r["id"] for r in train} & {r["id"] for r in validation}  # validation never scores training documents
+    assert any("serve as validation only" in r.getMessage() for r in caplog.records)
 
 
 def test_wmt14_local_splits(make_task_spec, shared_data):

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 
 import pytest
+import yaml
 
 from distill.errors import DataError
 from distill.report.aggregate import (METRIC_KEYS, build_rows, group_rows, hyperparameters, method_name,
                                       missing_runs, run_status, swept_keys)
 from distill.report.collect import collect
 
-from .conftest import TEACHER_SCORE, run_config
+from .conftest import TEACHER_SCORE, run_config, write_run
 
 
 def test_metric_keys_mirror_distill_metrics():
@@ -95,3 +96,55 @@ def test_run_status():
     assert run_status(run) == "no eval"
     assert run_status({**run, "evals": [{"variant": "student"}]}) == "complete"
     assert run_status({**run, "has_final": False}) == "partial"
+
+
+def _with_config(run, **changes):
+    """Edit a written run's run_config.yaml: ``changes`` maps dotted keys to values."""
+    config = yaml.safe_load((run / "run_config.yaml").read_text())
+    for dotted, value in changes.items():
+        node = config
+        *parents, last = dotted.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[last] = value
+    (run / "run_config.yaml").write_text(yaml.safe_dump(config))
+
+
+def test_runs_that_differ_in_any_setting_are_never_averaged_as_seeds(tmp_path):
+    """Issue 14.1: with and without an SFT-bootstrapped student used to print "20.00 ± 28.28, n=2, seeds 0"."""
+    for name, enabled in (("plain", False), ("bootstrapped", True)):
+        write_run(tmp_path / name, "sft", 0)
+        _with_config(tmp_path / name, **{"student.bootstrap.enabled": enabled})
+    rows, swept = build_rows(collect([tmp_path]))
+    assert "student.bootstrap.enabled" in swept
+    groups = group_rows(rows, swept)
+    assert len(groups) == 2 and all(g["n"] == 1 and g["std"] is None for g in groups)
+    assert {g["student.bootstrap.enabled"] for g in groups} == {False, True}
+    from distill.report.series import curve_data
+
+    (terms,) = curve_data(collect([tmp_path]), rows, swept).values()
+    assert len(terms["loss"]) == 2 and all(line["n"] == 1 for line in terms["loss"].values())  # two students, two lines
+
+
+def test_the_same_configuration_and_seed_twice_is_an_error(tmp_path):
+    write_run(tmp_path / "a", "gkd", 0)
+    write_run(tmp_path / "copy-of-a", "gkd", 0)
+    rows, swept = build_rows(collect([tmp_path]))
+    with pytest.raises(DataError, match="same configuration and seed 0"):
+        group_rows(rows, swept)
+
+
+def test_hyperparameters_cover_the_whole_config_but_not_what_cannot_change_results():
+    config = run_config("gkd", 3, 0.1, 0.5, 1.0)
+    config.update({"bootstrap_seed": 1, "tokenizer": {"vocab_size": 512}, "cache_dir": "/tmp/x",
+                   "eval": {"after_train": True}, "logger": {"wandb": None},
+                   "teacher_generation": {"batch_size": 64, "decoding": {"strategy": "greedy"}}})
+    config["student"]["config"] = {"n_embd": 64}
+    config["task"]["data_dir"] = "/data/a"
+    hp = hyperparameters(config)
+    assert {"student.config.n_embd", "teacher.name", "task.data_dir", "bootstrap_seed", "tokenizer.vocab_size",
+            "teacher_generation.decoding.strategy"} <= set(hp)
+    assert not {"seed", "cache_dir", "eval.after_train", "teacher_generation.batch_size",
+                "divergence.chunk_size"} & set(hp)
+    sft = hyperparameters({**run_config("sft", 0, 0.1, 0.5, 1.0), "teacher": {"name": "big"}})
+    assert not any(k.startswith("teacher.") for k in sft)  # sft never loads the teacher

@@ -89,3 +89,68 @@ def test_data_efficiency_spanning_decades_uses_a_log_axis():
     points = [{"fraction": f, "mean": 50.0, "std": 1.0, "n": 3} for f in (0.01, 0.05, 1.0)]
     ax = P.efficiency_figure("arith", "accuracy", {"sft": points}).axes[0]
     assert ax.get_xscale() == "log" and list(ax.containers[0].lines[0].get_xdata()) == [0.01, 0.05, 1.0]
+
+
+def _drawn_texts(fig) -> list:
+    """Titles, axis labels, tick labels within the view, annotations and legend entries."""
+    texts = [*fig.texts, *[t for legend in fig.legends for t in (*legend.get_texts(), legend.get_title())]]
+    for ax in fig.axes:
+        texts += [ax.title, ax.xaxis.label, ax.yaxis.label, *ax.texts]
+        for axis, (low, high) in ((ax.xaxis, sorted(ax.get_xbound())), (ax.yaxis, sorted(ax.get_ybound()))):
+            texts += [tick.label1 for tick in axis.get_major_ticks() if low <= tick.get_loc() <= high]
+        if ax.get_legend() is not None:
+            texts += ax.get_legend().get_texts()
+    return texts
+
+
+def _drawn_inside(fig) -> list[str]:
+    """Texts whose drawn box leaves the canvas (cut off in the PNG)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    canvas = fig.bbox
+    outside = []
+    for text in _drawn_texts(fig):
+        if not text.get_visible() or not text.get_text().strip():
+            continue
+        box = text.get_window_extent(renderer)
+        if box.x0 < canvas.x0 - 1 or box.x1 > canvas.x1 + 1 or box.y0 < canvas.y0 - 1 or box.y1 > canvas.y1 + 1:
+            outside.append(text.get_text())
+    return outside
+
+
+def _visible_lines(ax) -> list:
+    """Lines a reader can see: two or more points joined, or points drawn with a marker."""
+    return [line for line in ax.lines
+            if len(line.get_xdata()) >= 2 and line.get_linestyle() not in ("None", "") or line.get_marker() not in ("None", "", None)]
+
+
+def test_curves_with_a_single_logged_point_are_still_drawn():
+    """Issue 14.4: max_steps < log_every left empty axes."""
+    terms = {"loss": {"all runs": {"steps": [4], "mean": [2.0], "n": 1}},
+             "val/loss": {"all runs": {"steps": [4], "mean": [2.5], "n": 1}}}
+    fig = P.curves_figure("sft", "arith", terms)
+    assert all(len(_visible_lines(ax)) == 1 for ax in fig.axes if ax.get_title())
+    assert _drawn_inside(fig) == []
+
+
+def test_a_long_legend_does_not_squash_the_curves():
+    series = {f"divergence.beta={b / 10:.1f}, method.lmbda={l / 4:.2f}, trainer.lr=0.00{b}": {
+        "steps": [25, 50, 75], "mean": [3.0, 2.0, 1.5], "n": 3} for b in range(1, 5) for l in range(3)}
+    fig = P.curves_figure("gkd", "arith", {"loss": series, "loss/kd": series, "val/loss": series})
+    assert _drawn_inside(fig) == []
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    width = sum(ax.get_window_extent().width for ax in panels)
+    assert width >= 0.6 * fig.bbox.width  # the panels keep most of the width; the legend goes below them
+
+
+def test_titles_of_tradeoff_and_heatmap_figures_fit_the_canvas():
+    """Issue 14.4: their titles were cut off."""
+    points = [{"temperature": t, "self_bleu": 80 - 30 * t, "value": 40 - 10 * t, "n": 2} for t in (0.5, 1.0, 1.5)]
+    tradeoff = P.tradeoff_figure("wmt14_en_de", "bleu", {"sft": points, "supervised_kd": points})
+    grid = {"x": [0.1, 0.5], "y": [0.0, 1.0], "mean": [[1.0, 2.0], [3.0, None]], "n": [[1, 1], [2, 0]]}
+    heatmap = P.heatmap_figure("wmt14_en_de", "bleu", "divergence.beta", "method.lmbda", {"gkd": grid})
+    for fig in (tradeoff, heatmap):
+        assert _drawn_inside(fig) == []
+    efficiency = P.efficiency_figure("arith", "accuracy", {"sft": [
+        {"fraction": f, "mean": 40.0 + f, "std": 1.0, "n": 3} for f in (0.01, 0.05, 1.0)]})
+    assert _drawn_inside(efficiency) == []

@@ -2,8 +2,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from distill.io import MANIFEST
+from distill.io import MANIFEST, read_manifest, verify_manifest
 from distill.train import checkpoint as ckpt
+from distill.train import resume
 from distill.train.schedule import make_scheduler
 
 
@@ -105,19 +106,21 @@ def _empty_it(path):
                                             (_add_a_file, "unexpected"), (_empty_it, "manifest")])
 def test_a_damaged_newest_checkpoint_is_set_aside_and_the_previous_one_used(tmp_path, caplog, damage, reason):
     newest = _three_checkpoints(tmp_path)
-    assert ckpt.verify_manifest(newest) is None
+    assert verify_manifest(newest) is None
     damage(newest)
-    assert reason in ckpt.verify_manifest(newest)
+    assert reason in verify_manifest(newest)
     with caplog.at_level("WARNING"):
-        assert ckpt.latest_good_checkpoint(tmp_path).name == "step-00000002"
+        plan = resume.plan_start(True, None, tmp_path, "sig")
+    assert plan.source.name == "step-00000002" and newest.exists()  # planning changes nothing
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 1 and "step-00000003" in warnings[0].getMessage()
+    resume.apply(plan, tmp_path)
     assert (tmp_path / "corrupt-step-00000003").is_dir() and not newest.exists()  # kept for a look, never resumed
 
 
 def test_manifest_lists_every_file_with_size_and_hash_and_the_recorded_info(tmp_path):
     newest = _three_checkpoints(tmp_path)
-    manifest = ckpt.read_manifest(newest)
+    manifest = read_manifest(newest)
     listed = set(manifest["files"])
     on_disk = {p.relative_to(newest).as_posix() for p in newest.rglob("*") if p.is_file()} - {MANIFEST}
     assert listed == on_disk and {"state.pt", "extra.pt", "student/model.safetensors"} <= listed

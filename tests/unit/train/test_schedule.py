@@ -41,3 +41,11 @@ def test_window_split_is_independent_of_micro_batching():
     window = step_indices(5, 4, 13, seed=0)
     assert len(window) == 4 and len(set(window)) == 4
     assert math.isclose(len(step_indices(5, 8, 13, seed=0)), 8)
+
+
+@pytest.mark.parametrize("max_steps, batch, n", [(3, 4, 50), (20, 4, 50), (7, 5, 12)])
+def test_used_indices_are_exactly_what_the_steps_visit(max_steps, batch, n):
+    from distill.train.schedule import used_indices
+
+    visited = {i for step in range(max_steps) for i in step_indices(step, batch, n, seed=3)}
+    assert used_indices(max_steps, batch, n, seed=3) == visited
