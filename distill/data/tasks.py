@@ -39,13 +39,15 @@ class TaskSpec:
     generator: dict[str, Any] | None = None
     validation_from_train: int = 0
     train_fraction: float = 1.0
+    labeled_fraction: float = 1.0
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "task")
-        if not 0.0 < self.train_fraction <= 1.0:
-            raise ConfigError(f"task.train_fraction must be in (0, 1], got {self.train_fraction}")
+        for key in ("train_fraction", "labeled_fraction"):
+            if not 0.0 < getattr(self, key) <= 1.0:
+                raise ConfigError(f"task.{key} must be in (0, 1], got {getattr(self, key)}")
         for key in ("max_train_examples", "max_eval_examples"):
             value = getattr(self, key)
             if value is not None and value < 1:
@@ -195,6 +197,11 @@ def format_examples(spec: TaskSpec, records: list[dict], encoder_decoder: bool) 
         return [Example(template.format(**r), target_prefix + str(r[spec.target_field]).strip(), r) for r in records]
     except KeyError as exc:
         raise ConfigError(f"task {spec.name}: prompt template names field {exc} that the records lack") from None
+
+
+def labeled_count(spec: TaskSpec, num_records: int) -> int:
+    """How many leading records of the whole train split keep their targets (``task.labeled_fraction``)."""
+    return max(1, math.ceil(num_records * spec.labeled_fraction))
 
 
 def tokenizer_corpus(spec: TaskSpec, records: list[dict]) -> list[str]:

@@ -166,10 +166,11 @@ def _generate_missing(ctx, items: list[Encoded], decoding: Decoding, batch_size:
 
 
 def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False) -> None:
-    """The batch's single teacher pass: its logits (and last hidden states) serve every term."""
+    """The batch's single teacher pass: its logits (and last hidden states: at the state that predicts y_t,
+    and at y_t's own position) serve every term."""
     from distill.models.forward import token_view
 
     view = token_view(ctx.teacher, batch, output_hidden=hidden)
     batch["teacher_logits"] = view.logits
     if hidden:
-        batch["teacher_hidden"] = view.hidden
+        batch["teacher_hidden"], batch["teacher_action_hidden"] = view.hidden, view.action_hidden

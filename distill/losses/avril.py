@@ -1,4 +1,16 @@
-"""AVRIL pieces used by X-KD (Chan & van der Schaar, 2021; SPEC §6), pure functions on [B, L] tensors."""
+"""AVRIL pieces of X-KD, revision 2 (Chan & van der Schaar, 2021; SPEC §6): pure functions on tensors.
+
+Implied rewards δ_t of a trajectory under a Q mapping (``q_form``):
+  * ``logprob``: Q(s, a) = log π(a | s), so V(s) = logsumexp Q = 0 and
+    δ_t = log π(y_t | s_t) (soft-Q / IQ-Learn with the normalised policy);
+  * ``shaped``: Q = log π(a|s) + Φ(s): δ_t = log π(y_t|s_t) + Φ(s_t) − γ·Φ(s_{t+1}),
+    with Φ = 0 after the last output token (AIRL-style shaping, Fu et al. 2018);
+  * ``logits``: revision 1, Q = z/τ: δ_t = Q(s_t, y_t) − γ·next, next = Q(s_{t+1}, y_{t+1})
+    (``sarsa``) or logsumexp Q(s_{t+1}, ·) (``soft``). Not invariant to per-state
+    logit shifts; an ablation only.
+The first two are unchanged when all logits of one state move by a constant
+(softmax ignores it); the third moves by c(s_t) − γ·c(s_{t+1}).
+"""
 
 from __future__ import annotations
 
@@ -6,26 +18,50 @@ import math
 
 import torch
 
+Q_FORMS = ("logprob", "shaped", "logits")
 
-def td_rewards(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kd_temperature: float,
-               gamma: float, td_target: str) -> torch.Tensor:
-    """TD-implied rewards δ_t = Q(s_t, y_t) − γ·Q(s_{t+1}, y_{t+1}) with Q = logits / τ.
 
-    ``td_target="soft"`` uses logsumexp_a Q(s_{t+1}, a) for the next value. At
-    the last output token (nothing follows) δ_T = Q(s_T, y_T).
+def _taken(values: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return values.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+
+
+def _next(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """values[:, t+1] where position t+1 is an output token too, else 0 (nothing follows the last one)."""
+    follows = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
+    return torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1) * follows
+
+
+def implied_rewards(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, q_form: str,
+                    kd_temperature: float = 1.0, gamma: float = 1.0, potential: torch.Tensor | None = None,
+                    td_target: str = "sarsa") -> torch.Tensor:
+    """[B, L] δ_t of the tokens ``targets`` under the policy softmax(logits / τ) (see the module docstring).
+
+    ``potential`` is Φ(s_t) per position ([B, L]) for ``q_form="shaped"``.
     """
-    q = logits.float() / kd_temperature
-    q_taken = q.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    scaled = logits.float() / kd_temperature
+    if q_form in ("logprob", "shaped"):
+        delta = _taken(torch.log_softmax(scaled, -1), targets)
+        if q_form == "shaped":
+            if potential is None:
+                raise ValueError("q_form='shaped' needs the potential Φ(s_t)")
+            delta = delta + potential - gamma * _next(potential, mask)
+        return delta
+    if q_form != "logits":
+        raise ValueError(f"q_form must be one of {Q_FORMS}, got {q_form!r}")
+    q_taken = _taken(scaled, targets)
     if td_target == "sarsa":
         next_value = q_taken
     elif td_target == "soft":
-        next_value = torch.logsumexp(q, dim=-1)
+        next_value = torch.logsumexp(scaled, dim=-1)
     else:
         raise ValueError(f"td_target must be 'sarsa' or 'soft', got {td_target!r}")
-    # s_{t+1} exists only where position t+1 is an output token too
-    follows = torch.cat([mask[:, 1:], torch.zeros_like(mask[:, :1])], dim=1)
-    shifted = torch.cat([next_value[:, 1:], torch.zeros_like(next_value[:, :1])], dim=1)
-    return q_taken - gamma * shifted * follows
+    return q_taken - gamma * _next(next_value, mask)
+
+
+def td_rewards(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kd_temperature: float,
+               gamma: float, td_target: str) -> torch.Tensor:
+    """Revision 1's δ_t = Q(s_t, y_t) − γ·Q(s_{t+1}, ·) with Q = logits / τ (``q_form="logits"``)."""
+    return implied_rewards(logits, targets, mask, "logits", kd_temperature, gamma, td_target=td_target)
 
 
 def gaussian_nll(value: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
@@ -36,3 +72,18 @@ def gaussian_nll(value: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor)
 def gaussian_kl_to_prior(mu: torch.Tensor, log_sigma: torch.Tensor, prior_std: float) -> torch.Tensor:
     """KL(N(μ, σ²) ‖ N(0, σ0²)) per element."""
     return math.log(prior_std) - log_sigma + (torch.exp(2 * log_sigma) + mu**2) / (2 * prior_std**2) - 0.5
+
+
+def student_consistency(delta_student: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor,
+                        min_std: float) -> torch.Tensor:
+    """α term: −log N(δ^S; sg μ, max(sg σ, σ_min)²). Trains the student only; the floor keeps 1/σ² bounded.
+
+    With μ = log p and σ = 1, E_{y~q}[∇] = ∇KL(q ‖ p) per state: an uncertainty-weighted reverse KL.
+    """
+    floor = torch.clamp(log_sigma.detach(), min=math.log(min_std))
+    return gaussian_nll(delta_student, mu.detach(), floor)
+
+
+def sequence_returns(delta: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B] mean of δ_t over each output's tokens (with γ = 1 per-state offsets telescope)."""
+    return (delta * mask).sum(1) / mask.sum(1).clamp(min=1)

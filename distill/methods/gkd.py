@@ -45,6 +45,12 @@ class GKD:
         self.teacher_decoding = Decoding(**teacher_decoding)
         self.generation_batch_size = generation_batch_size
 
+    @property
+    def prompts_only(self) -> bool:
+        """Learns from prompts alone when every output is the student's (λ = 1) or the teacher's (seq_kd),
+        and no reward needs a reference."""
+        return (self.lmbda == 1.0 or self.seq_kd) and self.alpha == 1.0
+
     def setup(self, ctx, train_items, progress: bool, used=None):
         if not self.seq_kd:
             return train_items

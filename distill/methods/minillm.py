@@ -46,6 +46,11 @@ class MiniLLM:
         self.gamma, self.length_norm, self.importance_clip = gamma, length_norm, importance_clip
         self.clip_ratio, self.ptx_weight, self.chunk_size = clip_ratio, ptx_weight, chunk_size
 
+    @property
+    def prompts_only(self) -> bool:
+        """Samples its own outputs; only the ptx term needs dataset targets."""
+        return self.ptx_weight == 0
+
     def trajectories(self, items, ctx):
         # The teacher's logits come from the mixture sampling itself: no second teacher pass.
         batch = mixture_samples(ctx, items, self.max_new_tokens, self.sampling_temperature, self.teacher_mix)

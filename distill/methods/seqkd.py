@@ -16,6 +16,7 @@ from distill.models.generation import Decoding
 
 class SeqKD:
     needs_teacher = True
+    prompts_only = True  # the teacher writes the targets: any prompt will do
 
     def __init__(self, teacher_decoding: dict, generation_batch_size: int):
         self.teacher_decoding = Decoding(**teacher_decoding)

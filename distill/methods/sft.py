@@ -12,6 +12,7 @@ from distill.models.forward import token_view
 
 class SFT:
     needs_teacher = False
+    prompts_only = False  # trains on the dataset's targets: never on unlabelled prompts
 
     def trajectories(self, items, ctx):
         """The dataset's own outputs; nothing is generated."""

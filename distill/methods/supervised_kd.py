@@ -16,6 +16,7 @@ from distill.models.forward import token_view
 
 class SupervisedKD:
     needs_teacher = True
+    prompts_only = False  # the divergence is taken on the dataset's outputs
 
     def __init__(self, divergence: dict, ce_weight: float):
         if ce_weight < 0:

@@ -1,14 +1,19 @@
-"""X-KD, Experiential KD (Cai & Yuan, 2026; SPEC §6): AVRIL-style reward modelling plus a KD base.
+"""X-KD, Experiential KD (Cai & Yuan, 2026), this project's revision 2 (SPEC §6; derivation in docs/methods.md).
 
-The student's logits are its Q-values, Q_θ(s_t, ·) = z_S/τ. A small reward
-head φ reads detached state features and outputs N(μ_t, σ_t²). On the batch's
-trajectory the TD-implied rewards δ^S (student) and δ^T (teacher, detached)
-are scored under that Gaussian:
-    L = L_base + α·[−log N(δ^S; μ, σ²)] + η·[−log N(δ^T; μ, σ²)] + KL(N(μ, σ²) ‖ N(0, σ0²))
-The η term makes the reward explain the teacher (its "environment"); the α
-term keeps the student's policy consistent with that reward. ``base`` picks
-L_base and the trajectories: sft or seqkd (sequence level), supervised_kd or
-gkd (divergence based). With α = 0 the student's gradient is the base's.
+AVRIL (Chan & van der Schaar, 2021) adapted to distillation: a reward head
+q_φ(r | s, a) = N(μ, σ²) models the teacher's reward, and the student is kept
+consistent with it. On the batch's trajectory, with implied rewards δ of the
+Q mapping ``q_form`` (``distill.losses.avril``; δ^S from the student,
+δ^T from the teacher, detached):
+    L = L_base + α·[−log N(δ^S; sg μ, max(sg σ, σ_min)²)]   (student consistent with the reward)
+               + η·[−log N(δ^T; μ, σ²)]                    (the reward explains the teacher)
+               + KL(N(μ, σ²) ‖ N(0, σ0²))
+The head (and, for ``shaped``, the potential head Φ) is trained by the η and
+KL terms only; the α term trains the student only. ``reward_level=sequence``
+uses one Gaussian per output on prompt features and the mean δ over its
+tokens. ``base`` picks L_base and the trajectories: sft or seqkd (sequence
+level), supervised_kd or gkd (divergence based). With α = 0 the student's
+gradient is the base's.
 """
 
 from __future__ import annotations
@@ -17,14 +22,15 @@ import torch
 
 from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs
 from distill.errors import ConfigError
-from distill.losses.avril import gaussian_kl_to_prior, gaussian_nll, td_rewards
+from distill.losses.avril import (Q_FORMS, gaussian_kl_to_prior, gaussian_nll, implied_rewards, sequence_returns,
+                                  student_consistency)
 from distill.losses.divergences import Divergence
 from distill.losses.kd import ce_term, divergence_term, shared_vocabulary
 from distill.losses.terms import LossTerms, Term
 from distill.models.forward import token_view
 from distill.models.generation import Decoding
 from distill.models.keyed_random import step_coin
-from distill.models.reward_head import RewardHead
+from distill.models.reward_head import PotentialHead, RewardHead
 
 BASES = ("sft", "seqkd", "supervised_kd", "gkd")
 
@@ -34,29 +40,29 @@ class XKD:
 
     def __init__(self, base: str, divergence: dict, lmbda: float, sampling_temperature: float, max_new_tokens: int,
                  ce_weight: float, teacher_decoding: dict, generation_batch_size: int, alpha: float,
-                 teacher_reward_weight: float, gamma: float, td_target: str, prior_std: float, reward_head: dict):
-        if base not in BASES:
-            raise ConfigError(f"method.base must be one of {list(BASES)}, got {base!r}")
-        if not 0.0 <= lmbda <= 1.0:
-            raise ConfigError(f"method.lmbda must be in [0, 1], got {lmbda}")
-        if td_target not in ("sarsa", "soft"):
-            raise ConfigError(f"method.td_target must be sarsa or soft, got {td_target!r}")
-        if reward_head["features"] not in ("teacher", "student"):
-            raise ConfigError(f"method.reward_head.features must be teacher or student, got {reward_head['features']!r}")
-        if alpha < 0 or teacher_reward_weight < 0 or prior_std <= 0:
-            raise ConfigError("method.alpha and method.teacher_reward_weight must be >= 0 and method.prior_std > 0")
+                 teacher_reward_weight: float, gamma: float, q_form: str, reward_level: str, min_reward_std: float,
+                 prior_std: float, reward_head: dict, td_target: str = "sarsa"):
+        _validate(base, lmbda, q_form, reward_level, td_target, reward_head, alpha, teacher_reward_weight, prior_std,
+                  min_reward_std)
         self.base, self.divergence, self.lmbda, self.ce_weight = base, Divergence(**divergence), lmbda, ce_weight
         self.sampling = Decoding("sample", max_new_tokens, 1, sampling_temperature)
         self.teacher_decoding, self.generation_batch_size = Decoding(**teacher_decoding), generation_batch_size
-        self.alpha, self.eta, self.gamma, self.td_target, self.prior_std = alpha, teacher_reward_weight, gamma, td_target, prior_std
+        self.alpha, self.eta, self.gamma, self.prior_std = alpha, teacher_reward_weight, gamma, prior_std
+        self.q_form, self.reward_level, self.min_std, self.td_target = q_form, reward_level, min_reward_std, td_target
         self.head_settings = reward_head
 
+    @property
+    def prompts_only(self) -> bool:
+        """As its base: teacher outputs (seqkd) or fully on-policy samples (gkd, λ = 1) need no targets."""
+        return self.base == "seqkd" or (self.base == "gkd" and self.lmbda == 1.0)
+
     def setup(self, ctx, train_items, progress: bool, used=None):
-        """Create the reward head (sized from the feature model) and, for base=seqkd, the teacher's outputs."""
+        """Create the heads (sized from the feature model) and, for base=seqkd, the teacher's outputs."""
         source = ctx.teacher if self.head_settings["features"] == "teacher" else ctx.student
-        ctx.extra_modules["reward_head"] = RewardHead(
-            source.config.hidden_size, self.head_settings["hidden"], ctx.student.config.vocab_size,
-            self.head_settings["action_dim"], self.head_settings["state_action"]).to(ctx.device)
+        width, hidden = source.config.hidden_size, self.head_settings["hidden"]
+        ctx.extra_modules["reward_head"] = RewardHead(width, hidden).to(ctx.device)
+        if self.q_form == "shaped":
+            ctx.extra_modules["potential_head"] = PotentialHead(width, hidden).to(ctx.device)
         if self.base == "seqkd":
             return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress, used)
         return train_items
@@ -69,6 +75,8 @@ class XKD:
             batch = ctx.collate(items)
         teacher_forward(ctx, batch, hidden=self.head_settings["features"] == "teacher")
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
+        if self.reward_level == "sequence":  # one term per output: counted over the window's sequences
+            batch["sequence_loss_mask"] = (batch["loss_mask"].sum(1, keepdim=True) > 0).float()
         return batch
 
     def _base_terms(self, view, batch) -> dict[str, Term]:
@@ -79,20 +87,58 @@ class XKD:
             terms["ce"] = ce_term(view, self.ce_weight)
         return terms
 
+    def _features(self, view, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(state features at the position predicting y_t, action features at y_t's own position)."""
+        if self.head_settings["features"] == "student":
+            return view.hidden, view.action_hidden
+        return batch["teacher_hidden"], batch["teacher_action_hidden"]
+
     def loss_terms(self, batch, ctx) -> LossTerms:
-        student_features = self.head_settings["features"] == "student"
-        view = token_view(ctx.student, batch, output_hidden=student_features)
+        view = token_view(ctx.student, batch, output_hidden=self.head_settings["features"] == "student")
         terms = self._base_terms(view, batch)
-        features = view.hidden if student_features else batch["teacher_hidden"]
-        mu, log_sigma = ctx.extra_modules["reward_head"](features, view.targets)
-        tau = self.divergence.kd_temperature
+        state, action = self._features(view, batch)
+        potential = ctx.extra_modules["potential_head"](state) if self.q_form == "shaped" else None
         student_logits, teacher_logits = shared_vocabulary(view.logits, batch["teacher_logits"])
-        delta_s = td_rewards(student_logits, view.targets, view.mask, tau, self.gamma, self.td_target)
-        delta_t = td_rewards(teacher_logits, view.targets, view.mask, tau, self.gamma, self.td_target).detach()
-        terms["td_student"] = Term(gaussian_nll(delta_s, mu, log_sigma), view.mask, self.alpha)
-        terms["td_teacher"] = Term(gaussian_nll(delta_t, mu, log_sigma), view.mask, self.eta)
-        terms["reward_kl"] = Term(gaussian_kl_to_prior(mu, log_sigma, self.prior_std), view.mask)
-        count = view.mask.sum().clamp(min=1)
-        stats = {"reward/mu": (mu * view.mask).sum() / count, "reward/sigma": (log_sigma.exp() * view.mask).sum() / count,
-                 "frac_on_policy": batch["on_policy"]}
+        rewards = lambda logits, phi: implied_rewards(logits, view.targets, view.mask, self.q_form,  # noqa: E731
+                                                      self.divergence.kd_temperature, self.gamma, phi, self.td_target)
+        # The α term trains the student only: Φ enters δ^S detached; δ^T is the teacher's, fixed.
+        delta_s = rewards(student_logits, None if potential is None else potential.detach())
+        delta_t = rewards(teacher_logits.detach(), potential)
+        if self.reward_level == "token":
+            mu, log_sigma = ctx.extra_modules["reward_head"](action)
+            mask, count = view.mask, "loss_mask"
+        else:
+            mu, log_sigma = ctx.extra_modules["reward_head"](_prompt_features(state, view.mask))
+            delta_s, delta_t = sequence_returns(delta_s, view.mask)[:, None], sequence_returns(delta_t, view.mask)[:, None]
+            mu, log_sigma, mask, count = mu[:, None], log_sigma[:, None], batch["sequence_loss_mask"], "sequence_loss_mask"
+        terms["td_student"] = Term(student_consistency(delta_s, mu, log_sigma, self.min_std), mask, self.alpha, count)
+        terms["td_teacher"] = Term(gaussian_nll(delta_t, mu, log_sigma), mask, self.eta, count)
+        terms["reward_kl"] = Term(gaussian_kl_to_prior(mu, log_sigma, self.prior_std), mask, 1.0, count)
+        n = mask.sum().clamp(min=1)
+        stats = {"reward/mu": (mu * mask).sum() / n, "reward/sigma": (log_sigma.exp() * mask).sum() / n,
+                 "reward/delta_teacher": (delta_t.detach() * mask).sum() / n, "frac_on_policy": batch["on_policy"]}
         return LossTerms(terms, stats)
+
+
+def _prompt_features(state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """[B, H] the state features that have seen the prompt only: at the row predicting the first output token."""
+    first = mask.argmax(dim=1)
+    return state[torch.arange(state.size(0), device=state.device), first]
+
+
+def _validate(base, lmbda, q_form, reward_level, td_target, head, alpha, eta, prior_std, min_std) -> None:
+    if base not in BASES:
+        raise ConfigError(f"method.base must be one of {list(BASES)}, got {base!r}")
+    if not 0.0 <= lmbda <= 1.0:
+        raise ConfigError(f"method.lmbda must be in [0, 1], got {lmbda}")
+    if q_form not in Q_FORMS:
+        raise ConfigError(f"method.q_form must be one of {list(Q_FORMS)}, got {q_form!r}")
+    if reward_level not in ("token", "sequence"):
+        raise ConfigError(f"method.reward_level must be token or sequence, got {reward_level!r}")
+    if td_target not in ("sarsa", "soft"):
+        raise ConfigError(f"method.td_target must be sarsa or soft (q_form=logits only), got {td_target!r}")
+    if head["features"] not in ("teacher", "student"):
+        raise ConfigError(f"method.reward_head.features must be teacher or student, got {head['features']!r}")
+    if alpha < 0 or eta < 0 or prior_std <= 0 or min_std <= 0:
+        raise ConfigError("method.alpha and method.teacher_reward_weight must be >= 0, method.prior_std and "
+                          "method.min_reward_std > 0")

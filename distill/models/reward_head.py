@@ -1,8 +1,11 @@
-"""X-KD's variational reward head q_φ(r | s) = N(μ_φ(s), σ_φ(s)²) (SPEC §6).
+"""X-KD's heads (SPEC §6): the variational reward q_φ(r | s, a) = N(μ, σ²), and the potential Φ_ψ(s).
 
-Small on purpose (linear or one hidden layer): it reads detached state
-features, so it never back-propagates into either model's body. Trained with
-the student and checkpointed with it, but not part of the exported student.
+Small on purpose (linear or one hidden layer). They read detached features,
+so they never back-propagate into either model's body. Trained with the
+student and checkpointed with it, but not part of the exported student.
+The reward head reads the hidden state at y_t's own position, which has seen
+(x, y_≤t): the reward is state–action, r(s_t, y_t), without an action
+embedding. The potential reads the state s_t (the position that predicts y_t).
 """
 
 from __future__ import annotations
@@ -13,18 +16,29 @@ from torch import nn
 LOG_SIGMA_RANGE = (-5.0, 5.0)  # keeps σ away from 0 and ∞ early in training
 
 
-class RewardHead(nn.Module):
-    def __init__(self, feature_dim: int, hidden: int, vocab_size: int, action_dim: int, state_action: bool):
-        super().__init__()
-        # State-action rewards append a learned embedding of the action y_t to the state features.
-        self.action = nn.Embedding(vocab_size, action_dim) if state_action else None
-        width = feature_dim + (action_dim if state_action else 0)
-        self.net = nn.Linear(width, 2) if hidden == 0 else nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, 2))
+def _mlp(width: int, hidden: int, outputs: int) -> nn.Module:
+    if hidden == 0:
+        return nn.Linear(width, outputs)
+    return nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, outputs))
 
-    def forward(self, features: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(μ, log σ), each [B, L], from detached features [B, L, H] and actions [B, L]."""
-        x = features.detach().float()
-        if self.action is not None:
-            x = torch.cat([x, self.action(actions)], dim=-1)
-        mu, log_sigma = self.net(x).unbind(-1)
+
+class RewardHead(nn.Module):
+    def __init__(self, feature_dim: int, hidden: int):
+        super().__init__()
+        self.net = _mlp(feature_dim, hidden, 2)
+
+    def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(μ, log σ), each [...], from detached features [..., H]."""
+        mu, log_sigma = self.net(features.detach().float()).unbind(-1)
         return mu, log_sigma.clamp(*LOG_SIGMA_RANGE)
+
+
+class PotentialHead(nn.Module):
+    """Φ_ψ(s) for ``q_form=shaped``: the shaping freedom of the Q-values, modelled explicitly."""
+
+    def __init__(self, feature_dim: int, hidden: int):
+        super().__init__()
+        self.net = _mlp(feature_dim, hidden, 1)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.net(features.detach().float()).squeeze(-1)

@@ -39,9 +39,11 @@ class ModelSources:
     """Everything needed to materialise the models of a run."""
 
     task: TaskSpec
-    train_records: list      # the run's training data (after task.train_fraction)
-    bootstrap_records: list  # the whole train split: tokenizer and bootstraps
+    train_records: list      # the run's labelled training data (after task.train_fraction and labeled_fraction)
+    bootstrap_records: list  # the whole train split: tokenizer and the teacher's bootstrap
     val_records: list
+    unlabeled_records: list  # the run's records past the labelled part: prompts only (task.labeled_fraction)
+    student_records: list    # what an SFT-initialised student bootstraps on: the labelled part of the split
     tokenizer_vocab_size: int
     cache_dir: Path
     seed: int              # the run's seed: init of a student that is not bootstrapped
@@ -54,6 +56,12 @@ def whole_split(task: TaskSpec) -> TaskSpec:
     """The task as bootstraps see it: ``train_fraction`` subsets only the run's own data,
     so every point of a data-efficiency curve shares one teacher, tokenizer and start."""
     return replace(task, train_fraction=1.0)
+
+
+def bootstrap_view(task: TaskSpec, role: str) -> TaskSpec:
+    """The teacher comes from elsewhere and saw every label; a student starts from the labelled part only."""
+    whole = whole_split(task)
+    return replace(whole, labeled_fraction=1.0) if role == "teacher" else whole
 
 
 def tiny_tokenizer(sources: ModelSources):
@@ -78,8 +86,10 @@ def initial_model(spec: ModelSpec, sources: ModelSources):
     return load_model(spec.pretrained, spec.torch_dtype)
 
 
-def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSettings, tokenizer) -> str:
-    task = {k: v for k, v in asdict(whole_split(sources.task)).items() if k not in EVAL_ONLY_TASK_FIELDS}
+def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSettings, tokenizer, role: str) -> str:
+    task = {k: v for k, v in asdict(bootstrap_view(sources.task, role)).items() if k not in EVAL_ONLY_TASK_FIELDS}
+    if task.get("labeled_fraction") == 1.0:  # the default leaves the keys of earlier caches unchanged
+        task.pop("labeled_fraction")
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items()
                 if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume",
@@ -101,7 +111,7 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
     if not spec.bootstrap["enabled"]:
         return initial_model(spec, sources)
     recipe = bootstrap_recipe(spec, sources)
-    key = bootstrap_key(spec, sources, recipe, initial_tokenizer(spec, sources))  # weights only if we train
+    key = bootstrap_key(spec, sources, recipe, initial_tokenizer(spec, sources), role)  # weights only if we train
     run_dir = sources.cache_dir / "bootstrap" / f"{role}-{spec.name}-{key}"
     final = run_dir / "final"
 
@@ -112,32 +122,38 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
         else:
             log.info("bootstrapping %s %s by SFT for %d steps (no cached model yet) -> %s", role, spec.name,
                      recipe.max_steps, run_dir)
-        run_sft(*initial_model(spec, sources), sources, recipe, run_dir)
+        records = sources.bootstrap_records if role == "teacher" else sources.student_records
+        run_sft(*initial_model(spec, sources), sources, records, recipe, run_dir, f"bootstrap {role}")
 
     if not build_once(final / "config.json", build):  # parallel jobs train one shared bootstrap once
         log.info("reusing cached SFT %s %s from %s", role, spec.name, final)
     return load_model(str(final), spec.torch_dtype)
 
 
-def run_sft(model, tokenizer, sources: ModelSources, recipe: TrainerSettings, run_dir: Path) -> None:
+def run_sft(model, tokenizer, sources: ModelSources, records: list, recipe: TrainerSettings, run_dir: Path,
+            description: str = "bootstrap") -> None:
     from distill.methods.sft import SFT
     from distill.train.finalize import save_final
     from distill.train.loop import resolve_device
 
     encoder_decoder = bool(model.config.is_encoder_decoder)
     device = resolve_device(recipe.device)
-    train = encode_records(sources.task, sources.bootstrap_records, tokenizer, model)
+    train = encode_records(sources.task, records, tokenizer, model)
     val = encode_records(sources.task, sources.val_records, tokenizer, model)
     ctx = Context(model.to(device), None, tokenizer, encoder_decoder, device, {})
     run_dir.mkdir(parents=True, exist_ok=True)
     hint = ("lower bootstrap_trainer.lr (or <teacher|student>.bootstrap.trainer.lr): the changed recipe trains a "
             f"new bootstrap from scratch; this one stays in {run_dir}")
     trainer = Trainer(SFT(), ctx, train, val, recipe, run_dir, sources.bootstrap_seed, None, {"bootstrap": asdict(recipe)},
-                      diverged_hint=hint)
+                      diverged_hint=hint, description=description)
     summary = trainer.run()
     save_final(run_dir, model, tokenizer, summary)
 
 
-def encode_records(task: TaskSpec, records: list, tokenizer, model):
+def encode_records(task: TaskSpec, records: list, tokenizer, model, prompts_only: bool = False):
+    """Encoded examples; with ``prompts_only`` the targets are dropped (unlabelled prompts: EOS, no reference)."""
     examples = format_examples(task, records, bool(model.config.is_encoder_decoder))
-    return encode(tokenizer, examples, *fit_lengths(model, task.max_source_length, task.max_target_length))
+    if prompts_only:
+        examples = [replace(e, target="") for e in examples]
+    items = encode(tokenizer, examples, *fit_lengths(model, task.max_source_length, task.max_target_length))
+    return [replace(item, reference=None) for item in items] if prompts_only else items

@@ -134,7 +134,7 @@ class Trainer:
 
     def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
                  settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict,
-                 plan: resume.ResumePlan | None = None, diverged_hint: str | None = None):
+                 plan: resume.ResumePlan | None = None, diverged_hint: str | None = None, description: str = "train"):
         self.method, self.ctx, self.s = method, ctx, settings
         self.train_data, self.val_data = train_data, val_data
         self.run_dir, self.seed = run_dir, seed
@@ -147,6 +147,7 @@ class Trainer:
             log.info("removed %s, left by an interrupted write", leftover)
         self.previous_seconds = 0.0  # training time of earlier sessions of this run (resumes)
         self.diverged_hint = diverged_hint  # how to continue after a divergence, when not trainer.resume_from
+        self.description = description  # what progress lines call this run
         if plan is None:  # a run without a command of its own (bootstraps): plan where it starts here
             plan = resume.plan_start(settings.resume, settings.resume_from, self.ckpt_dir,
                                      resume.optimizer_signature(settings))
@@ -255,7 +256,7 @@ class Trainer:
         # on it and are read only at logging, validation and checkpoint steps.
         s, self._started = self.s, time.perf_counter()
         self._window = (torch.zeros((), device=self.ctx.device), time.perf_counter())
-        self.progress = Progress(s.progress, s.max_steps, self.start_step, "train", "step", s.progress_interval)
+        self.progress = Progress(s.progress, s.max_steps, self.start_step, self.description, "step", s.progress_interval)
         with self.progress, StopSignals() as stop:
             for step in range(self.start_step, s.max_steps):
                 totals = self.train_step(step)

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -42,12 +42,16 @@ def run_dir() -> Path:
 
 
 def model_sources(cfg: DictConfig, task) -> ModelSources:
-    from distill.data.tasks import full_split, load_split, subset_split
+    """The run's records, split into labelled and prompt-only by ``task.labeled_fraction`` (the first
+    records of the whole split keep their targets), and what each bootstrap trains on."""
+    from distill.data.tasks import full_split, labeled_count, load_split, subset_split
 
     full = full_split(task, "train")  # read once: the run and the bootstraps take different prefixes
-    return ModelSources(task=task, train_records=subset_split(task, "train", full),
-                        bootstrap_records=subset_split(whole_split(task), "train", full),
-                        val_records=load_split(task, "validation"),
+    whole = subset_split(whole_split(task), "train", full)
+    run, labeled = subset_split(task, "train", full), labeled_count(task, len(whole))
+    return ModelSources(task=task, train_records=run[:labeled], bootstrap_records=whole,
+                        val_records=load_split(task, "validation"), unlabeled_records=run[labeled:],
+                        student_records=whole[:labeled],
                         tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
                         seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
                         bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
@@ -124,6 +128,12 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
                   device, extra_modules={}, cache_dir=sources.cache_dir)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
+    if sources.unlabeled_records and method.prompts_only:  # methods that learn from prompts alone use them all
+        prompts = encode_records(task, sources.unlabeled_records, tokenizer, student, prompts_only=True)
+        train_data = [replace(item, index=i) for i, item in enumerate(train_data + prompts)]
+    elif sources.unlabeled_records:
+        log.info("%s needs dataset targets: it trains on the %d labelled examples only (task.labeled_fraction=%g)",
+                 type(method).__name__, len(train_data), task.labeled_fraction)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
     if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
         window = settings.micro_batch_size * settings.grad_accum_steps

@@ -172,3 +172,24 @@ def test_an_interrupted_bootstrap_says_it_resumes(tmp_path, capsys):
     assert cli(*train_args(tmp_path / "run", cache, *args)) == 0
     out = capsys.readouterr().out
     assert "resuming the interrupted SFT bootstrap of student tiny" in out and "no cached model yet" not in out
+
+
+def test_few_labels_many_prompts(tmp_path, cache_dir, capsys):
+    """task.labeled_fraction: methods that need targets train on the labelled part, prompt-only methods on
+    every prompt; the SFT student bootstraps on the labelled part, the teacher's bootstrap is shared."""
+    import re
+
+    student_key = lambda out: set(re.findall(r"student-tiny-([0-9a-f]{16})", out))  # noqa: E731
+    few = ["task.labeled_fraction=0.1", "student.bootstrap.enabled=true"]
+    assert cli(*train_args(tmp_path / "sft", cache_dir, *few)) == 0
+    out = capsys.readouterr().out
+    assert "30 train / 8 validation examples" in out and "trains on the 30 labelled examples only" in out
+    few_student = student_key(out)
+    assert cli(*train_args(tmp_path / "seqkd", cache_dir, *few, "method=seqkd")) == 0
+    out = capsys.readouterr().out
+    assert "300 train / 8 validation examples" in out and student_key(out) == few_student
+    teacher = set(re.findall(r"teacher-tiny-([0-9a-f]{16})", out))
+    assert cli(*train_args(tmp_path / "all", cache_dir, "student.bootstrap.enabled=true", "method=seqkd")) == 0
+    out = capsys.readouterr().out  # all labels: another student bootstrap, the same teacher
+    assert len(few_student) == 1 and student_key(out) and student_key(out) != few_student
+    assert set(re.findall(r"teacher-tiny-([0-9a-f]{16})", out)) == teacher

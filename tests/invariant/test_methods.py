@@ -30,8 +30,8 @@ def gkd(**kw):
 def xkd(**kw):
     args = dict(base="supervised_kd", divergence=DIVERGENCE, lmbda=0.0, sampling_temperature=1.0, max_new_tokens=6,
                 ce_weight=0.0, teacher_decoding=DECODING, generation_batch_size=4, alpha=0.1, teacher_reward_weight=1.0,
-                gamma=1.0, td_target="sarsa", prior_std=1.0,
-                reward_head={"features": "teacher", "hidden": 0, "state_action": False, "action_dim": 4})
+                gamma=1.0, q_form="logprob", reward_level="token", min_reward_std=1.0, prior_std=1.0,
+                reward_head={"features": "teacher", "hidden": 0})
     return XKD(**{**args, **kw})
 
 

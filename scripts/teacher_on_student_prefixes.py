@@ -1,0 +1,98 @@
+"""How well does a teacher continue a student's own prefixes? (X-KD issue pilot, docs/results/xkd_rev2/)
+
+On-policy distillation trains the student on the teacher's next-token
+distributions *at the student's own prefixes*. A teacher trained only on gold
+solutions may be no guide there. For each test problem this samples (or
+greedily decodes) the student's output, cuts it after a fraction f of its
+tokens, lets the teacher finish greedily, and scores the final answer:
+
+    accuracy(f) = P(correct | student prefix of fraction f, teacher continues)
+
+f = 0 is the teacher alone; f = 1 is the student alone. Split by whether the
+student's own full output was right, this shows whether the teacher repairs
+the student's mistakes (wrong → right) or inherits them.
+
+    python scripts/teacher_on_student_prefixes.py --teacher T_DIR --student S_DIR [--examples 300] [--temperature 1.0]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from distill.data.collate import Encoded, collate_prompts, encode
+from distill.data.tasks import TaskSpec, format_examples, load_split
+from distill.metrics.gsm8k import is_correct
+from distill.models.generation import cut_at_eos
+from distill.models.load import load_model
+from distill.models.sampling import decode
+
+FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def _task(examples: int) -> TaskSpec:
+    import yaml
+
+    from distill.config import CONF_DIR
+
+    cfg = yaml.safe_load((CONF_DIR / "task" / "arith.yaml").read_text())
+    cfg["max_eval_examples"] = examples
+    return TaskSpec(**cfg)
+
+
+def _prompts(items, tokenizer):
+    return collate_prompts(items, tokenizer.pad_token_id, False)
+
+
+@torch.no_grad()
+def _continue(teacher, tokenizer, items, prefixes, max_new_tokens):
+    """The teacher's greedy continuation of prompt + prefix, returned as full texts (prefix included)."""
+    extended = [Encoded(item.prompt_ids + prefix, []) for item, prefix in zip(items, prefixes)]
+    new = decode(teacher, _prompts(extended, tokenizer), max_new_tokens, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    rows = cut_at_eos(new, tokenizer.eos_token_id)
+    return [tokenizer.decode(prefix + row, skip_special_tokens=True) for prefix, row in zip(prefixes, rows)]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--teacher", required=True)
+    parser.add_argument("--student", required=True)
+    parser.add_argument("--examples", type=int, default=300)
+    parser.add_argument("--temperature", type=float, default=None, help="student sampling temperature (default greedy)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.manual_seed(args.seed)
+    task = _task(args.examples)
+    teacher, tokenizer = load_model(args.teacher)
+    student, _ = load_model(args.student)
+    teacher.eval(), student.eval()
+    records = load_split(task, "test")
+    items = encode(tokenizer, format_examples(task, records, False), task.max_source_length, task.max_target_length)
+    references = [r["answer"] for r in records]
+    budget = task.decoding["max_new_tokens"]
+    with torch.no_grad():
+        new = decode(student, _prompts(items, tokenizer), budget, tokenizer.eos_token_id, tokenizer.pad_token_id,
+                     args.temperature)
+    outputs = [row[:-1] if row and row[-1] == tokenizer.eos_token_id else row
+               for row in cut_at_eos(new, tokenizer.eos_token_id)]
+    student_right = [is_correct(tokenizer.decode(o, skip_special_tokens=True), ref) for o, ref in zip(outputs, references)]
+    result = {"examples": len(items), "student_temperature": args.temperature,
+              "student_accuracy": 100.0 * sum(student_right) / len(items), "by_fraction": {}}
+    for fraction in FRACTIONS:
+        prefixes = [o[: int(round(fraction * len(o)))] for o in outputs]
+        texts = _continue(teacher, tokenizer, items, prefixes, budget) if fraction < 1.0 else \
+            [tokenizer.decode(o, skip_special_tokens=True) for o in outputs]
+        right = [is_correct(t, ref) for t, ref in zip(texts, references)]
+        wrong_idx = [i for i, ok in enumerate(student_right) if not ok]
+        right_idx = [i for i, ok in enumerate(student_right) if ok]
+        result["by_fraction"][fraction] = {
+            "accuracy": 100.0 * sum(right) / len(items),
+            "on_student_wrong": 100.0 * sum(right[i] for i in wrong_idx) / max(len(wrong_idx), 1),
+            "on_student_right": 100.0 * sum(right[i] for i in right_idx) / max(len(right_idx), 1)}
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,151 @@
+"""X-KD revision 2 invariants through the real method and models (SPEC §6)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from distill.losses.reduction import reduce_tokens
+from distill.train.loop import _window_totals
+
+from .test_estimators import EOS, PROMPT, VOCAB, _ctx, _flat_grad
+from .test_methods import xkd
+
+
+class _Shifted(torch.nn.Module):
+    """The wrapped model with a per-position constant added to all logits: same policy, other Q-values."""
+
+    def __init__(self, model, seed: int):
+        super().__init__()
+        self.model, self.seed = model, seed
+
+    def forward(self, *args, **kwargs):
+        out = self.model(*args, **kwargs)
+        g = torch.Generator().manual_seed(self.seed)
+        out.logits = out.logits + 20.0 * torch.randn(*out.logits.shape[:-1], 1, generator=g)
+        return out
+
+    def __getattr__(self, name):
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            return getattr(self.model, name)
+
+
+def _terms_and_grads(method, ctx, items, shift: bool):
+    if "reward_head" not in ctx.extra_modules:
+        method.setup(ctx, items, progress=False)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    counts = _window_totals([batch])
+    if shift:
+        g = torch.Generator().manual_seed(7)
+        batch["teacher_logits"] = batch["teacher_logits"] + 20.0 * torch.randn(
+            *batch["teacher_logits"].shape[:-1], 1, generator=g)
+        student, ctx.student = ctx.student, _Shifted(ctx.student, 3)
+    out = method.loss_terms(batch, ctx)
+    if shift:
+        ctx.student = student
+    values = {name: reduce_tokens(t.per_token, t.mask, counts[t.count_key]) for name, t in out.terms.items()}
+    params = dict(ctx.student.named_parameters())
+    params.update({f"{m}.{n}": p for m, module in ctx.extra_modules.items() for n, p in module.named_parameters()})
+    for p in params.values():
+        p.grad = None
+    sum(out.terms[name].weight * value for name, value in values.items()).backward()
+    return {k: v.detach() for k, v in values.items()}, {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
+
+
+@pytest.mark.parametrize("q_form, level", [("logprob", "token"), ("shaped", "token"), ("logprob", "sequence"),
+                                           ("shaped", "sequence")])
+def test_per_state_logit_shifts_change_no_term_and_no_gradient(make_ctx, items, q_form, level):
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", alpha=0.5, q_form=q_form, reward_level=level)
+    plain_values, plain_grads = _terms_and_grads(method, ctx, items, shift=False)
+    shifted_values, shifted_grads = _terms_and_grads(method, ctx, items, shift=True)
+    for name in plain_values:
+        assert torch.allclose(plain_values[name], shifted_values[name], rtol=1e-4, atol=1e-4), name
+    assert plain_grads.keys() == shifted_grads.keys()
+    for name in plain_grads:
+        assert torch.allclose(plain_grads[name], shifted_grads[name], rtol=1e-3, atol=1e-5), name
+
+
+def test_revision_1_q_values_are_not_shift_invariant(make_ctx, items):
+    """q_form=logits (revision 1): the same policy with shifted logits changes the student's TD term."""
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", alpha=0.5, q_form="logits")
+    plain, _ = _terms_and_grads(method, ctx, items, shift=False)
+    shifted, _ = _terms_and_grads(method, ctx, items, shift=True)
+    assert not torch.allclose(plain["td_student"], shifted["td_student"], rtol=1e-2)
+
+
+@pytest.mark.parametrize("q_form", ["logprob", "shaped"])
+def test_the_heads_learn_from_eta_and_kl_only_and_the_student_from_alpha_only(make_ctx, items, q_form):
+    for term, trains_student, trains_heads in (("td_student", True, False), ("td_teacher", False, True),
+                                               ("reward_kl", False, True)):
+        ctx = make_ctx()
+        method = xkd(base="supervised_kd", alpha=1.0, q_form=q_form)
+        method.setup(ctx, items, progress=False)
+        with torch.no_grad():
+            batch = method.trajectories(items, ctx)
+        counts = _window_totals([batch])
+        picked = method.loss_terms(batch, ctx).terms[term]
+        reduce_tokens(picked.per_token, picked.mask, counts[picked.count_key]).backward()
+        student = [p.grad for p in ctx.student.parameters()]
+        heads = [p.grad for m in ctx.extra_modules.values() for p in m.parameters()]
+        assert any(g is not None and g.abs().sum() > 0 for g in student) == trains_student, term
+        assert any(g is not None and g.abs().sum() > 0 for g in heads) == trains_heads, term
+
+
+def test_sequence_level_has_one_term_per_output(make_ctx, items):
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", reward_level="sequence")
+    method.setup(ctx, items, progress=False)
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    counts = _window_totals([batch])
+    out = method.loss_terms(batch, ctx)
+    assert int(counts["sequence_loss_mask"]) == len(items)
+    assert all(out.terms[t].per_token.shape == (len(items), 1) for t in ("td_student", "td_teacher", "reward_kl"))
+
+
+class _FixedHead(torch.nn.Module):
+    """μ = the teacher's log p of each sampled token, σ = 1: the reward X-KD's head is meant to learn."""
+
+    def __init__(self):
+        super().__init__()
+        self.mu = None
+
+    def forward(self, features):
+        return self.mu, torch.zeros_like(self.mu)
+
+
+def test_on_policy_alpha_term_gradient_matches_alpha_times_reverse_kl():
+    """SPEC §6: with μ = log p and σ = 1, E over on-policy y of the α-term gradient = α·∇KL(q ‖ p)."""
+    ctx, alpha = _ctx(), 0.5
+    method = xkd(base="gkd", lmbda=1.0, alpha=alpha, max_new_tokens=1)
+    from distill.data.collate import Encoded
+
+    items = [Encoded(PROMPT, [5, EOS], index=i) for i in range(4000)]
+    method.setup(ctx, items[:1], progress=False)
+    ctx.extra_modules["reward_head"] = head = _FixedHead()
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    counts = _window_totals([batch])
+    targets = batch["input_ids"][:, 1:]
+    head.mu = torch.log_softmax(batch["teacher_logits"].float(), -1).gather(-1, targets[..., None]).squeeze(-1)
+    term = method.loss_terms(batch, ctx).terms["td_student"]
+    ctx.student.zero_grad()
+    (term.weight * reduce_tokens(term.per_token, term.mask, counts[term.count_key])).backward()
+    estimate = _flat_grad(ctx.student)
+    ctx.student.zero_grad()
+    with torch.no_grad():
+        p = torch.log_softmax(ctx.teacher(input_ids=torch.tensor([PROMPT])).logits[0, -1], -1)
+    log_q = torch.log_softmax(ctx.student(input_ids=torch.tensor([PROMPT])).logits[0, -1], -1)
+    (alpha * (log_q.exp() * (log_q - p)).sum()).backward()
+    exact = _flat_grad(ctx.student)
+    cosine = float(estimate @ exact / (estimate.norm() * exact.norm()))
+    assert cosine > 0.97 and math.isclose(float(estimate.norm()), float(exact.norm()), rel_tol=0.1), (cosine,)
+    assert VOCAB == 6
