@@ -173,25 +173,30 @@ def _rescore(paths: list[str]) -> int:
     return 0
 
 
-REPORT_USAGE = "usage: distill report DIR [DIR...] [--out OUT_DIR]  (OUT_DIR defaults to outputs/report)"
+REPORT_USAGE = ("usage: distill report DIR [DIR...] [--out OUT_DIR] [--baseline METHOD ...]  (OUT_DIR defaults to "
+                "outputs/report; paired differences against each baseline, default sft)")
 
 
-def _report_args(args: list[str]) -> tuple[list[str], str]:
-    """DIRs and --out; a bad option is a user error (one line), not a traceback."""
-    dirs, out, rest = [], "outputs/report", list(args)
+def _report_args(args: list[str]) -> tuple[list[str], str, list[str] | None]:
+    """DIRs, --out and --baseline (repeatable); a bad option is a user error (one line), not a traceback."""
+    dirs, out, baselines, rest = [], "outputs/report", None, list(args)
     while rest:
         arg = rest.pop(0)
-        if arg == "--out" or arg == "-o":
-            if not rest:
-                raise ConfigError(f"--out needs a directory; {REPORT_USAGE}")
-            out = rest.pop(0)
-        elif arg.startswith("--out="):
-            out = arg.split("=", 1)[1]
+        name, _, value = arg.partition("=")
+        if name in ("--out", "-o", "--baseline"):
+            if not value:
+                if not rest:
+                    raise ConfigError(f"{name} needs a value; {REPORT_USAGE}")
+                value = rest.pop(0)
+            if name == "--baseline":
+                baselines = (baselines or []) + [value]
+            else:
+                out = value
         elif arg.startswith("-"):
             raise ConfigError(f"unknown option {arg!r}; {REPORT_USAGE}")
         else:
             dirs.append(arg)
-    return dirs, out
+    return dirs, out, baselines
 
 
 @_report_errors
@@ -199,13 +204,13 @@ def _report(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(REPORT_USAGE)
         return 0
-    dirs, out = _report_args(args)
+    dirs, out, baselines = _report_args(args)
     if not dirs:
         print(REPORT_USAGE, file=sys.stderr)
         return 2
     from distill.report import build_report
 
-    result = build_report([Path(d) for d in dirs], Path(out))
+    result = build_report([Path(d) for d in dirs], Path(out), baselines)
     print(f"wrote {result['report']} ({len(result['plots'])} plots, runs.csv beside it)")
     print(f"{result['runs']} runs, {result['missing']} missing or partial")
     return 0

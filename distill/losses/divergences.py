@@ -47,19 +47,25 @@ def _xlogy_diff(weight: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) 
 
 
 def _log_mix(log_x: torch.Tensor, log_y: torch.Tensor, weight_x: float) -> torch.Tensor:
-    """log(w·x + (1−w)·y) in log space."""
-    return torch.logaddexp(log_x + math.log(weight_x), log_y + math.log1p(-weight_x))
+    """log(w·x + (1−w)·y) in log space; exactly log x where x = y (w·x + (1−w)·x = x, without rounding)."""
+    mixed = torch.logaddexp(log_x + math.log(weight_x), log_y + math.log1p(-weight_x))
+    return torch.where(log_x == log_y, log_x, mixed)
+
+
+# Each h below drops a multiple of q that cancels in ∂f/∂z = (h − q Σh)/τ when Σq = 1: the gradient is the
+# same, but at p = q it is exactly 0 instead of the float32 rounding of Σp (~1e-7), which Adam would turn
+# into full-size steps (a student that already is its teacher must stay put).
 
 
 def _fkl_chunk(log_q, log_p, _):
     p = log_p.exp()
-    return _xlogy_diff(p, log_p, log_q).sum(-1), -p
+    return _xlogy_diff(p, log_p, log_q).sum(-1), log_q.exp() - p  # −p + q
 
 
 def _rkl_chunk(log_q, log_p, _):
     q = log_q.exp()
     term = _xlogy_diff(q, log_q, log_p)
-    return term.sum(-1), term + q
+    return term.sum(-1), term  # q(log q − log p) + q − q
 
 
 def _jsd_chunk(log_q, log_p, beta):
@@ -75,9 +81,10 @@ def _tvd_chunk(log_q, log_p, _):
 
 
 def _skl_chunk(log_q, log_p, skew):
-    p = log_p.exp()
+    p, q = log_p.exp(), log_q.exp()
     log_m = _log_mix(log_p, log_q, skew)  # M = λp + (1−λ)q
-    h = torch.where(p > 0, -(1 - skew) * p * (log_q - log_m).exp(), torch.zeros_like(p))
+    # −(1−λ)·p·q/M, plus (1−λ)·q: (1−λ)·q·(1 − p/M)
+    h = torch.where(p > 0, (1 - skew) * q * (1 - (log_p - log_m).exp()), (1 - skew) * q)
     return _xlogy_diff(p, log_p, log_m).sum(-1), h
 
 
@@ -85,7 +92,8 @@ def _srkl_chunk(log_q, log_p, skew):
     q = log_q.exp()
     log_m = _log_mix(log_q, log_p, skew)  # M = λq + (1−λ)p
     ratio = (log_q - log_m).exp()  # q/M <= 1/λ, finite
-    h = torch.where(q > 0, q * (log_q - log_m + 1) - skew * q * ratio, torch.zeros_like(q))
+    # q(log q − log M + 1) − λ·q·q/M, minus (1−λ)·q: q(log q − log M) + λ·q·(1 − q/M)
+    h = torch.where(q > 0, q * (log_q - log_m) + skew * q * (1 - ratio), torch.zeros_like(q))
     return _xlogy_diff(q, log_q, log_m).sum(-1), h
 
 

@@ -179,6 +179,8 @@ def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
         mean, std = mean_std([m["value"] for m in members])
         seconds = [m["train_seconds"] for m in members if isinstance(m.get("train_seconds"), (int, float))]
         groups.append({**{f: members[0].get(f) for f in fields}, "mean": mean, "std": std, "n": len(members),
+                       "se": None if std is None else std / math.sqrt(len(members)),
+                       "by_seed": {m["seed"]: m["value"] for m in members},
                        "seeds": sorted({m["seed"] for m in members}, key=sort_key),
                        "train_seconds": statistics.fmean(seconds) if seconds else None,
                        "runs": [m["run"] for m in members]})
@@ -238,3 +240,39 @@ def _preference(row: dict) -> tuple:
     rank = {"student": 0, "default": 1}
     return ("-step-" in (row["eval"] or ""), row.get("split") != "test", rank.get(row["variant"], 2),
             row["eval"] or "", row["variant"] or "")
+
+
+# Settings that describe a method rather than the experiment it runs in: they differ between the methods
+# being compared and are not matched when pairing.
+METHOD_PREFIXES = ("method.", "divergence.", "teacher_generation.")
+
+
+def paired_differences(groups: list[dict], swept: list[str], baseline: str) -> list[dict]:
+    """Each method's per-seed difference from ``baseline`` in the same experiment (task, evaluation,
+    and every setting that is not the method's own), over the seeds both have: mean, SE and t = mean / SE."""
+    context = [k for k in swept if k != "seed" and not k.startswith(METHOD_PREFIXES)]
+    own = [k for k in swept if k.startswith(METHOD_PREFIXES)]
+    key = lambda g: tuple(g.get(f) for f in ("task", "eval", "variant", "metric", *context))  # noqa: E731
+    bases: dict = defaultdict(list)
+    for g in groups:
+        if g["method"] == baseline:
+            bases[key(g)].append(g)
+    out = []
+    for group in groups:
+        if group["method"] in (baseline, TEACHER):
+            continue
+        # a baseline swept over its own settings: pair with the configuration that shares the group's values
+        candidates = [b for b in bases.get(key(group), [])
+                      if all(b.get(k) == group.get(k) for k in own if None not in (b.get(k), group.get(k)))]
+        if len(candidates) != 1:
+            continue
+        base = candidates[0]
+        seeds = sorted(set(group["by_seed"]) & set(base["by_seed"]), key=sort_key)
+        diffs = [group["by_seed"][s] - base["by_seed"][s] for s in seeds]
+        if not diffs:
+            continue
+        mean, std = mean_std(diffs)
+        se = None if std is None else std / math.sqrt(len(diffs))
+        out.append({"group": group, "baseline": baseline, "n": len(diffs), "mean": mean, "se": se,
+                    "t": None if not se else mean / se, "seeds": seeds})
+    return out

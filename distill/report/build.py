@@ -9,7 +9,7 @@ from pathlib import Path
 from distill.io import atomic_write_text
 from distill.report import plots as P
 from distill.report import series as S
-from distill.report.aggregate import build_rows, group_rows, missing_runs, primary_rows, sort_key
+from distill.report.aggregate import build_rows, group_rows, missing_runs, paired_differences, primary_rows, sort_key
 from distill.report.collect import collect
 from distill.report.render import render_csv, render_markdown
 
@@ -17,8 +17,11 @@ SAMPLING_HINT = ("evaluate with eval.num_samples>1 and eval.sampling_temperature
                  "to get sampled decodings with self_bleu")
 
 
-def build_report(sources: list[Path], out: Path) -> dict:
-    """Write report.md, runs.csv and the plots into ``out``; return what the CLI prints."""
+def build_report(sources: list[Path], out: Path, baselines: list[str] | None = None) -> dict:
+    """Write report.md, runs.csv and the plots into ``out``; return what the CLI prints.
+
+    ``baselines``: methods every other one is compared with seed by seed (default: sft, when present).
+    """
     runs = collect(sources)
     rows, swept = build_rows(runs)
     missing = missing_runs(runs)
@@ -28,8 +31,12 @@ def build_report(sources: list[Path], out: Path) -> dict:
     for section in sections:
         for name, _, fig in section["figures"]:
             P.save_png(fig, out / name)
-    context = {"sources": [str(s) for s in sources], "runs": runs, "rows": rows, "swept": swept,
-               "groups": group_rows(rows, swept), "sampled": S.tradeoff_data(rows), "metric": task_metrics(rows),
+    groups = group_rows(rows, swept)
+    if baselines is None:
+        baselines = ["sft"] if any(g["method"] == "sft" for g in groups) else []
+    pairs = [p for b in baselines for p in paired_differences(groups, swept, b)]
+    context = {"sources": [str(s) for s in sources], "runs": runs, "rows": rows, "swept": swept, "pairs": pairs,
+               "groups": groups, "sampled": S.tradeoff_data(rows), "metric": task_metrics(rows),
                "missing": missing, "plots": plots,
                "warnings": [w for run in runs for w in run["warnings"]],
                "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}

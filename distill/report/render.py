@@ -52,14 +52,36 @@ def results_section(groups: list[dict], swept: list[str]) -> list[str]:
     names = short_names(params)
     lines = ["## Results", "",
              "Scores of the default decoding of each evaluation (greedy unless the variant overrides it): "
-             "mean ± sample std over the seeds of one configuration; n = number of runs averaged.", ""]
+             "mean ± sample std over the seeds of one configuration, SE = std / √n; n = number of runs averaged.", ""]
     if not groups:
         return lines + ["No run has an evaluation yet (see below).", ""]
     header = ["method", "task", "model", *[names[k] for k in params], "eval", "variant", "metric",
-              "score", "n", "seeds", "train s"]
+              "score", "SE", "n", "seeds", "train s"]
     body = [[g["method"], g["task"], g["model"], *[g[k] for k in params], g["eval"], variant_label(g["variant"]), g["metric"],
-             score_text(g), g["n"], ", ".join(format_value(s) for s in g["seeds"]),
+             score_text(g), "" if g["se"] is None else f"{g['se']:.2f}", g["n"],
+             ", ".join(format_value(s) for s in g["seeds"]),
              None if g["train_seconds"] is None else f"{g['train_seconds']:.1f}"] for g in groups]
+    return lines + _table(header, body) + [""]
+
+
+def paired_section(pairs: list[dict], swept: list[str]) -> list[str]:
+    """Per-seed differences from each baseline method: mean, its standard error, t = mean / SE."""
+    if not pairs:
+        return []
+    own = [k for k in swept if k != "seed" and k.startswith(("method.", "divergence."))]
+    names = short_names(own)
+    lines = ["## Paired differences", "",
+             "Each configuration minus the baseline method on the same seeds (same teacher, start, data and "
+             "budget): mean of the per-seed differences, its standard error (std / √n) and t = mean / SE. "
+             "|t| ≥ 3 is a difference well beyond seed noise.", ""]
+    header = ["method", "settings", "baseline", "task", "eval", "variant", "metric", "mean diff", "SE", "t", "n"]
+    body = []
+    for p in pairs:
+        g = p["group"]
+        settings = ", ".join(f"{names[k]}={format_value(g[k])}" for k in own if g.get(k) is not None)
+        body.append([g["method"], settings, p["baseline"], g["task"], g["eval"], variant_label(g["variant"]),
+                     g["metric"], f"{p['mean']:+.2f}", "" if p["se"] is None else f"{p['se']:.2f}",
+                     "" if p["t"] is None else f"{p['t']:+.1f}", p["n"]])
     return lines + _table(header, body) + [""]
 
 
@@ -112,6 +134,7 @@ def render_markdown(context: dict) -> str:
             f"{len(context['missing'])} missing or partial. "
             f"Swept settings: {', '.join(f'`{k}`' for k in params) or 'none'} (and `seed`).", ""]
     body = results_section(context["groups"], context["swept"])
+    body += paired_section(context.get("pairs", []), context["swept"])
     body += sampled_section(context["sampled"], context["metric"])
     body += missing_section(context["missing"], context["warnings"])
     body += plots_section(context["plots"])

@@ -186,3 +186,18 @@ def test_second_backward_through_the_same_graph_is_refused():
 def test_no_gradient_buffer_without_student_gradient():
     with torch.no_grad():
         assert D.jsd(torch.randn(4, 6), torch.randn(4, 6), beta=0.5).shape == (4,)
+
+
+@pytest.mark.parametrize("name", ["fkl", "rkl", "jsd", "tvd", "skl", "srkl"])
+def test_identical_distributions_give_exactly_zero_value_and_gradient(name):
+    """A student that is its teacher must stay put: a gradient of float32 rounding size (~1e-7, from Σp ≠ 1)
+    becomes a full-size step under Adam. Issue 15."""
+    from distill.losses.divergences import Divergence
+
+    divergence = Divergence(name=name, kd_temperature=1.0, chunk_size=16, beta=0.3 if name == "jsd" else None,
+                            skew=0.1 if name in ("skl", "srkl") else None)
+    teacher = 3.0 * torch.randn(40, 300, generator=torch.Generator().manual_seed(0))
+    student = teacher.clone().requires_grad_(True)
+    value = divergence(student, teacher)
+    value.sum().backward()
+    assert torch.count_nonzero(value) == 0 and torch.count_nonzero(student.grad) == 0

@@ -55,8 +55,8 @@ def test_runs_csv_rows_and_columns(report):
 
 def test_report_md_tables_missing_runs_and_images(report):
     text = (report / "report.md").read_text()
-    assert "| gkd | arith | tiny | 0.1 | arith-test | student | accuracy | 67.50 ± 2.12 | 2 | 0, 1 |" in text
-    assert "| teacher | arith | tiny |  | arith-test | teacher | accuracy | 80.00 ± 0.00 | 2 | 0, 1 |" in text
+    assert "| gkd | arith | tiny | 0.1 | arith-test | student | accuracy | 67.50 ± 2.12 | 1.50 | 2 | 0, 1 |" in text
+    assert "| teacher | arith | tiny |  | arith-test | teacher | accuracy | 80.00 ± 0.00 | 0.00 | 2 | 0, 1 |" in text
     missing = text.split("## Missing or partial runs")[1].split("## Plots")[0]
     assert "gkd-arith-tiny/divergence.beta=0.1,seed=2 | partial | no final/" in missing
     for name in ("curves_gkd.png", "curves_supervised_kd.png", "tradeoff.png"):
@@ -107,3 +107,11 @@ def test_several_directories_keep_runs_apart(sweep, grid, tmp_path, capsys):
     with (tmp_path / "runs.csv").open() as handle:
         runs = {r["run"] for r in csv.DictReader(handle)}
     assert len(runs) == 9 + 8 and all(r.startswith((sweep.name + "/", grid.name + "/")) for r in runs)
+
+
+def test_paired_differences_by_hand(sweep, tmp_path):
+    """gkd − supervised_kd at the same β and seed is (50 − 40) + 10·λ = 15 on every seed (conftest formulas)."""
+    assert _cli("report", str(sweep), f"--out={tmp_path}", "--baseline", "supervised_kd") == 0
+    section = (tmp_path / "report.md").read_text().split("## Paired differences")[1].split("## ")[0]
+    assert "| gkd | beta=0.1 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | 2 |" in section
+    assert "| gkd | beta=0.9 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | 2 |" in section
