@@ -74,9 +74,16 @@ def make_problem(rng: random.Random, spec: ArithSpec) -> dict[str, str]:
     return {"question": " ".join(sentences), "answer": "\n".join(working + [f"#### {value}"])}
 
 
-def generate_splits(spec: ArithSpec, sizes: dict[str, int]) -> dict[str, list[dict[str, str]]]:
-    """All requested splits; test first, so held-out questions are reserved before train."""
+def generate_splits(spec: ArithSpec, sizes: dict[str, int],
+                    shift: tuple[int, ArithSpec] | None = None) -> dict[str, list[dict[str, str]]]:
+    """All requested splits; test first, so held-out questions are reserved before train.
+
+    ``shift = (at, other)``: train problems from index ``at`` on come from the knobs ``other``
+    (a distribution shift in the middle of a stream of requests; validation and test keep ``spec``).
+    """
     spec.validate()
+    if shift is not None:
+        shift[1].validate()
     seen: set[str] = set()
     splits: dict[str, list[dict[str, str]]] = {}
     for split in sorted(sizes, key=lambda s: -SPLIT_OFFSETS.get(s, 3)):
@@ -87,7 +94,8 @@ def generate_splits(spec: ArithSpec, sizes: dict[str, int]) -> dict[str, list[di
             attempts += 1
             if attempts > 50 * sizes[split] + 1000:
                 raise ConfigError(f"task arith: cannot make {sizes[split]} distinct {split} problems; raise task.generator.max_number or max_steps")
-            record = make_problem(rng, spec)
+            knobs = shift[1] if shift is not None and split == "train" and len(records) >= shift[0] else spec
+            record = make_problem(rng, knobs)
             if record["question"] not in seen:
                 seen.add(record["question"])
                 records.append(record)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -72,9 +72,16 @@ def _generated(spec: TaskSpec) -> dict[str, list[dict]]:
 
 def _generate(spec: TaskSpec) -> dict[str, list[dict]]:
     gen = dict(spec.generator)
-    sizes = gen.pop("sizes")
+    sizes, shift = gen.pop("sizes"), gen.pop("shift", None)
     arith = ArithSpec(operations=tuple(gen.pop("operations")), **gen)
-    return generate_splits(arith, {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits})
+    shifted = None
+    if shift is not None:
+        knobs = {k: (tuple(v) if k == "operations" else v) for k, v in shift.items() if k != "at"}
+        unknown = set(knobs) - (set(ArithSpec.__dataclass_fields__) - {"seed"})  # the seed stays the task's
+        if unknown or not isinstance(shift.get("at"), int) or shift["at"] < 0:
+            raise ConfigError(f"task.generator.shift needs an integer `at` >= 0 and generator knobs, got {shift}")
+        shifted = (shift["at"], replace(arith, **knobs))
+    return generate_splits(arith, {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits}, shifted)
 
 
 def _local(spec: TaskSpec, split_name: str) -> list[dict]:

@@ -43,8 +43,9 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         if not runs:
             path = resolve_checkpoint(cfg.ckpt)
             loaded = load_model(str(path))  # a checkpoint that does not load is refused before anything is written
+            draft = _draft(eval_settings, task, loaded[1])
             run.accept(C.run_files(cfg, training=False), fresh=False)
-            return _evaluate_one(cfg, task, eval_settings, path, run.path, loaded)
+            return _evaluate_one(cfg, task, eval_settings, path, run.path, loaded, draft)
         run.accept(C.run_files(cfg, training=False), fresh=False)
         variant = HydraConfig.get().job.override_dirname
         log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
@@ -70,11 +71,39 @@ def sweep_runs(path: Path) -> list[Path]:
     return sorted(found)
 
 
-def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path, loaded=None) -> dict:
+def _draft(eval_settings: EvalSettings, task, tokenizer):
+    """(draft model, its path) for speculative evaluation, checked against the target's vocabulary and decoding
+    before anything is written; else None."""
+    spec = eval_settings.speculative or {}
+    if spec.get("draft") is None:
+        return None
+    from distill.errors import ConfigError
+    from distill.eval.run import decodings
+    from distill.models.load import check_same_vocabulary
+
+    if decodings(task, eval_settings)[0].strategy == "beam":
+        raise ConfigError("speculative decoding verifies greedy or sampled decoding, not beam search; "
+                          "set eval.strategy=greedy (or sample)")
+    path = resolve_checkpoint(spec["draft"])
+    model, draft_tokenizer = load_model(str(path))
+    check_same_vocabulary(tokenizer, draft_tokenizer, ("target", "draft"))
+    return model, str(path)
+
+
+def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path, loaded=None,
+                  draft=None) -> dict:
     model, tokenizer = loaded or load_model(str(path))
     torch.manual_seed(cfg.seed)
-    metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device))
+    metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device),
+                       *(draft or (None, None)))
     print_table([("model", str(path), metrics)], task.metric)
+    for entry in metrics["by_decoding"]:
+        if entry.get("strategy") == "speculative":
+            log.info("speculative decoding, k=%d: acceptance_rate %.3f, accepted_fraction %.3f, %.2f tokens per "
+                     "target forward, c %.3f, speedup_model %.2f, speedup_measured %.2f, matches_target %.3f",
+                     entry["num_proposals"], entry["acceptance_rate"], entry["accepted_fraction"],
+                     entry["tokens_per_target_forward"], entry["cost_ratio"], entry["speedup_model"],
+                     entry["speedup_measured"], entry["matches_target"])
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics
 

@@ -18,10 +18,11 @@ from distill.eval.generate import generate_texts
 from distill.models.generation import Decoding
 from distill.fields import check_field_types
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
-from distill.errors import DataError
+from distill.errors import ConfigError, DataError
 from distill.metrics import METRIC_KEYS, score
 from distill.models.load import fit_lengths
 from distill.metrics.diversity import self_bleu
+from distill.eval.speculative import speculative_records, summarise_speculative
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,14 @@ class EvalSettings:
     num_beams: int | None
     max_new_tokens: int | None
     progress: bool
+    speculative: dict | None = None
 
     def __post_init__(self) -> None:
         check_field_types(self, "eval")
+        spec = self.speculative or {}
+        if spec.get("draft") is not None and not (isinstance(spec.get("num_proposals"), int)
+                                                  and spec["num_proposals"] >= 1):
+            raise ConfigError(f"eval.speculative.num_proposals must be an integer >= 1, got {spec.get('num_proposals')!r}")
 
 
 def decodings(task: TaskSpec, settings: EvalSettings) -> list[Decoding]:
@@ -88,16 +94,23 @@ def summarise(records: list[dict]) -> dict:
     # another decoding produced (a greedy accuracy next to a sampled Self-BLEU). Each decoding's
     # scores, with its settings, are in ``by_decoding``.
     metrics.update({k: v for k, v in primary.items() if k not in ("name",) and k not in Decoding.__dataclass_fields__})
+    for entry in entries:
+        if entry.get("strategy") == "speculative":
+            entry.update(summarise_speculative([r["speculative"] for r in records], entry["num_proposals"]))
     metrics["by_decoding"] = entries
     return metrics
 
 
 def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: Path, checkpoint: str,
-             device: torch.device) -> dict:
+             device: torch.device, draft=None, draft_path: str | None = None) -> dict:
+    """Generate with every decoding of ``decodings``, and speculatively with ``draft`` when given; write and score."""
     records = load_split(task, settings.split)
     encoder_decoder = bool(model.config.is_encoder_decoder)
     examples = format_examples(task, records, encoder_decoder)
     plan = decodings(task, settings)
+    if draft is not None and plan[0].strategy == "beam":
+        raise ConfigError("speculative decoding verifies greedy or sampled decoding, not beam search; "
+                          "set eval.strategy=greedy (or sample)")
     max_source, _ = fit_lengths(model, task.max_source_length, max(d.max_new_tokens for d in plan))
     items = encode(tokenizer, examples, max_source, task.max_target_length)
     model.to(device)
@@ -109,11 +122,29 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
         for record, outputs in zip(generations, texts):
             record["outputs"][decoding.name] = outputs
             record["decoding"][decoding.name] = asdict(decoding)
+    if draft is not None:
+        _speculative(model, draft.to(device), tokenizer, items, plan[0], settings, draft_path, generations)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out_dir / "generations.jsonl", generations)
     metrics = summarise(generations)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _speculative(target, draft, tokenizer, items, primary: Decoding, settings: EvalSettings, draft_path: str | None,
+                 generations: list[dict]) -> None:
+    """The primary decoding again, speculatively: outputs under ``speculative_k<k>``, per-request stats beside."""
+    k = settings.speculative["num_proposals"]
+    name = f"speculative_k{k}"
+    results = speculative_records(target, draft, tokenizer, items, primary.max_new_tokens, k,
+                                  primary.sampling_temperature, settings.progress, seed=0)
+    info = {"strategy": "speculative", "target_decoding": primary.name, "max_new_tokens": primary.max_new_tokens,
+            "sampling_temperature": primary.sampling_temperature, "num_samples": 1, "num_proposals": k,
+            "draft": draft_path}
+    for record, (text, stats) in zip(generations, results):
+        record["outputs"][name] = [text]
+        record["decoding"][name] = info
+        record["speculative"] = stats
 
 
 GENERATION_FIELDS = ("task", "split", "metric", "checkpoint", "reference", "outputs", "decoding")

@@ -159,15 +159,17 @@ def resolve_checkpoint(path: str | Path) -> Path:
     raise ModelError(f"{path} is not a checkpoint (no config.json in it, in final/ or in student/)")
 
 
-def check_same_vocabulary(teacher_tokenizer, student_tokenizer) -> None:
-    """Token-level KD compares distributions index by index: the vocabularies must be identical."""
+def check_same_vocabulary(teacher_tokenizer, student_tokenizer, roles: tuple[str, str] = ("teacher", "student")) -> None:
+    """Token-level KD (and speculative decoding, roles target/draft) compares distributions index by index:
+    the vocabularies must be identical."""
     t_vocab, s_vocab = teacher_tokenizer.get_vocab(), student_tokenizer.get_vocab()
     if t_vocab == s_vocab:
         return
     differing = sorted(set(t_vocab.items()) ^ set(s_vocab.items()))[:3]
+    big, small = roles
     raise ModelError(
-        f"teacher and student vocabularies differ (teacher {len(t_vocab)} tokens, student {len(s_vocab)}; "
-        f"e.g. {differing}); token-level distillation needs one tokenizer: pick a teacher and student of the same family"
+        f"{big} and {small} vocabularies differ ({big} {len(t_vocab)} tokens, {small} {len(s_vocab)}; "
+        f"e.g. {differing}); they must share one tokenizer: pick a {big} and {small} of the same family"
     )
 
 

@@ -36,7 +36,8 @@ def build_report(sources: list[Path], out: Path, baselines: list[str] | None = N
         baselines = ["sft"] if any(g["method"] == "sft" for g in groups) else []
     pairs = [p for b in baselines for p in paired_differences(groups, swept, b)]
     context = {"sources": [str(s) for s in sources], "runs": runs, "rows": rows, "swept": swept, "pairs": pairs,
-               "groups": groups, "sampled": S.tradeoff_data(rows), "metric": task_metrics(rows),
+               "groups": groups, "sampled": S.tradeoff_data(rows),
+               "stream": S.stream_quarters(S.stream_data(runs, rows, swept)), "metric": task_metrics(rows),
                "missing": missing, "plots": plots,
                "warnings": [w for run in runs for w in run["warnings"]],
                "generated": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
@@ -62,8 +63,9 @@ def make_figures(runs: list[dict], rows: list[dict], swept: list[str]) -> list[d
     tasks = sorted({row["task"] for row in rows}, key=sort_key)
     several = len(tasks) > 1
     metric = task_metrics(rows)
-    return [_curves(runs, rows, swept, several), _tradeoff(rows, metric, several),
-            _efficiency(primary, metric, several), _heatmaps(primary, swept, metric, several)]
+    sections = [_curves(runs, rows, swept, several), _stream(runs, rows, swept, several), _tradeoff(rows, metric, several),
+                _efficiency(primary, metric, several), _heatmaps(primary, swept, metric, several)]
+    return [s for s in sections if s is not None]
 
 
 def _section(title: str, figures: list, reason: str) -> dict:
@@ -76,6 +78,15 @@ def _curves(runs, rows, swept, several) -> dict:
         name = _file(f"curves_{method}", str(task), several)
         figures.append((name, f"{method} training curves on {task}", P.curves_figure(method, task, terms)))
     return _section("Training curves", figures, "no metrics.jsonl record has a loss term")
+
+
+def _stream(runs, rows, swept, several) -> dict | None:
+    """α over the request stream; only in reports with runs that served one (method=osd)."""
+    figures = []
+    for task, data in S.stream_data(runs, rows, swept).items():
+        name = _file("acceptance_stream", str(task), several)
+        figures.append((name, f"acceptance rate over the request stream on {task}", P.stream_figure(task, data)))
+    return _section("Speculative acceptance over the stream", figures, "") if figures else None
 
 
 def _tradeoff(rows, metric, several) -> dict:

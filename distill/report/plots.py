@@ -164,3 +164,24 @@ def save_png(fig: Figure, path: Path) -> None:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110)
     atomic_write_bytes(path, buffer.getvalue())
+
+
+def stream_figure(task: str, data: dict) -> Figure:
+    """Acceptance rate α over the request stream (trailing mean), one line per configuration."""
+    fig = _figure(7.5, 4.6)
+    ax = fig.add_subplot()
+    methods: dict[str, int] = {}
+    for label, line in data.items():
+        method = label.split(":")[0]
+        index = methods[method] = methods.get(method, -1) + 1
+        ax.plot(line["requests"], line["smoothed"], color=_shade(method_colour(method), index, 4),
+                linestyle=LINESTYLES[index % len(LINESTYLES)], label=f"{label} (mean of {line['n']})",
+                marker="o" if len(line["requests"]) < FEW_POINTS else None, markersize=3)
+    ax.set_xlabel("request (position in the stream)")
+    ax.set_ylabel("acceptance rate α (trailing mean)")
+    ax.set_ylim(0, 1)
+    ax.set_title(_fit(f"{task}: speculative acceptance over the request stream", 0.8 * fig.get_figwidth()))
+    ax.grid(alpha=0.3)
+    handles, labels = ax.get_legend_handles_labels()
+    _legend_below(fig, handles, labels, "draft")
+    return fig

@@ -103,6 +103,18 @@ def sampled_section(sampled: dict, metric: dict) -> list[str]:
     return lines + _table(["task", "method", "temperature", metrics, "self_bleu", "n"], body) + [""]
 
 
+def stream_section(stream: list[dict]) -> list[str]:
+    """Mean acceptance rate per quarter of the request stream (OSD), per configuration."""
+    if not stream:
+        return []
+    lines = ["## Speculative acceptance over the stream", "",
+             "Mean acceptance rate α = Σ_v min(p, q) per quarter of the request stream, averaged over runs; "
+             "a distribution shift shows as a drop, an online draft as a recovery.", ""]
+    body = [[s["task"], s["config"], s["requests"], s["runs"],
+             *["" if q is None else f"{q:.3f}" for q in s["quarters"]], f"{s['mean']:.3f}"] for s in stream]
+    return lines + _table(["task", "draft", "requests", "runs", "1st quarter", "2nd", "3rd", "4th", "all"], body) + [""]
+
+
 def missing_section(missing: list[dict], warnings: list[str]) -> list[str]:
     lines = ["## Missing or partial runs", ""]
     if missing:
@@ -136,6 +148,7 @@ def render_markdown(context: dict) -> str:
     body = results_section(context["groups"], context["swept"])
     body += paired_section(context.get("pairs", []), context["swept"])
     body += sampled_section(context["sampled"], context["metric"])
+    body += stream_section(context.get("stream", []))
     body += missing_section(context["missing"], context["warnings"])
     body += plots_section(context["plots"])
     return "\n".join(head + body)

@@ -139,3 +139,54 @@ def _grid(members: list[dict], a: str, b: str) -> dict:
     mean = [[statistics.fmean(cells[(x, y)]) if cells.get((x, y)) else None for x in xs] for y in ys]
     n = [[len(cells.get((x, y), [])) for x in xs] for y in ys]
     return {"x": xs, "y": ys, "mean": mean, "n": n}
+
+
+def stream_data(runs: list[dict], rows: list[dict], swept: list[str]) -> dict:
+    """``task -> config label -> {requests, alpha, smoothed, n}`` from per-request records (OSD and other
+    servers of a request stream: ``request`` and ``acceptance_rate`` in metrics.jsonl), averaged over seeds."""
+    params = [k for k in swept if k != "seed"]
+    meta = {}
+    for row in rows:
+        if row["method"] != TEACHER:
+            meta.setdefault(row["run"], (row["task"], f"{row['method']}: {config_label(row, params)}"))
+    per_request: dict = defaultdict(lambda: defaultdict(lambda: defaultdict(list)))
+    members: dict = defaultdict(set)
+    for run in runs:
+        if run["run"] not in meta:
+            continue
+        task, label = meta[run["run"]]
+        for record in run["metrics"]:
+            if _is_number(record.get("request")) and _is_number(record.get("acceptance_rate")):
+                per_request[task][label][int(record["request"])].append(record["acceptance_rate"])
+                members[(task, label)].add(run["run"])
+    out: dict = {}
+    for task, labels in sorted(per_request.items(), key=lambda item: sort_key(item[0])):
+        for label, by_request in sorted(labels.items()):
+            requests = sorted(by_request)
+            alpha = [statistics.fmean(by_request[r]) for r in requests]
+            out.setdefault(task, {})[label] = {"requests": requests, "alpha": alpha, "smoothed": _smooth(alpha),
+                                               "n": len(members[(task, label)])}
+    return out
+
+
+def _smooth(values: list[float]) -> list[float]:
+    """Trailing mean over about a twentieth of the stream (at least 5 requests)."""
+    window = max(5, len(values) // 20)
+    out, total = [], 0.0
+    for i, value in enumerate(values):
+        total += value - (values[i - window] if i >= window else 0.0)
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def stream_quarters(data: dict) -> list[dict]:
+    """Mean α per quarter of the stream, per task and configuration (before/after a shift at a glance)."""
+    out = []
+    for task, labels in data.items():
+        for label, line in labels.items():
+            alpha, n = line["alpha"], len(line["alpha"])
+            quarters = [statistics.fmean(alpha[q * n // 4:(q + 1) * n // 4]) if (q + 1) * n // 4 > q * n // 4 else None
+                        for q in range(4)]
+            out.append({"task": task, "config": label, "requests": n, "runs": line["n"], "quarters": quarters,
+                        "mean": statistics.fmean(alpha)})
+    return out

@@ -88,8 +88,10 @@ def initial_model(spec: ModelSpec, sources: ModelSources):
 
 def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSettings, tokenizer, role: str) -> str:
     task = {k: v for k, v in asdict(bootstrap_view(sources.task, role)).items() if k not in EVAL_ONLY_TASK_FIELDS}
-    if task.get("labeled_fraction") == 1.0:  # the default leaves the keys of earlier caches unchanged
+    if task.get("labeled_fraction") == 1.0:  # defaults leave the keys of earlier caches unchanged
         task.pop("labeled_fraction")
+    if task.get("generator") and task["generator"].get("shift", 0) is None:
+        task["generator"] = {k: v for k, v in task["generator"].items() if k != "shift"}
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items()
                 if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume",

@@ -32,6 +32,7 @@ from distill.train.faults import kill_point
 log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
+METHOD_STATE = "__method__"  # key of a method's own state in extra.pt
 
 
 def rng_state() -> dict:
@@ -55,7 +56,7 @@ def max_abs_weight(modules) -> float:
 
 def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, scheduler,
                     extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None,
-                    protect: str | None = None) -> Path:
+                    protect: str | None = None, method_state: dict | None = None) -> Path:
     """Write ``step-N`` atomically with its manifest (``info`` is recorded in it), then prune to ``keep``
     (never ``protect``: the checkpoint the current branch started from, for another try from it)."""
     final = directory / f"step-{step:08d}"
@@ -63,7 +64,10 @@ def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, s
         student.save_pretrained(tmp / "student")
         tokenizer.save_pretrained(tmp / "student")
         kill_point("kill-save", step)
-        torch.save({name: m.state_dict() for name, m in extra_modules.items()}, tmp / "extra.pt")
+        extra = {name: m.state_dict() for name, m in extra_modules.items()}
+        if method_state is not None:  # what a method keeps between steps (OSD's replay buffer)
+            extra[METHOD_STATE] = method_state
+        torch.save(extra, tmp / "extra.pt")
         torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "rng": rng_state()}, tmp / "state.pt")
         write_manifest(tmp, {"step": step, **(info or {})})
@@ -94,8 +98,10 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_training_state(path: Path, student, optimizer, scheduler, extra_modules: dict[str, torch.nn.Module]) -> int:
-    """Restore everything saved at ``path`` into live objects; returns the step to continue from."""
+def load_training_state(path: Path, student, optimizer, scheduler,
+                        extra_modules: dict[str, torch.nn.Module]) -> tuple[int, dict | None]:
+    """Restore everything saved at ``path`` into live objects; returns (the step to continue from, the
+    method's own state or None)."""
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "student" / "model.safetensors"))
@@ -116,7 +122,7 @@ def load_training_state(path: Path, student, optimizer, scheduler, extra_modules
         raise ModelError(f"checkpoint {path}: its optimizer state does not fit this run ({exc})") from None
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
-    return int(state["step"])
+    return int(state["step"]), extra.get(METHOD_STATE)
 
 
 def _tied_keys(model) -> set[str]:

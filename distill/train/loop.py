@@ -155,6 +155,7 @@ class Trainer:
         self.start_step, self.branch_from = self._maybe_resume(plan)
         self._bad_step = torch.tensor(-1, device=ctx.device)  # first non-finite step (1-based), -1 = none
         self._last_loss = None  # the latest step's loss tensor, recorded in checkpoint manifests
+        self._records: list[dict] = []
         self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
 
     def _maybe_resume(self, plan: resume.ResumePlan) -> tuple[int, str | None]:
@@ -162,7 +163,10 @@ class Trainer:
         if source is None:
             torch.manual_seed(self.seed)
             return 0, branch
-        step = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler, self.ctx.extra_modules)
+        step, method_state = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler,
+                                                      self.ctx.extra_modules)
+        if method_state is not None and hasattr(self.method, "load_state_dict"):
+            self.method.load_state_dict(method_state)  # OSD's replay buffer
         self._apply_settings(step)
         self.previous_seconds = float((read_manifest(source) or {}).get("train_seconds", 0.0))
         log.info("resuming from %s (step %d)", source, step)
@@ -180,18 +184,29 @@ class Trainer:
     def _autocast(self):
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
+    def _window_sizes(self) -> tuple[int, int]:
+        """(examples per optimizer step, per micro-batch); a method may fix them (OSD: its update interval)."""
+        fixed = getattr(self.method, "examples_per_step", None)
+        if fixed:
+            return fixed, fixed
+        return self.s.micro_batch_size * self.s.grad_accum_steps, self.s.micro_batch_size
+
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
-        window = self.s.micro_batch_size * self.s.grad_accum_steps
-        indices = step_indices(step, window, len(self.train_data), self.seed)
+        window, micro_size = self._window_sizes()
+        order = getattr(self.method, "data_order", "shuffled")
+        start = getattr(self.method, "stream_start", 0)
+        indices = step_indices(step, window, len(self.train_data), self.seed, order, start)
         self.ctx.student.train()
         self.ctx.step = step
         micro = []
-        for start in range(0, window, self.s.micro_batch_size):
-            items = [self.train_data[i] for i in indices[start : start + self.s.micro_batch_size]]
+        for start in range(0, window, micro_size):
+            items = [self.train_data[i] for i in indices[start : start + micro_size]]
             self.ctx.positions = [step * window + start + slot for slot in range(len(items))]
             with torch.no_grad(), self._autocast():
                 micro.append(self.method.trajectories(items, self.ctx))
+        # Per-example records a method reports (OSD: per-request acceptance), logged as they are.
+        self._records = [record for batch in micro for record in batch.pop("log_records", [])]
         counts = _window_totals(micro)
         totals: dict[str, torch.Tensor] = {}
         for batch in micro:
@@ -264,6 +279,8 @@ class Trainer:
                     time.sleep(1.0)
                 self._note_finite(step, totals)
                 self._optimizer_step(step)
+                for record in self._records:
+                    self.logger.log({"step": step + 1, **record})
                 saved = self._after_step(step + 1, totals)
                 kill_point("kill", step + 1)
                 if fault("term", step + 1):
@@ -329,5 +346,7 @@ class Trainer:
         info = {"max_abs_weight": peak, "loss": loss, "branch_from": self.branch_from,
                 "train_seconds": self.train_seconds()}
         origin = self.branch_from.split("@")[0] if self.branch_from else None
+        method_state = self.method.state_dict() if hasattr(self.method, "state_dict") else None
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
-                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin)
+                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin,
+                                    method_state)

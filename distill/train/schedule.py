@@ -31,13 +31,18 @@ def make_scheduler(optimizer, warmup_steps: int, max_steps: int, schedule: str, 
     )
 
 
-def step_indices(step: int, batch_size: int, num_examples: int, seed: int) -> list[int]:
+def step_indices(step: int, batch_size: int, num_examples: int, seed: int, order: str = "shuffled",
+                 start: int = 0) -> list[int]:
     """Example indices of optimizer step ``step``: a pure function of (step, seed).
 
     The data is an endless chain of seeded epoch permutations; step s takes
     positions [s·B, (s+1)·B). Resuming at step s therefore sees exactly the
     batches an uninterrupted run would, with no sampler state to save.
+    ``order="stream"`` takes the examples in their own order (OSD's request
+    stream) from index ``start`` on, wrapping around.
     """
+    if order == "stream":
+        return [(start + p) % num_examples for p in range(step * batch_size, (step + 1) * batch_size)]
     indices = []
     for position in range(step * batch_size, (step + 1) * batch_size):
         epoch, offset = divmod(position, num_examples)

@@ -97,3 +97,55 @@ def test_paths_named_like_sweep_runs_need_no_quoting(tmp_path, cache_dir):
     assert _eval(run, "task.generator.sizes.train=300", "task.generator.sizes.test=4",
                  "task.generator.sizes.validation=4", "eval.max_new_tokens=4") == 0
     assert json.loads(next((run / "eval" / "arith-test").glob("*/metrics.json")).read_text())["num_examples"] == 4
+
+
+@pytest.fixture(scope="module")
+def draft_run(tmp_path_factory, cache_dir):
+    """A second, smaller model on the same tokenizer: the draft."""
+    run = tmp_path_factory.mktemp("draft") / "run"
+    assert cli(*train_args(run, cache_dir, "trainer.max_steps=2", "student.config.n_embd=32")) == 0
+    return run
+
+
+def test_speculative_eval_writes_its_measures_beside_an_identical_task_metric(trained_run, draft_run, capsys):
+    """SPEC §10: eval with a draft; greedy speculative outputs equal the target's own, so the metric does too."""
+    arith = ["task.generator.sizes.train=300", "task.generator.sizes.test=6", "task.generator.sizes.validation=4",
+             "eval.max_new_tokens=16"]
+    assert _eval(trained_run, *arith, f"eval.speculative.draft={draft_run}", "eval.speculative.num_proposals=3",
+                 "eval.split=validation") == 0
+    out = next((trained_run / "eval" / "arith-validation").glob("*speculative*/metrics.json"))
+    metrics = json.loads(out.read_text())
+    greedy, spec = metrics["by_decoding"][0], metrics["by_decoding"][-1]
+    assert spec["name"] == "speculative_k3" and spec["strategy"] == "speculative"
+    assert spec["accuracy"] == greedy["accuracy"] and spec["matches_target"] == 1.0
+    for key in ("acceptance_rate", "accepted_fraction", "tokens_per_target_forward", "cost_ratio", "speedup_model",
+                "speedup_measured"):
+        assert spec[key] == spec[key] and spec[key] >= 0, key  # present, not NaN
+    assert 1.0 <= spec["tokens_per_target_forward"] <= 4.0
+    assert "speculative decoding, k=3: acceptance_rate" in capsys.readouterr().out
+    # rescoring reproduces every measure from generations.jsonl alone
+    assert cli("rescore", str(out.with_name("generations.jsonl"))) == 0
+    assert json.loads(out.read_text())["by_decoding"][-1] == spec
+
+
+@pytest.mark.parametrize("override, needle", [("eval.speculative.num_proposals=0", "num_proposals"),
+                                              ("eval.strategy=beam", "not beam search")])
+def test_speculative_eval_bad_input_is_one_line(trained_run, draft_run, capsys, override, needle):
+    capsys.readouterr()
+    assert _eval(trained_run, f"eval.speculative.draft={draft_run}", override) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and needle in errors[0]
+
+
+def test_a_draft_with_another_vocabulary_is_one_line(trained_run, tmp_path, shared_dir, capsys):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    draft = tmp_path / "gpt2-vocab-draft"
+    tokenizer = AutoTokenizer.from_pretrained(shared_dir / "models" / "gpt2-tokenizer")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=64, n_embd=8, n_layer=1, n_head=2)).save_pretrained(draft)
+    tokenizer.save_pretrained(draft)
+    capsys.readouterr()
+    assert _eval(trained_run, f"eval.speculative.draft={draft}", f"hydra.run.dir={tmp_path / 'out'}") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "target and draft vocabularies differ" in errors[0]
+    assert not (tmp_path / "out").exists()

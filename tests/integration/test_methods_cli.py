@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+
+import torch
 from pathlib import Path
 
 import pytest
@@ -70,3 +72,37 @@ def test_seqkd_and_gkd_rl_with_k_sampled_teacher_outputs_per_prompt(tmp_path, ca
     assert "600 train / 8 validation examples" in capsys.readouterr().out  # 300 prompts × 2 samples
     assert cli(*common, f"hydra.run.dir={tmp_path / 'gkd'}", "method=gkd", "method.seq_kd=true", "method.lmbda=0.5",
                "method.alpha=0.5") == 0
+
+
+def test_osd_serves_the_stream_logs_alpha_per_request_and_resumes_mid_stream(tmp_path, cache_dir):
+    """SPEC §10: per-request α in metrics.jsonl; a kill mid-stream resumes to the same draft (replay included)."""
+    from safetensors.torch import load_file
+
+    from .conftest import cli_subprocess
+
+    args = lambda run: ["train", *TINY_ARITH, *TINY, "task.max_target_length=16", f"cache_dir={cache_dir}",  # noqa: E731
+                        f"hydra.run.dir={run}", "method=osd", "method.update_interval=3", "method.replay_size=2",
+                        "trainer.max_steps=4", "trainer.save_every=2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert cli(*args(straight)) == 0
+    records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    requests = [r for r in records if "request" in r]
+    assert [r["request"] for r in requests] == list(range(12))  # the stream in order, 3 requests per update
+    assert all(0.0 <= r["acceptance_rate"] <= 1.0 for r in requests if r["acceptance_rate"] is not None)
+    assert cli_subprocess(*args(killed), env={"DISTILL_FAULT_INJECT": "kill@3"}).returncode == -9
+    assert cli(*args(killed)) == 0
+    a, b = load_file(str(straight / "final" / "model.safetensors")), load_file(str(killed / "final" / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_osd_with_a_draft_of_another_vocabulary_is_one_line(tmp_path, cache_dir, shared_dir, capsys):
+    from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel
+
+    target = tmp_path / "gpt2-vocab-target"
+    tokenizer = AutoTokenizer.from_pretrained(shared_dir / "models" / "gpt2-tokenizer")
+    GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_positions=256, n_embd=8, n_layer=1, n_head=2)).save_pretrained(target)
+    tokenizer.save_pretrained(target)
+    assert cli("train", *TINY_ARITH, *TINY, f"cache_dir={cache_dir}", f"hydra.run.dir={tmp_path / 'run'}", "method=osd",
+               f"teacher.pretrained={target}", "teacher.config=null", "teacher.bootstrap.enabled=false") == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(errors) == 1 and "vocabularies differ" in errors[0]

@@ -344,3 +344,42 @@ def test_an_example_twice_in_one_window_gets_two_independent_samples(make_ctx, i
     trainer.train_step(0)
     keys = torch.cat(seen)
     assert keys.size(0) == 6 and len({tuple(k.tolist()) for k in keys}) == 6
+
+
+def osd(**kw):
+    from distill.methods.osd import OSD
+
+    args = dict(divergence=DIVERGENCE, num_proposals=3, update_interval=4, positions="mismatch",
+                sampling_temperature=None, max_new_tokens=8, replay_size=0, update=True)
+    return OSD(**{**args, **kw})
+
+
+@pytest.mark.parametrize("positions", ["mismatch", "all"])
+def test_osd_trains_on_the_kept_positions_with_the_verification_logits(make_ctx, items, positions):
+    """The update batch: served outputs, mask on the kept positions, the target's logits there (no second pass)."""
+    ctx = make_ctx()
+    method = osd(positions=positions)
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    records = batch.pop("log_records")
+    assert [r["request"] for r in records] == [i.index for i in items]
+    assert all(0.0 <= r["acceptance_rate"] <= 1.0 for r in records if r["acceptance_rate"] is not None)
+    with torch.no_grad():
+        full = token_view(ctx.teacher, batch)  # the target's own forward over the served sequences
+    view_mask = token_view(ctx.student, batch).mask.bool()
+    assert view_mask.any()
+    assert torch.allclose(batch["teacher_logits"][view_mask], full.logits[view_mask], atol=1e-4)
+    if positions == "all":
+        assert int(view_mask.sum()) == sum(r["tokens"] for r in records)
+    else:  # one kept position per verification round: its correction or bonus token
+        assert int(view_mask.sum()) == sum(r["target_forwards"] for r in records)
+    out = method.loss_terms(batch, ctx)
+    assert out.terms["kd"].per_token.shape == view_mask.shape
+
+
+def test_osd_bad_settings_are_refused():
+    from distill.errors import ConfigError
+
+    for bad in ({"num_proposals": 0}, {"update_interval": 0}, {"positions": "some"}, {"replay_size": -1}):
+        with pytest.raises(ConfigError):
+            osd(**bad)

@@ -154,3 +154,30 @@ def test_titles_of_tradeoff_and_heatmap_figures_fit_the_canvas():
     efficiency = P.efficiency_figure("arith", "accuracy", {"sft": [
         {"fraction": f, "mean": 40.0 + f, "std": 1.0, "n": 3} for f in (0.01, 0.05, 1.0)]})
     assert _drawn_inside(efficiency) == []
+
+
+def test_acceptance_over_the_stream_is_averaged_smoothed_and_drawn(tmp_path):
+    """OSD runs log per-request α: the report draws α against requests, one line per draft configuration."""
+    import json
+
+    from .conftest import write_run
+
+    for seed in (0, 1):
+        run = tmp_path / f"osd-{seed}"
+        write_run(run, "gkd", seed)
+        records = [{"step": r // 4 + 1, "request": r, "acceptance_rate": 0.2 + 0.6 * (r >= 20) + 0.01 * seed}
+                   for r in range(40)]
+        with (run / "metrics.jsonl").open("a") as handle:
+            handle.write("".join(json.dumps(r) + "\n" for r in records))
+    runs = collect([tmp_path])
+    rows, swept = build_rows(runs)
+    data = S.stream_data(runs, rows, swept)
+    (line,) = data["arith"].values()
+    assert line["n"] == 2 and line["requests"] == list(range(40))
+    assert line["alpha"][0] == pytest.approx(0.205) and line["alpha"][39] == pytest.approx(0.805)
+    quarters = S.stream_quarters(data)[0]["quarters"]
+    assert quarters[0] == pytest.approx(0.205) and quarters[3] == pytest.approx(0.805)
+    fig = P.stream_figure("arith", data["arith"])
+    assert len(_visible_lines(fig.axes[0])) == 1 and _drawn_inside(fig) == []
+    section = {s["title"]: s for s in make_figures(runs, rows, swept)}
+    assert "Speculative acceptance over the stream" in section

@@ -1,0 +1,118 @@
+"""Online speculative decoding (Liu et al., 2023; SPEC §10): distil the draft while it serves.
+
+The training split, in order, is a stream of requests (``data_order="stream"``;
+``task.generator.shift`` switches distributions mid-stream). Each request is
+decoded speculatively with the current draft (the student) against the target
+(the teacher). The verification pass already holds the target's distribution
+at every new token's position; the positions where a proposal was rejected,
+with the target's correction or bonus token (``positions: mismatch``), or all
+generated positions (``positions: all``) are kept. Every ``update_interval``
+requests the draft takes one optimizer step with the divergence group's
+D(p, q) on the kept positions (optionally with the last ``replay_size``
+requests again). The target runs only inside verification, never for the
+update. Logged per request: acceptance_rate α = mean Σ_v min(p, q) over its
+proposal positions, accepted_fraction and tokens_per_target_forward.
+``update: false`` serves and logs without learning (the draft before OSD, or
+a draft distilled offline).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import replace
+
+import torch
+
+from distill.errors import ConfigError
+from distill.losses.divergences import Divergence
+from distill.losses.kd import divergence_term
+from distill.losses.terms import LossTerms
+from distill.models.forward import token_view
+from distill.models.keyed_random import _hash_ints
+from distill.models.speculative import speculative_generate
+
+
+class OSD:
+    needs_teacher = True
+    prompts_only = True  # requests are prompts: the target decides every output token
+    data_order = "stream"  # the requests in their own order, not shuffled
+
+    def __init__(self, divergence: dict, num_proposals: int, update_interval: int, positions: str,
+                 sampling_temperature: float | None, max_new_tokens: int, replay_size: int, update: bool,
+                 stream_start: int = 0):
+        if num_proposals < 1:
+            raise ConfigError(f"method.num_proposals must be >= 1, got {num_proposals}")
+        if update_interval < 1:
+            raise ConfigError(f"method.update_interval must be >= 1, got {update_interval}")
+        if positions not in ("mismatch", "all"):
+            raise ConfigError(f"method.positions must be mismatch or all, got {positions!r}")
+        if replay_size < 0:
+            raise ConfigError(f"method.replay_size must be >= 0, got {replay_size}")
+        if stream_start < 0:
+            raise ConfigError(f"method.stream_start must be >= 0, got {stream_start}")
+        if sampling_temperature is not None and sampling_temperature <= 0:
+            raise ConfigError(f"method.sampling_temperature must be > 0 or null (greedy), got {sampling_temperature}")
+        self.divergence, self.num_proposals, self.positions = Divergence(**divergence), num_proposals, positions
+        self.examples_per_step = update_interval  # the loop takes this many requests per optimizer step
+        self.stream_start = stream_start  # the stream begins at this train example (then wraps around)
+        self.sampling_temperature, self.max_new_tokens, self.update = sampling_temperature, max_new_tokens, update
+        self._replay: deque = deque(maxlen=replay_size)
+
+    def trajectories(self, items, ctx):
+        draft, target = ctx.student, ctx.teacher
+        was_training = draft.training
+        draft.eval()  # serving: no dropout
+        served, records = [], []
+        positions = ctx.positions if ctx.positions is not None else [item.index for item in items]
+        for item, position in zip(items, positions):
+            generator = torch.Generator().manual_seed(_hash_ints("osd", ctx.seed, position) % (1 << 62))
+            result = speculative_generate(target, draft, item.prompt_ids, self.max_new_tokens, self.num_proposals,
+                                          ctx.tokenizer.eos_token_id, self.sampling_temperature, generator,
+                                          record=self.positions)
+            served.append((replace(item, target_ids=result.tokens), result.records))
+            records.append(_request_record(position, result))
+        draft.train(was_training)
+        batch = self._batch(list(self._replay) + served, ctx)
+        self._replay.extend(served)
+        batch["log_records"] = records
+        return batch
+
+    def _batch(self, entries, ctx) -> dict[str, torch.Tensor]:
+        """Prompt + served output; the loss mask and the target's logits only at the kept positions."""
+        batch = ctx.collate([item for item, _ in entries])
+        mask = torch.zeros_like(batch["loss_mask"])
+        vocab = max(row.size(-1) for _, kept in entries for _, row in kept)
+        width = mask.size(1) - (0 if ctx.encoder_decoder else 1)  # the target-aligned view's length
+        teacher = torch.zeros(len(entries), width, vocab, device=ctx.device)
+        for i, (item, kept) in enumerate(entries):
+            offset = 0 if ctx.encoder_decoder else len(item.prompt_ids)  # output position j sits at column offset + j
+            for j, row in kept:
+                mask[i, offset + j] = 1
+                teacher[i, offset + j - (0 if ctx.encoder_decoder else 1), : row.size(-1)] = row
+        batch["loss_mask"], batch["teacher_logits"] = mask, teacher
+        return batch
+
+    def loss_terms(self, batch, ctx) -> LossTerms:
+        view = token_view(ctx.student, batch)
+        term = divergence_term(self.divergence, view, batch["teacher_logits"], weight=1.0 if self.update else 0.0)
+        return LossTerms({"kd": term})
+
+    def state_dict(self) -> dict:
+        """The replay buffer: part of the stream's state, so a resumed run continues exactly."""
+        return {"replay": [(item.prompt_ids, item.target_ids, item.index, [(j, row.cpu()) for j, row in kept])
+                           for item, kept in self._replay]}
+
+    def load_state_dict(self, state: dict) -> None:
+        from distill.data.collate import Encoded
+
+        self._replay.clear()
+        for prompt, target, index, kept in state["replay"]:
+            self._replay.append((Encoded(prompt, target, index), kept))
+
+
+def _request_record(position: int, result) -> dict:
+    overlaps = result.overlaps
+    return {"request": position, "acceptance_rate": sum(overlaps) / len(overlaps) if overlaps else None,
+            "accepted_fraction": result.accepted / result.proposed if result.proposed else None,
+            "tokens_per_target_forward": len(result.tokens) / max(result.target_forwards, 1),
+            "tokens": len(result.tokens), "target_forwards": result.target_forwards}

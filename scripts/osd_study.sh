@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# Online speculative decoding at tiny scale (issue 11; results in docs/results/osd/).
+#
+#   bash scripts/osd_study.sh [OUT_DIR]      # default outputs/osd_study; from a cold cache on 2 CPU cores
+#
+# The arith train split, laid out as a deployment: problems 0–8 999 are distribution A (the draft's SFT data:
+# task.labeled_fraction=0.45), 9 000–9 999 more A the draft never saw, 10 000 on distribution B
+# (task.generator.shift: multiplications only, factors up to 9, larger numbers). The target is the default
+# 4×128 tiny teacher bootstrapped on the whole split (A and B); the draft the 2×64 tiny student after 1 000 SFT
+# steps on A. The stream: 2 000 requests from problem 9 000 on (1 000 unseen A, then 1 000 B), served greedily
+# with k = 4 proposals. Compared on that stream, α per request:
+#   before    the SFT draft, serving without learning (method.update=false);
+#   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
+#             (250 optimizer steps of 8), then serving without learning;
+#   osd       the SFT draft distilled online: an update every 8 requests on the mismatched positions.
+# Greedy serving, stream order and updates have no randomness: one run per variant.
+# Then `distill eval` with each final draft against the target on the test split (A): acceptance rate,
+# speedup_model (cost ratio c measured) and speedup_measured on this CPU; and `distill report` over the stream.
+# Environment (the CI test shrinks these): STEPS, EVAL, SHIFT_AT, STREAM_START, BOOTSTRAP_STEPS, OFFLINE, EXTRA (overrides
+# for training runs), EVAL_EXTRA (overrides for `distill eval`), DISTILL and PYTHON (the commands).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${1:-outputs/osd_study}
+DISTILL=${DISTILL:-.venv/bin/distill}
+STEPS=${STEPS:-250}
+EVAL=${EVAL:-200}
+SHIFT_AT=${SHIFT_AT:-10000}           # the first train problem from distribution B
+STREAM_START=${STREAM_START:-9000}    # the stream's first request
+BOOTSTRAP_STEPS=${BOOTSTRAP_STEPS:-1000}
+OFFLINE=${OFFLINE:-supervised_kd gkd}  # the offline distillation methods compared
+read -r -a EXTRA_ARGS <<< "${EXTRA:-}"            # overrides for training runs (the CI test shrinks models)
+read -r -a EVAL_EXTRA_ARGS <<< "${EVAL_EXTRA:-}"  # overrides for `distill eval` (eval.* and task.* keys only)
+export HF_HUB_OFFLINE=1 WANDB_MODE=offline
+SHIFT=("task.generator.shift={at:$SHIFT_AT,operations:[mul],max_factor:9}" task.labeled_fraction=0.45)
+DRAFT=(student.bootstrap.enabled=true +student.bootstrap.trainer.max_steps=$BOOTSTRAP_STEPS)
+COMMON=("${SHIFT[@]}" trainer.progress=false eval.progress=false trainer.lr=1e-3 trainer.warmup_steps=20
+        trainer.log_every=10 trainer.save_every=1000 ${EXTRA_ARGS[@]+"${EXTRA_ARGS[@]}"})
+SERVE=(method=osd method.stream_start=$STREAM_START method.update_interval=8 trainer.max_steps="$STEPS")
+start=$(date +%s)
+stamp() { echo "[osd_study] $1 after $(( $(date +%s) - start )) s"; }
+
+# The draft before OSD (bootstraps teacher and draft on the first run), then OSD itself.
+$DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" method.update=false hydra.run.dir="$OUT/stream/before"
+stamp "the SFT draft served the stream"
+$DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" hydra.run.dir="$OUT/stream/osd"
+stamp "OSD served and learned from the stream"
+
+# Offline drafts: the same budget on A only (task.train_fraction=0.45: the first 9 000 problems), then served.
+for method in $OFFLINE; do
+  extra=(); [ "$method" = gkd ] && extra=(method.lmbda=1)
+  $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" method=$method "${extra[@]}" task.train_fraction=0.45 \
+    trainer.micro_batch_size=8 trainer.max_steps="$STEPS" hydra.run.dir="$OUT/offline/$method"
+  $DISTILL train "${COMMON[@]}" "${SERVE[@]}" method.update=false student.pretrained="$OUT/offline/$method/final" \
+    student.config=null student.bootstrap.enabled=false hydra.run.dir="$OUT/stream/offline_$method"
+done
+stamp "offline drafts distilled and served"
+
+# Speedup on this CPU: each draft against the target on the test split.
+PY=${PYTHON:-.venv/bin/python}
+teacher=$($PY -c "import json; print(json.load(open('$OUT/stream/before/summary.json'))['teacher_id'])")
+[ -d "$OUT/target" ] || cp -r "$teacher" "$OUT/target"  # the target this study bootstrapped, beside its results
+for draft in before osd $(printf "offline_%s " $OFFLINE); do
+  $DISTILL eval ckpt="$OUT/target" "eval.speculative.draft=$OUT/stream/$draft/final" eval.speculative.num_proposals=4 \
+    task.max_eval_examples="$EVAL" "${SHIFT[@]}" eval.progress=false hydra.run.dir="$OUT/speedup/$draft" \
+    ${EVAL_EXTRA_ARGS[@]+"${EVAL_EXTRA_ARGS[@]}"}
+done
+stamp "speedups measured"
+
+$DISTILL report "$OUT/stream" --out "$OUT/report"
+stamp "report written to $OUT/report"
+echo "[osd_study] wall time $(( $(date +%s) - start )) s"
