@@ -4,14 +4,14 @@
 #   bash scripts/osd_study.sh [OUT_DIR]      # default outputs/osd_study; from a cold cache on 2 CPU cores
 #
 # The arith train split, laid out as a deployment: problems 0–8 999 are distribution A (the draft's SFT data:
-# task.labeled_fraction=0.45), 9 000–9 999 more A the draft never saw, 10 000 on distribution B
+# task.labeled_fraction=0.45), 9 000–9 599 more A the draft never saw, 9 600 on distribution B
 # (task.generator.shift: multiplications only, factors up to 9, larger numbers). The target is the default
 # 4×128 tiny teacher bootstrapped on the whole split (A and B); the draft the 2×64 tiny student after 1 000 SFT
-# steps on A. The stream: 2 000 requests from problem 9 000 on (1 000 unseen A, then 1 000 B), served greedily
+# steps on A. The stream: 1 200 requests from problem 9 000 on (600 unseen A, then 600 B), served greedily
 # with k = 4 proposals. Compared on that stream, α per request:
 #   before    the SFT draft, serving without learning (method.update=false);
 #   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
-#             (250 optimizer steps of 8), then serving without learning;
+#             (150 optimizer steps of 8), then serving without learning;
 #   osd       the SFT draft distilled online: an update every 8 requests on the mismatched positions.
 # Greedy serving, stream order and updates have no randomness: one run per variant.
 # Then `distill eval` with each final draft against the target on the test split (A): acceptance rate,
@@ -22,15 +22,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${1:-outputs/osd_study}
 DISTILL=${DISTILL:-.venv/bin/distill}
-STEPS=${STEPS:-250}
-EVAL=${EVAL:-200}
-SHIFT_AT=${SHIFT_AT:-10000}           # the first train problem from distribution B
+STEPS=${STEPS:-150}
+EVAL=${EVAL:-100}
+SHIFT_AT=${SHIFT_AT:-9600}            # the first train problem from distribution B
 STREAM_START=${STREAM_START:-9000}    # the stream's first request
 BOOTSTRAP_STEPS=${BOOTSTRAP_STEPS:-1000}
 OFFLINE=${OFFLINE:-supervised_kd gkd}  # the offline distillation methods compared
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"            # overrides for training runs (the CI test shrinks models)
 read -r -a EVAL_EXTRA_ARGS <<< "${EVAL_EXTRA:-}"  # overrides for `distill eval` (eval.* and task.* keys only)
-export HF_HUB_OFFLINE=1 WANDB_MODE=offline
+export HF_HUB_OFFLINE=1 WANDB_MODE=offline OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny models: one thread is fastest
 SHIFT=("task.generator.shift={at:$SHIFT_AT,operations:[mul],max_factor:9}" task.labeled_fraction=0.45)
 DRAFT=(student.bootstrap.enabled=true +student.bootstrap.trainer.max_steps=$BOOTSTRAP_STEPS)
 COMMON=("${SHIFT[@]}" trainer.progress=false eval.progress=false trainer.lr=1e-3 trainer.warmup_steps=20

@@ -9,10 +9,10 @@
 # greedy accuracy on the first 300 test problems. Phases:
 #   1. every method × SEEDS from that start: sft, supervised_kd (200 labels), seqkd, gkd (λ = 1), minillm
 #      (ptx_weight = 0: sampling only, so it uses every prompt too), xkd (revision 2 defaults, on gkd λ = 1);
-#   2. X-KD ablations × ABLATION_SEEDS: base seqkd; q_form shaped and logits (revision 1's Q-values, also
-#      without the σ floor); α ∈ {0.5, 1.0};
+#   2. X-KD ablations × ABLATION_SEEDS: base seqkd; q_form shaped; revision 1 (q_form logits, revision 1's
+#      Q-values, with a σ floor equivalent to revision 1's clamp); α ∈ {0.5, 1.0};
 #   3. the performance–diversity trade-off: each method's seed-0 run sampled 4 times per prompt at
-#      T ∈ {0.5, 1, 1.5} (accuracy and Self-BLEU);
+#      T ∈ {0.5, 1, 1.5} (accuracy and Self-BLEU), JOBS evaluations at a time;
 #   4. data efficiency: gkd and xkd at other labelled fractions (FRACTIONS) × ABLATION_SEEDS;
 #   5. `distill report` with paired per-seed differences against sft, gkd and seqkd.
 # Environment (the CI test shrinks these): SEEDS, ABLATION_SEEDS, FRACTIONS (comma lists), STEPS, EVAL,
@@ -24,7 +24,7 @@ OUT=${1:-outputs/xkd_study}
 DISTILL=${DISTILL:-.venv/bin/distill}
 SEEDS=${SEEDS:-0,1,2,3,4}
 ABLATION_SEEDS=${ABLATION_SEEDS:-0,1,2}
-FRACTIONS=${FRACTIONS:-0.005,0.02}
+FRACTIONS=${FRACTIONS:-0.05}
 EVAL=${EVAL:-300}
 JOBS=${JOBS:-2}
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"
@@ -55,26 +55,29 @@ stamp "methods × seeds trained and evaluated"
 
 # 2. X-KD ablations.
 sweep ablation_base method=xkd method.base=seqkd seed="$ABLATION_SEEDS"
-sweep ablation_q_form method=xkd method.lmbda=1 method.q_form=shaped,logits seed="$ABLATION_SEEDS"
+sweep ablation_q_form method=xkd method.lmbda=1 method.q_form=shaped seed="$ABLATION_SEEDS"
 sweep ablation_revision1 method=xkd method.lmbda=1 method.q_form=logits method.min_reward_std=0.0067 \
   seed="$ABLATION_SEEDS"
 sweep ablation_alpha method=xkd method.lmbda=1 method.alpha=0.5,1.0 seed="$ABLATION_SEEDS"
 stamp "X-KD ablations done"
 
 # 3. Trade-off: each method's seed-0 run, sampled.
+running=0
 for config in $(grep -l -x "seed: 0" $(find "$OUT"/methods* -name run_config.yaml) | sort); do  # long run-dir names are hashed
   $DISTILL eval ckpt="$(dirname "$config")" eval.num_samples=4 "eval.sampling_temperatures=[0.5,1.0,1.5]" \
-    task.max_eval_examples="$EVAL" eval.progress=false
+    task.max_eval_examples="$EVAL" eval.progress=false &
+  running=$((running + 1))
+  if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
 done
+while [ "$running" -gt 0 ]; do wait -n; running=$((running - 1)); done
 stamp "temperature sweep done"
 
 # 4. Data efficiency over the labelled fraction (0.01 comes from phase 1).
-sweep efficiency_gkd method=gkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
-sweep efficiency_xkd method=xkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
+sweep efficiency method=gkd,xkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
 stamp "data-efficiency sweep done"
 
 # 5. The report: means, standard errors and paired differences against sft, gkd and seqkd.
-$DISTILL report "$OUT"/start "$OUT"/methods* "$OUT"/ablation_* "$OUT"/efficiency_* --out "$OUT/report" \
+$DISTILL report "$OUT"/start "$OUT"/methods* "$OUT"/ablation_* "$OUT"/efficiency* --out "$OUT/report" \
   --baseline sft --baseline gkd --baseline seqkd
 stamp "report written to $OUT/report"
 echo "[xkd_study] wall time $(( $(date +%s) - start )) s"

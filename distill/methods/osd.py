@@ -11,7 +11,8 @@ requests the draft takes one optimizer step with the divergence group's
 D(p, q) on the kept positions (optionally with the last ``replay_size``
 requests again). The target runs only inside verification, never for the
 update. Logged per request: acceptance_rate α = mean Σ_v min(p, q) over its
-proposal positions, accepted_fraction and tokens_per_target_forward.
+proposal positions, accepted_fraction and tokens_per_target_forward, and the
+moving average of α over the last ``moving_average_window`` requests.
 ``update: false`` serves and logs without learning (the draft before OSD, or
 a draft distilled offline).
 """
@@ -39,7 +40,7 @@ class OSD:
 
     def __init__(self, divergence: dict, num_proposals: int, update_interval: int, positions: str,
                  sampling_temperature: float | None, max_new_tokens: int, replay_size: int, update: bool,
-                 stream_start: int = 0):
+                 stream_start: int = 0, moving_average_window: int = 100):
         if num_proposals < 1:
             raise ConfigError(f"method.num_proposals must be >= 1, got {num_proposals}")
         if update_interval < 1:
@@ -48,6 +49,8 @@ class OSD:
             raise ConfigError(f"method.positions must be mismatch or all, got {positions!r}")
         if replay_size < 0:
             raise ConfigError(f"method.replay_size must be >= 0, got {replay_size}")
+        if moving_average_window < 1:
+            raise ConfigError(f"method.moving_average_window must be >= 1, got {moving_average_window}")
         if stream_start < 0:
             raise ConfigError(f"method.stream_start must be >= 0, got {stream_start}")
         if sampling_temperature is not None and sampling_temperature <= 0:
@@ -57,6 +60,7 @@ class OSD:
         self.stream_start = stream_start  # the stream begins at this train example (then wraps around)
         self.sampling_temperature, self.max_new_tokens, self.update = sampling_temperature, max_new_tokens, update
         self._replay: deque = deque(maxlen=replay_size)
+        self._recent: deque = deque(maxlen=moving_average_window)  # the last requests' α, for the moving average
 
     def trajectories(self, items, ctx):
         draft, target = ctx.student, ctx.teacher
@@ -70,12 +74,18 @@ class OSD:
                                           ctx.tokenizer.eos_token_id, self.sampling_temperature, generator,
                                           record=self.positions)
             served.append((replace(item, target_ids=result.tokens), result.records))
-            records.append(_request_record(position, result))
+            records.append(self._with_average(_request_record(position, result)))
         draft.train(was_training)
         batch = self._batch(list(self._replay) + served, ctx)
         self._replay.extend(served)
         batch["log_records"] = records
         return batch
+
+    def _with_average(self, record: dict) -> dict:
+        if record["acceptance_rate"] is not None:  # a request with no proposals (EOS at once) has no α
+            self._recent.append(record["acceptance_rate"])
+        record["acceptance_rate_avg"] = sum(self._recent) / len(self._recent) if self._recent else None
+        return record
 
     def _batch(self, entries, ctx) -> dict[str, torch.Tensor]:
         """Prompt + served output; the loss mask and the target's logits only at the kept positions."""
@@ -98,14 +108,17 @@ class OSD:
         return LossTerms({"kd": term})
 
     def state_dict(self) -> dict:
-        """The replay buffer: part of the stream's state, so a resumed run continues exactly."""
+        """The replay buffer and the moving average's window: part of the stream's state, so a resumed run
+        continues exactly."""
         return {"replay": [(item.prompt_ids, item.target_ids, item.index, [(j, row.cpu()) for j, row in kept])
-                           for item, kept in self._replay]}
+                           for item, kept in self._replay], "recent": list(self._recent)}
 
     def load_state_dict(self, state: dict) -> None:
         from distill.data.collate import Encoded
 
         self._replay.clear()
+        self._recent.clear()
+        self._recent.extend(state.get("recent", []))
         for prompt, target, index, kept in state["replay"]:
             self._replay.append((Encoded(prompt, target, index), kept))
 

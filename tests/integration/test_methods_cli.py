@@ -82,15 +82,19 @@ def test_osd_serves_the_stream_logs_alpha_per_request_and_resumes_mid_stream(tmp
 
     args = lambda run: ["train", *TINY_ARITH, *TINY, "task.max_target_length=16", f"cache_dir={cache_dir}",  # noqa: E731
                         f"hydra.run.dir={run}", "method=osd", "method.update_interval=3", "method.replay_size=2",
-                        "trainer.max_steps=4", "trainer.save_every=2"]
+                        "method.moving_average_window=5", "trainer.max_steps=4", "trainer.save_every=2"]
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     assert cli(*args(straight)) == 0
     records = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
     requests = [r for r in records if "request" in r]
     assert [r["request"] for r in requests] == list(range(12))  # the stream in order, 3 requests per update
     assert all(0.0 <= r["acceptance_rate"] <= 1.0 for r in requests if r["acceptance_rate"] is not None)
+    alphas = [r["acceptance_rate"] for r in requests if r["acceptance_rate"] is not None]
+    assert requests[-1]["acceptance_rate_avg"] == pytest.approx(sum(alphas[-5:]) / len(alphas[-5:]))
     assert cli_subprocess(*args(killed), env={"DISTILL_FAULT_INJECT": "kill@3"}).returncode == -9
     assert cli(*args(killed)) == 0
+    resumed = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["acceptance_rate_avg"] for r in resumed if "request" in r] == [r["acceptance_rate_avg"] for r in requests]
     a, b = load_file(str(straight / "final" / "model.safetensors")), load_file(str(killed / "final" / "model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
 
