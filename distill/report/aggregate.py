@@ -100,9 +100,14 @@ def swept_keys(settings: list[dict], methods: list[str]) -> list[str]:
 def run_status(run: dict) -> str:
     if not run["has_final"]:
         return "partial"
-    if not any(e["variant"] != TEACHER for e in run["evals"]):
+    if not any(e["variant"] != TEACHER for e in run["evals"]) and not served_a_stream(run):
         return "no eval"
     return "complete"
+
+
+def served_a_stream(run: dict) -> bool:
+    """A run that served a request stream (OSD) is measured by its per-request records, not a student eval."""
+    return any("request" in record for record in run["metrics"])
 
 
 def build_rows(runs: list[dict]) -> tuple[list[dict], list[str]]:

@@ -21,8 +21,13 @@ def short_names(keys: list[str]) -> dict[str, str]:
 def config_label(row: dict, params: list[str]) -> str:
     """The settings that tell a run apart from the other runs of its method, seed excluded."""
     names = short_names(params)
-    parts = [f"{names[k]}={format_value(row[k])}" for k in params if row.get(k) is not None]
+    parts = [f"{names[k]}={_short(format_value(row[k]))}" for k in params if row.get(k) is not None]
     return ", ".join(parts) or "all runs"
+
+
+def _short(value: str) -> str:
+    """A checkpoint path in a label: its last parts tell runs apart."""
+    return "…/" + "/".join(value.rstrip("/").split("/")[-3:]) if value.count("/") > 3 else value
 
 
 def format_value(value) -> str:

@@ -102,6 +102,7 @@ def test_sigterm_saves_at_the_step_boundary_and_exits_with_one_line(tmp_path, ca
     assert stopped.returncode == 128 + signal.SIGTERM
     lines = [line for line in stopped.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGTERM at step 3"), stopped.stderr
+    assert lines[0].endswith("re-run the same command to resume"), lines[0]
     assert (run / "checkpoints" / "step-00000003").is_dir()
     _resume_and_compare(run, straight, cache_dir)
 
@@ -152,6 +153,7 @@ def test_ctrl_c_saves_and_exits_with_one_line(tmp_path, cache_dir):
         process.kill()
     lines = [line for line in process.stderr.read().splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("interrupted: stopped by SIGINT"), lines
+    assert lines[0].endswith("re-run the same command to resume"), lines[0]
     assert len(ckpt.list_checkpoints(run / "checkpoints")) == 1
 
 

@@ -92,8 +92,10 @@ def test_partial_run_is_listed_as_missing(sweep):
 
 
 def test_run_status():
-    run = {"has_final": True, "evals": [{"variant": "teacher"}]}
+    run = {"has_final": True, "evals": [{"variant": "teacher"}], "metrics": [{"step": 1, "loss": 0.5}]}
     assert run_status(run) == "no eval"
+    served = {**run, "metrics": [{"step": 1, "request": 0, "acceptance_rate": 0.5}]}
+    assert run_status(served) == "complete"  # an OSD run is measured by its stream, not a student eval
     assert run_status({**run, "evals": [{"variant": "student"}]}) == "complete"
     assert run_status({**run, "has_final": False}) == "partial"
 
@@ -148,3 +150,13 @@ def test_hyperparameters_cover_the_whole_config_but_not_what_cannot_change_resul
                 "divergence.chunk_size"} & set(hp)
     sft = hyperparameters({**run_config("sft", 0, 0.1, 0.5, 1.0), "teacher": {"name": "big"}})
     assert not any(k.startswith("teacher.") for k in sft)  # sft never loads the teacher
+
+
+def test_labels_shorten_checkpoint_paths_to_their_last_parts_and_keep_other_values():
+    from distill.report.series import config_label
+
+    row = {"student.pretrained": "/work/osd/outputs/osd_study/offline/gkd/final", "method.update": False,
+           "trainer.lr": 0.001}
+    label = config_label(row, ["student.pretrained", "method.update", "trainer.lr"])
+    assert label == "pretrained=…/offline/gkd/final, update=False, lr=0.001"
+    assert config_label({"student.pretrained": "outputs/a/final"}, ["student.pretrained"]) == "pretrained=outputs/a/final"
