@@ -13,13 +13,15 @@
 #   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
 #             (150 optimizer steps of 8), then serving without learning;
 #   osd       the SFT draft distilled online: an update every 8 requests on the mismatched positions.
-# Greedy serving, stream order and updates have no randomness: one run per variant.
+# Greedy serving, stream order and updates have no randomness: one run per variant. The speedups are measured
+# last, one evaluation at a time, so no other job shares the CPU with the timings.
 # Then `distill eval` with each final draft against the target on the test split (A): acceptance rate,
 # speedup_model (cost ratio c measured) and speedup_measured on this CPU; and `distill report` over the stream.
-# Environment (the CI test shrinks these): STEPS, EVAL, SHIFT_AT, STREAM_START, BOOTSTRAP_STEPS, OFFLINE, EXTRA (overrides
+# Environment (the CI test shrinks these): STEPS, EVAL, SHIFT_AT, STREAM_START, BOOTSTRAP_STEPS, OFFLINE, JOBS, EXTRA (overrides
 # for training runs), EVAL_EXTRA (overrides for `distill eval`), DISTILL and PYTHON (the commands).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/chains.sh
 OUT=${1:-outputs/osd_study}
 DISTILL=${DISTILL:-.venv/bin/distill}
 STEPS=${STEPS:-150}
@@ -28,6 +30,7 @@ SHIFT_AT=${SHIFT_AT:-9600}            # the first train problem from distributio
 STREAM_START=${STREAM_START:-9000}    # the stream's first request
 BOOTSTRAP_STEPS=${BOOTSTRAP_STEPS:-1000}
 OFFLINE=${OFFLINE:-supervised_kd gkd}  # the offline distillation methods compared
+JOBS=${JOBS:-2}                         # parallel chains of runs (each one thread)
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"            # overrides for training runs (the CI test shrinks models)
 read -r -a EVAL_EXTRA_ARGS <<< "${EVAL_EXTRA:-}"  # overrides for `distill eval` (eval.* and task.* keys only)
 export HF_HUB_OFFLINE=1 WANDB_MODE=offline OMP_NUM_THREADS=${OMP_NUM_THREADS:-1}  # tiny models: one thread is fastest
@@ -42,20 +45,30 @@ stamp() { echo "[osd_study] $1 after $(( $(date +%s) - start )) s"; }
 # The draft before OSD (bootstraps teacher and draft on the first run), then OSD itself.
 $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" method.update=false hydra.run.dir="$OUT/stream/before"
 stamp "the SFT draft served the stream"
-$DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" hydra.run.dir="$OUT/stream/osd"
-stamp "OSD served and learned from the stream"
 
-# Offline drafts: the same budget on A only (task.train_fraction=0.45: the first 9 000 problems), then served.
-for method in $OFFLINE; do
-  extra=(); [ "$method" = gkd ] && extra=(method.lmbda=1)
+# OSD itself and the offline drafts (the same budget on A only: task.train_fraction=0.45, the first 9 000
+# problems, then served), as two chains of about equal cost when JOBS >= 2 (one thread each).
+offline() {
+  local method=$1 extra=(); [ "$method" = gkd ] && extra=(method.lmbda=1)
   $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" method=$method "${extra[@]}" task.train_fraction=0.45 \
     trainer.micro_batch_size=8 trainer.max_steps="$STEPS" hydra.run.dir="$OUT/offline/$method"
   $DISTILL train "${COMMON[@]}" "${SERVE[@]}" method.update=false student.pretrained="$OUT/offline/$method/final" \
     student.config=null student.bootstrap.enabled=false hydra.run.dir="$OUT/stream/offline_$method"
-done
-stamp "offline drafts distilled and served"
+}
+read -r -a METHODS <<< "$OFFLINE"
+chain_a() {  # OSD, then the first offline method when there are several
+  $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" hydra.run.dir="$OUT/stream/osd"
+  if [ ${#METHODS[@]} -gt 1 ]; then offline "${METHODS[0]}"; fi
+}
+chain_b() {  # the other offline methods
+  local first=0 m
+  [ ${#METHODS[@]} -gt 1 ] && first=1
+  for m in "${METHODS[@]:$first}"; do offline "$m"; done
+}
+run_chains "$OUT" chain_a chain_b
+stamp "OSD and the offline drafts served the stream"
 
-# Speedup on this CPU: each draft against the target on the test split.
+# Speedup on this CPU, alone on the machine: each draft against the target on the test split.
 PY=${PYTHON:-.venv/bin/python}
 teacher=$($PY -c "import json; print(json.load(open('$OUT/stream/before/summary.json'))['teacher_id'])")
 [ -d "$OUT/target" ] || cp -r "$teacher" "$OUT/target"  # the target this study bootstrapped, beside its results

@@ -10,9 +10,10 @@
 #   1. every method × SEEDS from that start: sft, supervised_kd (200 labels), seqkd, gkd (λ = 1), minillm
 #      (ptx_weight = 0: sampling only, so it uses every prompt too), xkd (revision 2 defaults, on gkd λ = 1);
 #   2. X-KD ablations × ABLATION_SEEDS: base seqkd; q_form shaped; revision 1 (q_form logits, revision 1's
-#      Q-values, with a σ floor equivalent to revision 1's clamp); α ∈ {0.5, 1.0};
+#      Q-values, with a σ floor equivalent to revision 1's clamp); α = 0.5 (α = 0 is exactly the base, tested,
+#      and 0.1 the default of phase 1);
 #   3. the performance–diversity trade-off: each method's seed-0 run sampled 4 times per prompt at
-#      T ∈ {0.5, 1, 1.5} (accuracy and Self-BLEU), JOBS evaluations at a time;
+#      T ∈ {0.5, 1, 1.5} (accuracy and Self-BLEU);
 #   4. data efficiency: gkd and xkd at other labelled fractions (FRACTIONS) × ABLATION_SEEDS;
 #   5. `distill report` with paired per-seed differences against sft, gkd and seqkd.
 # Environment (the CI test shrinks these): SEEDS, ABLATION_SEEDS, FRACTIONS (comma lists), STEPS, EVAL,
@@ -20,6 +21,7 @@
 # Re-running resumes: finished runs are not retrained.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/chains.sh
 OUT=${1:-outputs/xkd_study}
 DISTILL=${DISTILL:-.venv/bin/distill}
 SEEDS=${SEEDS:-0,1,2,3,4}
@@ -53,28 +55,32 @@ sweep methods_minillm method=minillm method.ptx_weight=0 seed="$SEEDS"
 sweep methods_xkd method=xkd method.lmbda=1 seed="$SEEDS"
 stamp "methods × seeds trained and evaluated"
 
-# 2. X-KD ablations.
-sweep ablation_base method=xkd method.base=seqkd seed="$ABLATION_SEEDS"
-sweep ablation_q_form method=xkd method.lmbda=1 method.q_form=shaped seed="$ABLATION_SEEDS"
-sweep ablation_revision1 method=xkd method.lmbda=1 method.q_form=logits method.min_reward_std=0.0067 \
-  seed="$ABLATION_SEEDS"
-sweep ablation_alpha method=xkd method.lmbda=1 method.alpha=0.5,1.0 seed="$ABLATION_SEEDS"
-stamp "X-KD ablations done"
-
-# 3. Trade-off: each method's seed-0 run, sampled.
-running=0
-for config in $(grep -l -x "seed: 0" $(find "$OUT"/methods* -name run_config.yaml) | sort); do  # long run-dir names are hashed
-  $DISTILL eval ckpt="$(dirname "$config")" eval.num_samples=4 "eval.sampling_temperatures=[0.5,1.0,1.5]" \
-    task.max_eval_examples="$EVAL" eval.progress=false &
-  running=$((running + 1))
-  if [ "$running" -ge "$JOBS" ]; then wait -n; running=$((running - 1)); fi
-done
-while [ "$running" -gt 0 ]; do wait -n; running=$((running - 1)); done
-stamp "temperature sweep done"
-
-# 4. Data efficiency over the labelled fraction (0.01 comes from phase 1).
-sweep efficiency method=gkd,xkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
-stamp "data-efficiency sweep done"
+# 2–4 run as two chains of about equal cost, one job each (JOBS >= 2), so no core idles beside the
+#    last job of a sweep; with JOBS=1 one after the other.
+serial() { local name=$1; shift; $DISTILL train -m "${COMMON[@]}" hydra.sweep.dir="$OUT/$name" "$@"; }
+tradeoff() {  # 3. each method's seed-0 run sampled (the paths of one chain: every other run)
+  local parity=$1 i=0
+  for config in $(grep -l -x "seed: 0" $(find "$OUT"/methods* -name run_config.yaml) | sort); do  # long run-dir names are hashed
+    i=$((i + 1)); [ $((i % 2)) = "$parity" ] || continue
+    $DISTILL eval ckpt="$(dirname "$config")" eval.num_samples=4 "eval.sampling_temperatures=[0.5,1.0,1.5]" \
+      task.max_eval_examples="$EVAL" eval.progress=false
+  done
+}
+chain_a() {  # 2. X-KD on the seqkd base and revision 1; 3. half the trade-off; 4. gkd over labelled fractions
+  serial ablation_base method=xkd method.base=seqkd seed="$ABLATION_SEEDS"
+  serial ablation_revision1 method=xkd method.lmbda=1 method.q_form=logits method.min_reward_std=0.0067 \
+    seed="$ABLATION_SEEDS"
+  tradeoff 0
+  serial efficiency_gkd method=gkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
+}
+chain_b() {  # 2. X-KD with shaped Q and α = 0.5; 3. the other half; 4. xkd over labelled fractions
+  serial ablation_q_form method=xkd method.lmbda=1 method.q_form=shaped seed="$ABLATION_SEEDS"
+  serial ablation_alpha method=xkd method.lmbda=1 method.alpha=0.5 seed="$ABLATION_SEEDS"
+  tradeoff 1
+  serial efficiency_xkd method=xkd method.lmbda=1 task.labeled_fraction="$FRACTIONS" seed="$ABLATION_SEEDS"
+}
+run_chains "$OUT" chain_a chain_b
+stamp "X-KD ablations, temperature sweep and data-efficiency sweep done"
 
 # 5. The report: means, standard errors and paired differences against sft, gkd and seqkd.
 $DISTILL report "$OUT"/start "$OUT"/methods* "$OUT"/ablation_* "$OUT"/efficiency* --out "$OUT/report" \
