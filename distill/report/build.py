@@ -64,7 +64,7 @@ def make_figures(runs: list[dict], rows: list[dict], swept: list[str]) -> list[d
     several = len(tasks) > 1
     metric = task_metrics(rows)
     sections = [_curves(runs, rows, swept, several), _stream(runs, rows, swept, several), _tradeoff(rows, metric, several),
-                _efficiency(primary, metric, several), _heatmaps(primary, swept, metric, several)]
+                _efficiency(primary, swept, metric, several), _heatmaps(primary, swept, metric, several)]
     return [s for s in sections if s is not None]
 
 
@@ -97,13 +97,15 @@ def _tradeoff(rows, metric, several) -> dict:
     return _section("Performance vs diversity", figures, f"no evaluation has self_bleu; {SAMPLING_HINT}")
 
 
-def _efficiency(primary, metric, several) -> dict:
+def _efficiency(primary, swept, metric, several) -> dict:
     figures = []
-    for task, data in S.efficiency_data(primary).items():
-        name = _file("data_efficiency", str(task), several)
-        figures.append((name, f"data efficiency on {task}", P.efficiency_figure(task, metric[task], data)))
-    return _section("Data efficiency", figures,
-                    f"fewer than two distinct {S.FRACTION} values among the evaluated runs")
+    for key, meaning in S.FRACTIONS.items():
+        stem = "data_efficiency" if key == S.FRACTION else f"data_efficiency_{key.rsplit('.', 1)[-1]}"
+        for task, data in S.efficiency_data(primary, swept, key).items():
+            figures.append((_file(stem, str(task), several), f"data efficiency over {key} on {task}",
+                            P.efficiency_figure(task, metric[task], data, key, meaning)))
+    return _section("Data efficiency", figures, "no method (with its other settings) was evaluated at two or more "
+                    f"values of {' or '.join(S.FRACTIONS)}")
 
 
 def _heatmaps(primary, swept, metric, several) -> dict:

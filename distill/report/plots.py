@@ -114,17 +114,18 @@ def tradeoff_figure(task: str, metric: str, data: dict) -> Figure:
     return fig
 
 
-def efficiency_figure(task: str, metric: str, data: dict) -> Figure:
-    """Score vs fraction of the training set, mean ± sample std over seeds."""
+def efficiency_figure(task: str, metric: str, data: dict, key: str = "task.train_fraction",
+                      meaning: str = "fraction of the training set") -> Figure:
+    """Score vs a fraction of the training set (``key``), mean ± sample std over seeds, one line per series."""
     fig = _figure(6.5, 4.8)
     ax = fig.add_subplot()
-    for method, points in data.items():
+    for series, points in data.items():  # "method" or "method: settings"
         ax.errorbar([p["fraction"] for p in points], [p["mean"] for p in points], yerr=[p["std"] for p in points],
-                    marker="o", capsize=3, color=method_colour(method), label=method)
+                    marker="o", capsize=3, color=method_colour(series.split(":")[0]), label=series)
     fractions = [p["fraction"] for points in data.values() for p in points]
     if fractions and max(fractions) / min(fractions) >= 20:  # 1 %, 5 %, 100 % would crowd a linear axis
         ax.set_xscale("log")
-    ax.set_xlabel("task.train_fraction (fraction of the training set)")
+    ax.set_xlabel(f"{key} ({meaning})")
     ax.set_ylabel(f"{metric} (mean ± std over runs)")
     ax.set_title(_fit(f"{task}: data efficiency", 0.8 * fig.get_figwidth()))
     ax.grid(alpha=0.3)

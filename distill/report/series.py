@@ -9,6 +9,7 @@ from collections import defaultdict
 from distill.report.aggregate import TEACHER, mean_std, sort_key
 
 FRACTION = "task.train_fraction"
+FRACTIONS = {FRACTION: "fraction of the training set", "task.labeled_fraction": "fraction of the training set with labels"}
 
 
 def short_names(keys: list[str]) -> dict[str, str]:
@@ -99,20 +100,25 @@ def tradeoff_data(rows: list[dict]) -> dict:
     return out
 
 
-def efficiency_data(primary: list[dict]) -> dict:
-    """``task -> method -> [{fraction, mean, std, n}]``; only tasks with two or more fractions."""
+def efficiency_data(primary: list[dict], swept: list[str] = (), key: str = FRACTION) -> dict:
+    """``task -> series -> [{fraction, mean, std, n}]`` over the fraction ``key``. A series is a method with
+    its other swept settings (seed excluded), so variants of a method are never pooled into one point;
+    only series with two or more values of ``key`` are kept."""
+    others = [k for k in swept if k not in ("seed", key)]
     acc: dict = defaultdict(list)
     for row in primary:
-        if _is_number(row.get(FRACTION)):
-            acc[(row["task"], row["method"], float(row[FRACTION]))].append(row["value"])
+        if _is_number(row.get(key)):
+            label = config_label(row, others)
+            series = row["method"] if label == "all runs" else f"{row['method']}: {label}"
+            acc[(row["task"], series, float(row[key]))].append(row["value"])
     fractions: dict = defaultdict(set)
-    for task, _, fraction in acc:
-        fractions[task].add(fraction)
+    for task, series, fraction in acc:
+        fractions[(task, series)].add(fraction)
     out: dict = {}
-    for (task, method, fraction), values in sorted(acc.items(), key=_by_key):
-        if len(fractions[task]) >= 2:
+    for (task, series, fraction), values in sorted(acc.items(), key=_by_key):
+        if len(fractions[(task, series)]) >= 2:
             mean, std = mean_std(values)
-            out.setdefault(task, {}).setdefault(method, []).append(
+            out.setdefault(task, {}).setdefault(series, []).append(
                 {"fraction": fraction, "mean": mean, "std": std or 0.0, "n": len(values)})
     return out
 

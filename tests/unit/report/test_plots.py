@@ -181,3 +181,19 @@ def test_acceptance_over_the_stream_is_averaged_smoothed_and_drawn(tmp_path):
     assert len(_visible_lines(fig.axes[0])) == 1 and _drawn_inside(fig) == []
     section = {s["title"]: s for s in make_figures(runs, rows, swept)}
     assert "Speculative acceptance over the stream" in section
+
+
+def test_data_efficiency_over_labeled_fraction_keeps_variants_of_a_method_apart():
+    """A method's ablation variant evaluated at one fraction is neither pooled into the method's point
+    nor drawn as a curve; the plain method's curve is over task.labeled_fraction."""
+    row = lambda method, fraction, value, alpha=None: {  # noqa: E731
+        "task": "arith", "method": method, "task.labeled_fraction": fraction, "method.alpha": alpha, "value": value}
+    primary = [row("xkd", 0.01, 10.0, 0.1), row("xkd", 0.01, 12.0, 0.1), row("xkd", 0.05, 20.0, 0.1),
+               row("xkd", 0.01, 50.0, 0.5), row("gkd", 0.01, 8.0), row("gkd", 0.05, 18.0)]
+    swept = ["task.labeled_fraction", "method.alpha", "seed"]
+    data = S.efficiency_data(primary, swept, "task.labeled_fraction")["arith"]
+    assert sorted(data) == ["gkd", "xkd: alpha=0.1"]
+    assert [(p["fraction"], p["mean"], p["n"]) for p in data["xkd: alpha=0.1"]] == [(0.01, 11.0, 2), (0.05, 20.0, 1)]
+    assert S.efficiency_data(primary, swept) == {}  # no task.train_fraction values
+    ax = P.efficiency_figure("arith", "accuracy", data, "task.labeled_fraction", "labelled").axes[0]
+    assert ax.get_xlabel() == "task.labeled_fraction (labelled)" and len(ax.containers) == 2
