@@ -12,7 +12,8 @@
 #   before    the SFT draft, serving without learning (method.update=false);
 #   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
 #             (150 optimizer steps of 8), then serving without learning;
-#   osd       the SFT draft distilled online: an update every 8 requests on the mismatched positions.
+#   osd       the SFT draft distilled online: an update every 8 requests on every generated position
+#             (method.positions=all), and on the mismatched positions only (osd_mismatch; the OSD paper's choice).
 # Greedy serving, stream order and updates have no randomness: one run per variant. The speedups are measured
 # last, one evaluation at a time, so no other job shares the CPU with the timings.
 # Then `distill eval` with each final draft against the target on the test split (A): acceptance rate,
@@ -56,12 +57,14 @@ offline() {
     student.config=null student.bootstrap.enabled=false hydra.run.dir="$OUT/stream/offline_$method"
 }
 read -r -a METHODS <<< "$OFFLINE"
-chain_a() {  # OSD, then the first offline method when there are several
-  $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" hydra.run.dir="$OUT/stream/osd"
+chain_a() {  # OSD on every generated position, then the first offline method when there are several
+  $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" method.positions=all hydra.run.dir="$OUT/stream/osd"
   if [ ${#METHODS[@]} -gt 1 ]; then offline "${METHODS[0]}"; fi
 }
-chain_b() {  # the other offline methods
+chain_b() {  # OSD on the mismatched positions only (the paper's choice, our default), the other offline methods
   local first=0 m
+  $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" method.positions=mismatch \
+    hydra.run.dir="$OUT/stream/osd_mismatch"
   [ ${#METHODS[@]} -gt 1 ] && first=1
   for m in "${METHODS[@]:$first}"; do offline "$m"; done
 }
@@ -72,7 +75,7 @@ stamp "OSD and the offline drafts served the stream"
 PY=${PYTHON:-.venv/bin/python}
 teacher=$($PY -c "import json; print(json.load(open('$OUT/stream/before/summary.json'))['teacher_id'])")
 [ -d "$OUT/target" ] || cp -r "$teacher" "$OUT/target"  # the target this study bootstrapped, beside its results
-for draft in before osd $(printf "offline_%s " $OFFLINE); do
+for draft in before osd osd_mismatch $(printf "offline_%s " $OFFLINE); do
   $DISTILL eval ckpt="$OUT/target" "eval.speculative.draft=$OUT/stream/$draft/final" eval.speculative.num_proposals=4 \
     task.max_eval_examples="$EVAL" "${SHIFT[@]}" eval.progress=false hydra.run.dir="$OUT/speedup/$draft" \
     ${EVAL_EXTRA_ARGS[@]+"${EVAL_EXTRA_ARGS[@]}"}

@@ -25,7 +25,7 @@ def test_the_osd_study_script_serves_learns_and_measures(tmp_path, cache_dir):
                             env=env, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "[osd_study] wall time" in result.stdout
-    for draft in ("before", "osd", "offline_gkd"):
+    for draft in ("before", "osd", "osd_mismatch", "offline_gkd"):
         records = [json.loads(line) for line in (out / "stream" / draft / "metrics.jsonl").read_text().splitlines()]
         requests = [r["request"] for r in records if "request" in r]
         assert requests == list(range(3 * 8))  # STEPS updates of update_interval requests each, in stream order

@@ -18,7 +18,7 @@ def test_the_study_script_runs_every_phase_and_writes_the_report(tmp_path, cache
             "bootstrap_trainer.micro_batch_size=4", "bootstrap_trainer.warmup_steps=1", "eval.batch_size=8",
             "eval.max_new_tokens=8", "task.labeled_fraction=0.05", "task.max_target_length=24"]
     env = {**os.environ, "DISTILL": f"{sys.executable} -m distill.cli", "DISTILL_CACHE": str(cache_dir), "SEEDS": "0,1",
-           "ABLATION_SEEDS": "0", "FRACTIONS": "0.1", "STEPS": "2", "EVAL": "4", "BOOTSTRAP_STEPS": "2", "JOBS": "1",
+           "ABLATION_SEEDS": "0", "FRACTIONS": "0.1", "STEPS": "2", "EVAL": "4", "BOOTSTRAP_STEPS": "2", "JOBS": "2",
            "EXTRA": " ".join(tiny)}
     out = tmp_path / "study"
     result = subprocess.run(["bash", str(REPO / "scripts" / "xkd_study.sh"), str(out)], capture_output=True, text=True,
