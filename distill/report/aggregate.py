@@ -267,17 +267,19 @@ def paired_differences(groups: list[dict], swept: list[str], baseline: str) -> l
         if group["method"] in (baseline, TEACHER):
             continue
         # a baseline swept over its own settings: pair with the configuration that shares the group's values
-        candidates = [b for b in bases.get(key(group), [])
-                      if all(b.get(k) == group.get(k) for k in own if None not in (b.get(k), group.get(k)))]
+        # of the settings the baseline varies (a method's other settings, e.g. its own alpha, mean nothing here)
+        candidates = bases.get(key(group), [])
+        varying = [k for k in own if len({b.get(k) for b in candidates}) > 1]
+        candidates = [b for b in candidates if all(b.get(k) == group.get(k) for k in varying)]
         if len(candidates) != 1:
             continue
         base = candidates[0]
         seeds = sorted(set(group["by_seed"]) & set(base["by_seed"]), key=sort_key)
         diffs = [group["by_seed"][s] - base["by_seed"][s] for s in seeds]
-        if not diffs:
+        if len(diffs) < 2:  # one seed has no standard error: the results table already shows it
             continue
         mean, std = mean_std(diffs)
         se = None if std is None else std / math.sqrt(len(diffs))
         out.append({"group": group, "baseline": baseline, "n": len(diffs), "mean": mean, "se": se,
-                    "t": None if not se else mean / se, "seeds": seeds})
+                    "t": None if se is None or se < 1e-9 else mean / se, "seeds": seeds})  # equal diffs: no t
     return out

@@ -11,6 +11,7 @@ import io
 import math
 import textwrap
 import zlib
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -60,9 +61,11 @@ FEW_POINTS = 20
 def _legend_below(fig: Figure, handles, labels, title: str) -> None:
     """One legend under the panels, in as many columns as fit: the panels keep the figure's width."""
     width = fig.get_figwidth()
-    column = max(1.2, 0.075 * max(len(label) for label in labels) + 0.6)  # inches per legend column
+    labels = [textwrap.fill(label, int((width - 0.6) / 0.075)) for label in labels]  # a long label wraps, never cut
+    column = max(1.2, 0.075 * max(len(line) for label in labels for line in label.split("\n")) + 0.6)  # inches
+    rows = sum(1 + label.count("\n") for label in labels)  # upper bound: one column
     ncol = max(1, min(len(labels), int(width // column)))
-    rows = math.ceil(len(labels) / ncol)
+    rows = math.ceil(rows / ncol)
     fig.set_figheight(fig.get_figheight() + 0.25 * rows + 0.45)
     fig.legend(handles, labels, loc="outside lower center", ncol=ncol, fontsize="small", title=title)
 
@@ -122,14 +125,18 @@ def efficiency_figure(task: str, metric: str, data: dict, key: str = "task.train
     for series, points in data.items():  # "method" or "method: settings"
         ax.errorbar([p["fraction"] for p in points], [p["mean"] for p in points], yerr=[p["std"] for p in points],
                     marker="o", capsize=3, color=method_colour(series.split(":")[0]), label=series)
+    if max(len(series) for series in data) > 30:  # variants' settings: a legend under the panel keeps it readable
+        handles, labels = ax.get_legend_handles_labels()
+        _legend_below(fig, handles, labels, "")
     fractions = [p["fraction"] for points in data.values() for p in points]
     if fractions and max(fractions) / min(fractions) >= 20:  # 1 %, 5 %, 100 % would crowd a linear axis
         ax.set_xscale("log")
-    ax.set_xlabel(f"{key} ({meaning})")
+    ax.set_xlabel(_fit(f"{key} ({meaning})", 0.9 * fig.get_figwidth()))
     ax.set_ylabel(f"{metric} (mean ± std over runs)")
     ax.set_title(_fit(f"{task}: data efficiency", 0.8 * fig.get_figwidth()))
     ax.grid(alpha=0.3)
-    ax.legend()
+    if not fig.legends:
+        ax.legend()
     return fig
 
 
@@ -172,10 +179,11 @@ def stream_figure(task: str, data: dict) -> Figure:
     fig = _figure(7.5, 4.6)
     ax = fig.add_subplot()
     methods: dict[str, int] = {}
+    counts = Counter(label.split(":")[0] for label in data)
     for label, line in data.items():
         method = label.split(":")[0]
         index = methods[method] = methods.get(method, -1) + 1
-        ax.plot(line["requests"], line["smoothed"], color=_shade(method_colour(method), index, 4),
+        ax.plot(line["requests"], line["smoothed"], color=_shade(method_colour(method), index, counts[method]),
                 linestyle=LINESTYLES[index % len(LINESTYLES)], label=f"{label} (mean of {line['n']})",
                 marker="o" if len(line["requests"]) < FEW_POINTS else None, markersize=3)
     ax.set_xlabel("request (position in the stream)")

@@ -160,3 +160,20 @@ def test_labels_shorten_checkpoint_paths_to_their_last_parts_and_keep_other_valu
     label = config_label(row, ["student.pretrained", "method.update", "trainer.lr"])
     assert label == "pretrained=…/offline/gkd/final, update=False, lr=0.001"
     assert config_label({"student.pretrained": "outputs/a/final"}, ["student.pretrained"]) == "pretrained=outputs/a/final"
+
+
+def test_paired_differences_ignore_settings_the_baseline_does_not_vary():
+    """gkd's method.alpha (its RL weight) and xkd's method.alpha (the AVRIL weight) share a key: a single
+    gkd configuration is still every xkd variant's baseline; a one-seed pair (no SE) is left out."""
+    from distill.report.aggregate import paired_differences
+
+    common = {"task": "arith", "eval": "arith-test", "variant": "student", "metric": "accuracy"}
+    groups = [{**common, "method": "gkd", "method.alpha": 1.0, "by_seed": {0: 10.0, 1: 12.0, 2: 11.0}},
+              {**common, "method": "xkd", "method.alpha": 0.1, "by_seed": {0: 11.0, 1: 14.0, 2: 11.0}},
+              {**common, "method": "xkd", "method.alpha": 0.5, "by_seed": {0: 9.0, 1: 11.0}},
+              {**common, "method": "sft", "method.alpha": None, "by_seed": {0: 5.0}},
+              {**common, "method": "seqkd", "method.alpha": None, "by_seed": {0: 10 - 4 / 3, 1: 12 - 4 / 3, 2: 11 - 4 / 3}}]
+    pairs = paired_differences(groups, ["method.alpha", "seed"], "gkd")
+    assert [(p["group"]["method.alpha"], p["mean"], p["n"]) for p in pairs][:2] == [(0.1, 1.0, 3), (0.5, -1.0, 2)]
+    assert pairs[2]["mean"] == pytest.approx(-4 / 3) and pairs[2]["t"] is None  # equal diffs: SE ~1e-16, no t
+    assert pairs[0]["se"] == pytest.approx(math.sqrt(1.0) / math.sqrt(3))  # diffs 1, 2, 0: std 1

@@ -197,3 +197,11 @@ def test_data_efficiency_over_labeled_fraction_keeps_variants_of_a_method_apart(
     assert S.efficiency_data(primary, swept) == {}  # no task.train_fraction values
     ax = P.efficiency_figure("arith", "accuracy", data, "task.labeled_fraction", "labelled").axes[0]
     assert ax.get_xlabel() == "task.labeled_fraction (labelled)" and len(ax.containers) == 2
+
+
+def test_many_configurations_of_one_method_on_the_stream_get_valid_distinct_shades():
+    line = {"requests": list(range(20)), "alpha": [0.5] * 20, "smoothed": [0.5] * 20, "n": 1}
+    data = {f"osd: lr={i}": line for i in range(7)}
+    ax = P.stream_figure("arith", data).axes[0]
+    colours = [tuple(line.get_color()) for line in ax.get_lines()]
+    assert len(set(colours)) == 7 and all(0.0 <= c <= 1.0 for rgb in colours for c in rgb)
