@@ -7,11 +7,11 @@
 # task.labeled_fraction=0.45), 9 000–9 599 more A the draft never saw, 9 600 on distribution B
 # (task.generator.shift: multiplications only, factors up to 9, larger numbers). The target is the default
 # 4×128 tiny teacher bootstrapped on the whole split (A and B); the draft the 2×64 tiny student after 1 000 SFT
-# steps on A. The stream: 1 200 requests from problem 9 000 on (600 unseen A, then 600 B), served greedily
+# steps on A. The stream: 2 400 requests from problem 9 000 on (600 unseen A, then 1 800 B), served greedily
 # with k = 4 proposals. Compared on that stream, α per request:
 #   before    the SFT draft, serving without learning (method.update=false);
 #   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
-#             (150 optimizer steps of 8), then serving without learning;
+#             (300 optimizer steps of 8), then serving without learning;
 #   osd       the SFT draft distilled online: an update every 8 requests on every generated position
 #             (method.positions=all), and on the mismatched positions only (osd_mismatch; the OSD paper's choice).
 # Greedy serving, stream order and updates have no randomness: one run per variant. The speedups are measured
@@ -25,7 +25,7 @@ cd "$(dirname "$0")/.."
 . scripts/chains.sh
 OUT=${1:-outputs/osd_study}
 DISTILL=${DISTILL:-.venv/bin/distill}
-STEPS=${STEPS:-150}
+STEPS=${STEPS:-300}
 EVAL=${EVAL:-100}
 SHIFT_AT=${SHIFT_AT:-9600}            # the first train problem from distribution B
 STREAM_START=${STREAM_START:-9000}    # the stream's first request

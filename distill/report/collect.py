@@ -37,7 +37,8 @@ def find_run_dirs(root: Path) -> list[Path]:
 def collect(roots: list[Path]) -> list[dict]:
     """Run records of every run under each root; a root that is missing or holds no run is an error."""
     runs = []
-    for root in roots:
+    prefixes = _root_prefixes(roots) if len(roots) > 1 else [""] * len(roots)
+    for root, prefix in zip(roots, prefixes):
         if not root.exists():
             raise DataError(f"{root} does not exist; pass a directory written by `distill train`")
         if not root.is_dir():
@@ -45,9 +46,19 @@ def collect(roots: list[Path]) -> list[dict]:
         found = find_run_dirs(root)
         if not found:
             raise DataError(f"{root} holds no training runs (no {RUN_MARKER} found under it)")
-        prefix = _root_name(root) if len(roots) > 1 else ""
         runs.extend(read_run(path, _label(root, path, prefix)) for path in found)
     return runs
+
+
+def _root_prefixes(roots: list[Path]) -> list[str]:
+    """Names that tell the roots apart: their last path part, or as many more parents as it takes
+    (``a/stream`` and ``b/stream`` must not give their runs the same labels)."""
+    parts = [root.resolve().parts for root in roots]
+    for depth in range(1, max(len(p) for p in parts) + 1):
+        names = ["/".join(p[-depth:]) for p in parts]
+        if len(set(names)) == len(names):
+            return names
+    return [root.as_posix() for root in roots]
 
 
 def _root_name(root: Path) -> str:

@@ -177,3 +177,11 @@ def test_paired_differences_ignore_settings_the_baseline_does_not_vary():
     assert [(p["group"]["method.alpha"], p["mean"], p["n"]) for p in pairs][:2] == [(0.1, 1.0, 3), (0.5, -1.0, 2)]
     assert pairs[2]["mean"] == pytest.approx(-4 / 3) and pairs[2]["t"] is None  # equal diffs: SE ~1e-16, no t
     assert pairs[0]["se"] == pytest.approx(math.sqrt(1.0) / math.sqrt(3))  # diffs 1, 2, 0: std 1
+
+
+def test_roots_with_the_same_name_keep_their_runs_apart(tmp_path):
+    """`distill report a/stream b/stream`: runs with the same relative path under both are two runs."""
+    for parent, seed in (("a", 0), ("b", 1)):
+        write_run(tmp_path / parent / "stream" / "before", "sft", seed)
+    runs = collect([tmp_path / "a" / "stream", tmp_path / "b" / "stream"])
+    assert sorted(run["run"] for run in runs) == ["a/stream/before", "b/stream/before"]
