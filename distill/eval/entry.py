@@ -77,13 +77,10 @@ def _draft(eval_settings: EvalSettings, task, tokenizer):
     spec = eval_settings.speculative or {}
     if spec.get("draft") is None:
         return None
-    from distill.errors import ConfigError
-    from distill.eval.run import decodings
+    from distill.eval.run import check_speculative_decoding, decodings
     from distill.models.load import check_same_vocabulary
 
-    if decodings(task, eval_settings)[0].strategy == "beam":
-        raise ConfigError("speculative decoding verifies greedy or sampled decoding, not beam search; "
-                          "set eval.strategy=greedy (or sample)")
+    check_speculative_decoding(decodings(task, eval_settings)[0])  # before anything is written
     path = resolve_checkpoint(spec["draft"])
     model, draft_tokenizer = load_model(str(path))
     check_same_vocabulary(tokenizer, draft_tokenizer, ("target", "draft"))

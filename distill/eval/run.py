@@ -108,9 +108,8 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
     encoder_decoder = bool(model.config.is_encoder_decoder)
     examples = format_examples(task, records, encoder_decoder)
     plan = decodings(task, settings)
-    if draft is not None and plan[0].strategy == "beam":
-        raise ConfigError("speculative decoding verifies greedy or sampled decoding, not beam search; "
-                          "set eval.strategy=greedy (or sample)")
+    if draft is not None:
+        check_speculative_decoding(plan[0])
     max_source, _ = fit_lengths(model, task.max_source_length, max(d.max_new_tokens for d in plan))
     items = encode(tokenizer, examples, max_source, task.max_target_length)
     model.to(device)
@@ -129,6 +128,13 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
     metrics = summarise(generations)
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def check_speculative_decoding(primary: Decoding) -> None:
+    """Speculative decoding verifies the primary decoding token by token: greedy or sampled, never beam."""
+    if primary.strategy == "beam":
+        raise ConfigError("speculative decoding verifies greedy or sampled decoding, not beam search; "
+                          "set eval.strategy=greedy (or sample)")
 
 
 def _speculative(target, draft, tokenizer, items, primary: Decoding, settings: EvalSettings, draft_path: str | None,
