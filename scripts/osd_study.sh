@@ -75,7 +75,7 @@ stamp "OSD and the offline drafts served the stream"
 PY=${PYTHON:-.venv/bin/python}
 teacher=$($PY -c "import json; print(json.load(open('$OUT/stream/before/summary.json'))['teacher_id'])")
 [ -d "$OUT/target" ] || cp -r "$teacher" "$OUT/target"  # the target this study bootstrapped, beside its results
-for draft in before osd osd_mismatch $(printf "offline_%s " $OFFLINE); do
+for draft in before osd osd_mismatch ${METHODS[@]+$(printf "offline_%s " "${METHODS[@]}")}; do
   $DISTILL eval ckpt="$OUT/target" "eval.speculative.draft=$OUT/stream/$draft/final" eval.speculative.num_proposals=4 \
     task.max_eval_examples="$EVAL" "${SHIFT[@]}" eval.progress=false hydra.run.dir="$OUT/speedup/$draft" \
     ${EVAL_EXTRA_ARGS[@]+"${EVAL_EXTRA_ARGS[@]}"}
