@@ -6,6 +6,8 @@
     distill report DIR [DIR...] [--out OUT_DIR]
                                           report.md, runs.csv and plots from runs under DIR
                                           (OUT_DIR defaults to outputs/report)
+    distill accelerate-config [NAME]      path of a shipped `accelerate launch --config_file` (names listed
+                                          without NAME); more than one process: README "More than one GPU"
 """
 
 from __future__ import annotations
@@ -216,6 +218,31 @@ def _report(args: list[str]) -> int:
     return 0
 
 
+# DeepSpeed's engine owns backward and the optimizer step, which distill's loop does itself (SPEC §11).
+NOT_SHIPPED = {"zero2": "distill accelerate-config fsdp2, with fsdp_reshard_after_forward: false in a copy of it",
+               "zero3": "distill accelerate-config fsdp2"}
+
+
+@_report_errors
+def _accelerate_config(args: list[str]) -> int:
+    """Print the path of a shipped accelerate config (conf/accelerate/NAME.yaml), or list them."""
+    from distill.config import config_dir
+
+    folder = Path(config_dir()) / "accelerate"
+    names = sorted(p.stem for p in folder.glob("*.yaml"))
+    if not args:
+        print("\n".join(names))
+        return 0
+    name = args[0].removesuffix(".yaml")
+    if name in NOT_SHIPPED:
+        raise ConfigError(f"DeepSpeed {name.upper()} does not compose with distill's training loop; the same sharding "
+                          f"is FSDP2's: {NOT_SHIPPED[name]}")
+    if name not in names:
+        raise ConfigError(f"no accelerate config named {name!r}; choose one of: {', '.join(names)}")
+    print(folder / f"{name}.yaml")
+    return 0
+
+
 def _on_sigterm(signum, frame) -> None:
     raise SignalInterrupt(signum)  # unwind like Ctrl-C: temporary files are cleaned, one line is printed
 
@@ -246,7 +273,10 @@ def _dispatch(argv: list[str]) -> int:
         return _rescore(rest)
     if command == "report":
         return _report(rest)
-    print(f"error: unknown command {command!r}; use one of: train, eval, rescore, report", file=sys.stderr)
+    if command == "accelerate-config":
+        return _accelerate_config(rest)
+    print(f"error: unknown command {command!r}; use one of: train, eval, rescore, report, accelerate-config",
+          file=sys.stderr)
     return 2
 
 

@@ -74,7 +74,14 @@ def task_spec(cfg: DictConfig) -> TaskSpec:
 
 
 def model_spec(node: DictConfig) -> ModelSpec:
-    return ModelSpec(**plain(node))
+    values = plain(node)
+    values.pop("sharding", None)  # placement across processes: the trainer's (teacher_sharding), not the model's
+    return ModelSpec(**values)
+
+
+def teacher_sharding(cfg: DictConfig) -> str:
+    """``teacher.sharding`` of the teacher preset (``replicate`` for a preset that does not say)."""
+    return OmegaConf.select(cfg, "teacher.sharding", default="replicate")
 
 
 def _betas_as_tuple(values: dict) -> dict:
@@ -84,7 +91,15 @@ def _betas_as_tuple(values: dict) -> dict:
 
 
 def trainer_settings(cfg: DictConfig) -> TrainerSettings:
-    return TrainerSettings(**_betas_as_tuple(plain(cfg.trainer)))
+    values = _betas_as_tuple(plain(cfg.trainer))
+    values.pop("distributed", None)  # read by distributed_settings
+    return TrainerSettings(**values)
+
+
+def distributed_settings(cfg: DictConfig):
+    from distill.train.distributed import DistributedSettings
+
+    return DistributedSettings(**plain(cfg.trainer.distributed))
 
 
 def bootstrap_trainer(cfg: DictConfig) -> dict:

@@ -12,6 +12,10 @@ memory is its own (CPU: peak RSS above the inputs; CUDA:
 ``max_memory_allocated`` above the inputs); times are medians over repeats,
 the variants alternating. Values and gradients are compared with the naive
 float64 reference (max relative difference).
+
+Sections 2 and 3 (bench_steps.py, bench_trl.py): where a step's time goes per method, and steps/s against TRL.
+Section 4 (bench_distributed.py): steps/s with 1 and 2 processes at the same global batch (DDP, FSDP2).
+Section 5 (bench_fused.py): the loss at Qwen and T5 heads from hidden states, fused vs full logits vs TRL.
 """
 
 from __future__ import annotations
@@ -234,6 +238,16 @@ def header() -> list[str]:
             f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}", ""]
 
 
+def _divergence_key(parser, name: str) -> str:
+    """A row of DIVERGENCES by its key or its divergence name (`--only jsd` is the jsd(0.5) row)."""
+    if name in DIVERGENCES:
+        return name
+    matches = [key for key, kind in DIVERGENCES.items() if kind["name"] == name]
+    if not matches:
+        parser.error(f"--only {name}: choose from {', '.join(DIVERGENCES)}")
+    return matches[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (the < 5 min setting)")
@@ -245,7 +259,9 @@ def main() -> None:
     parser.add_argument("--chunk-size", type=int, default=64)
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="divergences to run (default: all)")
-    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl"], default=None,
+    parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
+    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads"],
+                        default=None,
                         help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -253,7 +269,8 @@ def main() -> None:
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
-    sections = args.sections or ["divergences", "steps", "trl"]
+    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads"]
+    args.only = [_divergence_key(parser, name) for name in args.only] if args.only else None
     if "divergences" in sections:
         lines += divergence_section(args, has_trl) + [""]
     if "steps" in sections:
@@ -264,6 +281,14 @@ def main() -> None:
         from bench_trl import trl_section
 
         lines += trl_section(args, has_trl) + [""]
+    if "processes" in sections:
+        from bench_distributed import processes_section
+
+        lines += processes_section(args) + [""]
+    if "heads" in sections:
+        from bench_fused import heads_section
+
+        lines += heads_section(args, has_trl) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

@@ -165,12 +165,27 @@ def _generate_missing(ctx, items: list[Encoded], decoding: Decoding, batch_size:
     return out
 
 
-def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False) -> None:
+def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False) -> None:
     """The batch's single teacher pass: its logits (and last hidden states: at the state that predicts y_t,
-    and at y_t's own position) serve every term."""
+    and at y_t's own position) serve every term. ``fused`` (``ctx.fused_linear``): the input of its output
+    projection instead of logits; the divergence forms the logits a chunk at a time (``teacher_target``)."""
     from distill.models.forward import token_view
 
+    if fused:
+        batch["teacher_head_input"] = token_view(ctx.teacher, batch, fused=True).head_input
+        return
     view = token_view(ctx.teacher, batch, output_hidden=hidden)
     batch["teacher_logits"] = view.logits
     if hidden:
         batch["teacher_hidden"], batch["teacher_action_hidden"] = view.hidden, view.action_hidden
+
+
+def teacher_target(ctx, batch: dict[str, torch.Tensor]):
+    """What ``divergence_term`` compares the student with: the teacher's logits, or its fused view."""
+    from distill.models.forward import TokenView
+
+    if "teacher_head_input" not in batch:
+        return batch["teacher_logits"]
+    head = ctx.teacher.get_output_embeddings().weight
+    return TokenView(None, batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(),
+                     head_input=batch["teacher_head_input"], head_weight=head)

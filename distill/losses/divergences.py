@@ -213,6 +213,23 @@ class Divergence:
         probe = torch.zeros(1, 2)
         self(probe, probe)  # validates β / skew / τ now, before any model loads
 
+    def _kernel(self) -> tuple:
+        """(chunk function, its parameter, value scale) of this divergence, as ``__call__`` picks them."""
+        if self.name == "jsd" and self.normalize and self.beta in (0.0, 1.0):
+            return (_fkl_chunk, None, 1.0) if self.beta == 0.0 else (_rkl_chunk, None, 1.0)
+        if self.name == "jsd":
+            return _jsd_chunk, self.beta, 1.0 / (self.beta * (1.0 - self.beta)) if self.normalize else 1.0
+        chunks = {"fkl": _fkl_chunk, "rkl": _rkl_chunk, "tvd": _tvd_chunk, "skl": _skl_chunk, "srkl": _srkl_chunk}
+        return chunks[self.name], self.skew, 1.0
+
+    def fused(self, student_hidden, student_weight, teacher_hidden, teacher_weight, mask) -> torch.Tensor:
+        """The same per-token values from hidden states and output projections (distill.losses.fused_linear)."""
+        from distill.losses.fused_linear import fused_divergence
+
+        chunk_fn, param, scale = self._kernel()
+        return fused_divergence(chunk_fn, student_hidden, student_weight, teacher_hidden, teacher_weight, mask,
+                                param, self.kd_temperature, self.chunk_size, scale)
+
     def __call__(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         common = {"kd_temperature": self.kd_temperature, "chunk_size": self.chunk_size}
         if self.name == "jsd":

@@ -15,7 +15,16 @@ from distill.models.forward import TokenView
 
 
 def ce_term(view: TokenView, weight: float = 1.0) -> Term:
-    return Term(token_nll(view.logits, view.targets), view.mask, weight)
+    return Term(_nll(view, 1.0), view.mask, weight)
+
+
+def _nll(view: TokenView, temperature: float) -> torch.Tensor:
+    """−log q_T(y_t) per token, from logits or (fused view) from the projection's input and weight."""
+    if view.fused:
+        from distill.losses.fused_linear import fused_cross_entropy
+
+        return fused_cross_entropy(view.head_input, view.head_weight, view.targets, view.mask, temperature)
+    return token_nll(view.logits / temperature if temperature != 1.0 else view.logits, view.targets)
 
 
 def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,15 +33,22 @@ def shared_vocabulary(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return student_logits[..., :size], teacher_logits[..., :size]
 
 
-def divergence_term(divergence: Divergence, view: TokenView, teacher_logits: torch.Tensor, weight: float = 1.0) -> Term:
-    """D(p, q) per output token; the teacher logits come from the batch's single teacher pass."""
-    student, teacher = shared_vocabulary(view.logits, teacher_logits)
-    return Term(divergence(student, teacher), view.mask, weight)
+def divergence_term(divergence: Divergence, view: TokenView, teacher: torch.Tensor | TokenView,
+                    weight: float = 1.0) -> Term:
+    """D(p, q) per output token. ``teacher``: its logits from the batch's single teacher pass, or, with a fused
+    student view, the teacher's fused view (``distill.data.trajectories.teacher_target``)."""
+    if view.fused:
+        size = min(view.head_weight.size(0), teacher.head_weight.size(0))  # padded output layers (see below)
+        values = divergence.fused(view.head_input, view.head_weight[:size], teacher.head_input,
+                                  teacher.head_weight[:size], view.mask)
+        return Term(values, view.mask, weight)
+    student, teacher_logits = shared_vocabulary(view.logits, teacher)
+    return Term(divergence(student, teacher_logits), view.mask, weight)
 
 
 def target_log_probs(view: TokenView, temperature: float = 1.0) -> torch.Tensor:
     """log q_T(y_t | s_t) of the tokens in the batch, [B, L], with q_T = softmax(z / T)."""
-    return -token_nll(view.logits / temperature, view.targets)
+    return -_nll(view, temperature)
 
 
 def reinforce_term(view: TokenView, advantage: torch.Tensor, weight: float, sampling_temperature: float) -> Term:
@@ -42,5 +58,5 @@ def reinforce_term(view: TokenView, advantage: torch.Tensor, weight: float, samp
     ∇ log q_T, not that of the T = 1 model (SPEC §5): otherwise the estimate
     of ∇ E_{q_T}[r] is biased at T ≠ 1.
     """
-    advantage = advantage.detach().to(view.logits.device)
+    advantage = advantage.detach().to(view.mask.device)
     return Term(-advantage[:, None] * target_log_probs(view, sampling_temperature), view.mask, weight)

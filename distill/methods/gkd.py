@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs
+from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs, teacher_target
 from distill.errors import ConfigError
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
@@ -62,7 +62,7 @@ class GKD:
             batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
         else:
             batch = ctx.collate(items)
-        teacher_forward(ctx, batch)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear)
         batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if on_policy and self.alpha < 1.0:
             batch.update(self._rewards(batch, items, ctx))
@@ -82,8 +82,8 @@ class GKD:
             float(len(items)), device=ctx.device)}
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        view = token_view(ctx.student, batch)
-        terms = {"kd": divergence_term(self.divergence, view, batch["teacher_logits"], weight=self.alpha)}
+        view = token_view(ctx.student, batch, fused=ctx.fused_linear)
+        terms = {"kd": divergence_term(self.divergence, view, teacher_target(ctx, batch), weight=self.alpha)}
         stats = {"frac_on_policy": batch["on_policy"]}
         if "rewards" in batch:
             advantage = leave_one_out_advantage(batch["rewards"], batch["window/reward"], batch["window/sequences"])

@@ -34,6 +34,9 @@ from distill.models.forward import TokenView, token_view
 
 class MiniLLM:
     needs_teacher = True
+    # The teacher decodes token by token beside the student (mixture sampling): a sharded teacher is held
+    # gathered for the whole generation, like the student (distill.train.distributed.gathered).
+    teacher_decodes = True
 
     def __init__(self, teacher_mix: float, sampling_temperature: float, max_new_tokens: int, gamma: float,
                  length_norm: bool, importance_clip: float, clip_ratio: float | None, ptx_weight: float,
@@ -60,7 +63,7 @@ class MiniLLM:
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        view = token_view(ctx.student, batch)
+        view = token_view(ctx.student, batch)  # full logits: the importance weights and the mixture need them
         student, teacher = shared_vocabulary(view.logits, batch["teacher_logits"])
         temperature = self.sampling_temperature
         log_q = target_log_probs(TokenView(student, view.targets, view.mask), temperature)  # differentiable

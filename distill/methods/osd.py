@@ -103,7 +103,7 @@ class OSD:
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        view = token_view(ctx.student, batch)
+        view = token_view(ctx.student, batch)  # full logits: the verified target rows come as logits
         term = divergence_term(self.divergence, view, batch["teacher_logits"], weight=1.0 if self.update else 0.0)
         return LossTerms({"kd": term})
 

@@ -30,4 +30,4 @@ class SeqKD:
         return ctx.collate(items)
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        return LossTerms({"ce": ce_term(token_view(ctx.student, batch))})
+        return LossTerms({"ce": ce_term(token_view(ctx.student, batch, fused=ctx.fused_linear))})

@@ -19,4 +19,4 @@ class SFT:
         return ctx.collate(items)
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        return LossTerms({"ce": ce_term(token_view(ctx.student, batch))})
+        return LossTerms({"ce": ce_term(token_view(ctx.student, batch, fused=ctx.fused_linear))})

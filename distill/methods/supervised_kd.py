@@ -6,7 +6,7 @@ on the dataset token (SPEC §5).
 
 from __future__ import annotations
 
-from distill.data.trajectories import teacher_forward
+from distill.data.trajectories import teacher_forward, teacher_target
 from distill.errors import ConfigError
 from distill.losses.divergences import Divergence
 from distill.losses.kd import ce_term, divergence_term
@@ -26,12 +26,12 @@ class SupervisedKD:
 
     def trajectories(self, items, ctx):
         batch = ctx.collate(items)
-        teacher_forward(ctx, batch)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear)
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
-        view = token_view(ctx.student, batch)
-        terms = {"kd": divergence_term(self.divergence, view, batch["teacher_logits"])}
+        view = token_view(ctx.student, batch, fused=ctx.fused_linear)
+        terms = {"kd": divergence_term(self.divergence, view, teacher_target(ctx, batch))}
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
         return LossTerms(terms)

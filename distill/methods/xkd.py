@@ -94,6 +94,7 @@ class XKD:
         return batch["teacher_hidden"], batch["teacher_action_hidden"]
 
     def loss_terms(self, batch, ctx) -> LossTerms:
+        # Full logits (never ctx.fused_linear): the implied rewards need log q and log p over the whole vocabulary.
         view = token_view(ctx.student, batch, output_hidden=self.head_settings["features"] == "student")
         terms = self._base_terms(view, batch)
         state, action = self._features(view, batch)

@@ -10,6 +10,7 @@ gradient is exactly 0 rather than 0·inf = NaN.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 import torch
@@ -17,15 +18,73 @@ import torch
 
 @dataclass
 class TokenView:
-    logits: torch.Tensor  # [B, L, V]
+    logits: torch.Tensor | None  # [B, L, V]; None in a fused view (head_input and head_weight instead)
     targets: torch.Tensor  # [B, L] token ids
     mask: torch.Tensor  # [B, L] float, 1 on output tokens
     hidden: torch.Tensor | None = None  # [B, L, H] last hidden state at the predicting position (state s_t)
     action_hidden: torch.Tensor | None = None  # [B, L, H] at y_t's own position (has seen s_t and y_t)
+    # Fused view (distill.losses.fused_linear): what the output projection would see, and the projection;
+    # logits = head_input @ head_weight.T, formed a chunk of rows at a time inside the loss, never whole.
+    head_input: torch.Tensor | None = None  # [B, L, H]
+    head_weight: torch.Tensor | None = None  # [V, H]
+
+    @property
+    def fused(self) -> bool:
+        return self.logits is None
 
 
-def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = False) -> TokenView:
-    """Logits, targets and mask aligned row by row; with ``output_hidden`` the last hidden states too."""
+def fused_head_unsupported(model) -> str | None:
+    """Why ``model``'s logits cannot be formed from its last hidden state and output weight alone (None: they can).
+
+    The fused path needs logits = h · Wᵀ exactly: no bias, no soft-capping or scaling after the projection, and a
+    forward that can skip the full logits (decoder-only models with ``logits_to_keep``)."""
+    if model.config.is_encoder_decoder:
+        return "encoder-decoder models scale the decoder output before the projection (T5)"
+    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+        return f"{type(model).__name__}.forward cannot skip the full logits (no logits_to_keep)"
+    head = model.get_output_embeddings()
+    if head is None or getattr(head, "bias", None) is not None:
+        return "the output projection has a bias"
+    if getattr(model.config, "final_logit_softcapping", None) or getattr(model.config, "logit_scale", None):
+        return "the logits are soft-capped or scaled after the projection"
+    return None
+
+
+FUSED_AUTO_VOCAB = 16_384  # fused_linear=auto: from this vocabulary size on, full logits dominate a step's memory
+
+
+def fused_linear_choice(setting, student, teacher, sharded: bool) -> tuple[bool, str]:
+    """(use the fused path, why) for ``fused_linear`` = auto | true | false; true where it cannot work is an error."""
+    from distill.errors import ConfigError
+
+    if setting is False:
+        return False, "fused_linear=false"
+    reasons = [f"{role}: {why}" for role, model in (("student", student), ("teacher", teacher)) if model is not None
+               for why in [fused_head_unsupported(model)] if why]
+    if sharded:
+        reasons.append("FSDP2 shards the output projection outside the forward pass")
+    if reasons and setting is True:
+        raise ConfigError(f"fused_linear=true is not possible here ({'; '.join(reasons)}); use fused_linear=auto or false")
+    if reasons:
+        return False, "; ".join(reasons)
+    vocab = student.get_output_embeddings().weight.size(0)
+    if setting == "auto" and vocab < FUSED_AUTO_VOCAB:
+        return False, f"vocabulary {vocab} < {FUSED_AUTO_VOCAB}: full logits are small"
+    return True, f"vocabulary {vocab}"
+
+
+def check_fused_setting(setting) -> None:
+    from distill.errors import ConfigError
+
+    if setting not in ("auto", True, False):
+        raise ConfigError(f"fused_linear must be auto, true or false, got {setting!r}")
+
+
+def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = False, fused: bool = False) -> TokenView:
+    """Logits, targets and mask aligned row by row; with ``output_hidden`` the last hidden states too.
+    ``fused``: no logits; the projection's input and weight instead (the caller checked fused_head_unsupported)."""
+    if fused:
+        return _fused_view(model, batch)
     if model.config.is_encoder_decoder:
         return _seq2seq_view(model, batch, output_hidden)
     attention = batch["attention_mask"]
@@ -38,6 +97,17 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
     mask = batch["loss_mask"][:, 1:].float()
     return TokenView(_zero_masked(out.logits[:, :-1], mask), batch["input_ids"][:, 1:], mask,
                      hidden[:, :-1] if output_hidden else None, hidden[:, 1:] if output_hidden else None)
+
+
+def _fused_view(model, batch: dict[str, torch.Tensor]) -> TokenView:
+    """The decoder-only view without logits: logits_to_keep=1 leaves one position's logits, not [B, L, V]."""
+    attention = batch["attention_mask"]
+    positions = (attention.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
+                output_hidden_states=True, logits_to_keep=1)
+    hidden = out.hidden_states[-1]  # after the final norm: what the output projection sees
+    return TokenView(None, batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(),
+                     head_input=hidden[:, :-1], head_weight=model.get_output_embeddings().weight)
 
 
 def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool) -> TokenView:

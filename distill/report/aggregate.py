@@ -28,6 +28,10 @@ NON_RESULT_KEYS = (
     "trainer.device", "trainer.progress", "trainer.progress_interval", "trainer.resume", "trainer.resume_from",
     "trainer.log_every", "trainer.eval_every", "trainer.eval_batches", "trainer.save_every",
     "trainer.keep_checkpoints", "eval", "logger", "cache_dir",
+    # placement across processes (the same update, up to float order: tested)
+    "trainer.distributed", "teacher.sharding",
+    # losses from hidden states and the projection instead of full logits (the same values: tested)
+    "fused_linear",
     # batching of generation and chunking of the divergence kernels (results do not depend on them: tested)
     "teacher_generation.batch_size", "method.generation_batch_size", "divergence.chunk_size", "method.chunk_size",
     # copies of other groups inside the method node (method.divergence = divergence, teacher_decoding =

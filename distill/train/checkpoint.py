@@ -56,20 +56,22 @@ def max_abs_weight(modules) -> float:
 
 def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, scheduler,
                     extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None,
-                    protect: str | None = None, method_state: dict | None = None) -> Path:
+                    protect: str | None = None, method_state: dict | None = None, full=None) -> Path:
     """Write ``step-N`` atomically with its manifest (``info`` is recorded in it), then prune to ``keep``
-    (never ``protect``: the checkpoint the current branch started from, for another try from it)."""
+    (never ``protect``: the checkpoint the current branch started from, for another try from it).
+    ``full``: states consolidated from FSDP2 shards (``distill.train.distributed.Consolidated``), written instead
+    of the live modules' (the optimizer's then keyed by parameter name)."""
     final = directory / f"step-{step:08d}"
     with writing(final), atomic_dir(final) as tmp:
-        student.save_pretrained(tmp / "student")
+        student.save_pretrained(tmp / "student", **({"state_dict": full.student} if full else {}))
         tokenizer.save_pretrained(tmp / "student")
         kill_point("kill-save", step)
-        extra = {name: m.state_dict() for name, m in extra_modules.items()}
+        extra = full.extra if full else {name: m.state_dict() for name, m in extra_modules.items()}
         if method_state is not None:  # what a method keeps between steps (OSD's replay buffer)
             extra[METHOD_STATE] = method_state
         torch.save(extra, tmp / "extra.pt")
-        torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "rng": rng_state()}, tmp / "state.pt")
+        torch.save({"step": step, "optimizer": full.optimizer if full else optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "rng": rng_state()}, tmp / "state.pt")
         write_manifest(tmp, {"step": step, **(info or {})})
     prune(directory, keep, step, protect)
     return final
@@ -98,13 +100,15 @@ def latest_checkpoint(directory: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def load_training_state(path: Path, student, optimizer, scheduler,
-                        extra_modules: dict[str, torch.nn.Module]) -> tuple[int, dict | None]:
-    """Restore everything saved at ``path`` into live objects; returns (the step to continue from, the
-    method's own state or None)."""
+def load_training_state(path: Path, student, optimizer, scheduler, extra_modules: dict[str, torch.nn.Module],
+                        dist_=None) -> tuple[int, dict | None]:
+    """Restore everything saved at ``path`` into live objects (every rank reads it); returns (the step to
+    continue from, the method's own state or None)."""
     from safetensors.torch import load_file
 
     weights = load_file(str(path / "student" / "model.safetensors"))
+    if dist_ is not None and dist_.strategy == "fsdp2":
+        return _load_sharded(path, weights, student, optimizer, scheduler, extra_modules)
     missing, unexpected = student.load_state_dict(weights, strict=False)
     # save_pretrained drops tied weights (lm_head = embeddings); anything else missing is a real mismatch.
     missing = [k for k in missing if k not in _tied_keys(student)]
@@ -120,6 +124,17 @@ def load_training_state(path: Path, student, optimizer, scheduler,
         optimizer.load_state_dict(state["optimizer"])
     except ValueError as exc:  # parameter groups of another model or method
         raise ModelError(f"checkpoint {path}: its optimizer state does not fit this run ({exc})") from None
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return int(state["step"]), extra.get(METHOD_STATE)
+
+
+def _load_sharded(path: Path, weights: dict, student, optimizer, scheduler, extra_modules) -> tuple[int, dict | None]:
+    from distill.train.distributed import load_consolidated
+
+    extra = torch.load(path / "extra.pt", weights_only=False)
+    state = torch.load(path / "state.pt", weights_only=False)
+    load_consolidated(student, extra_modules, optimizer, weights, extra, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
     return int(state["step"]), extra.get(METHOD_STATE)

@@ -7,6 +7,7 @@
   * ``term@N``       SIGTERM to ourselves after step N (what a cluster sends before killing);
   * ``nan@N``        treat step N's loss as non-finite;
   * ``slow@N``       spend one extra second in step N (to measure accumulated training time).
+``KIND@STEP#RANK`` applies to that rank of a multi-process job only (``kill@3#1``: rank 1 dies after step 3).
 Unset in normal use: every check is one environment lookup.
 """
 
@@ -21,6 +22,9 @@ FAULT_ENV = "DISTILL_FAULT_INJECT"
 def fault(kind: str, step: int) -> bool:
     for entry in os.environ.get(FAULT_ENV, "").split(","):
         name, _, at = entry.strip().partition("@")
+        at, _, rank = at.partition("#")
+        if rank and rank != os.environ.get("RANK", "0"):
+            continue
         if name == kind and at and int(at) == step:
             return True
     return False

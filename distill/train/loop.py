@@ -27,6 +27,7 @@ from distill.fields import check_field_types, check_range
 from distill.io import read_manifest, remove_temporaries
 from distill.losses.reduction import reduce_tokens
 from distill.train import checkpoint as ckpt
+from distill.train import distributed as D
 from distill.train.faults import fault, kill_point
 from distill.train.loggers import MetricsLogger
 from distill.train.progress import Progress
@@ -98,6 +99,9 @@ class Context:
     # Position of each item of the current micro-batch in the run's stream of examples (step · window +
     # slot): keys its samples, so a window holding one example twice draws two independent samples.
     positions: list[int] | None = None
+    # Losses from the output projection's input and weight, never full logits (distill.losses.fused_linear);
+    # resolved from the `fused_linear` setting and what the models allow (distill.models.forward).
+    fused_linear: bool = False
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)
@@ -115,14 +119,15 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
 
 
-def _window_totals(micro: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """Token counts N per mask and the method's ``sum/`` totals, over the whole window (SPEC §3).
+def _window_totals(micro: list[dict[str, torch.Tensor]], dist_: D.Dist | None = None) -> dict[str, torch.Tensor]:
+    """Token counts N per mask and the method's ``sum/`` totals, over the whole window of every rank (SPEC §3).
 
     Counted after generation replaced the outputs. The ``sum/`` totals are put
     back into every micro-batch as ``window/<name>``.
     """
-    keys = {key for batch in micro for key in batch if key.endswith("loss_mask") or key.startswith("sum/")}
-    totals = {key: sum(b[key].sum() for b in micro if key in b) for key in keys}
+    dist_ = dist_ or D.Dist()
+    keys = sorted({key for batch in micro for key in batch if key.endswith("loss_mask") or key.startswith("sum/")})
+    totals = {key: dist_.sum(sum(b[key].sum() for b in micro if key in b)) for key in keys}
     counts = {key: value.clamp(min=1) for key, value in totals.items() if key.endswith("loss_mask")}
     for batch in micro:
         batch.update({"window/" + key[4:]: value for key, value in totals.items() if key.startswith("sum/")})
@@ -134,8 +139,10 @@ class Trainer:
 
     def __init__(self, method, ctx: Context, train_data: list[Encoded], val_data: list[Encoded],
                  settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict,
-                 plan: resume.ResumePlan | None = None, diverged_hint: str | None = None, description: str = "train"):
+                 plan: resume.ResumePlan | None = None, diverged_hint: str | None = None, description: str = "train",
+                 dist_: D.Dist | None = None):
         self.method, self.ctx, self.s = method, ctx, settings
+        self.dist = dist_ or D.Dist()  # this process's place in a multi-process job (rank 0 alone writes)
         self.train_data, self.val_data = train_data, val_data
         self.run_dir, self.seed = run_dir, seed
         ctx.seed = seed
@@ -143,7 +150,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(params, lr=settings.lr, weight_decay=settings.weight_decay, betas=tuple(settings.adam_betas))
         self.scheduler = make_scheduler(self.optimizer, settings.warmup_steps, settings.max_steps, settings.lr_schedule, settings.min_lr_ratio)
         self.ckpt_dir = run_dir / "checkpoints"
-        for leftover in remove_temporaries(run_dir) + remove_temporaries(self.ckpt_dir):
+        for leftover in (remove_temporaries(run_dir) + remove_temporaries(self.ckpt_dir)) if self.dist.main else []:
             log.info("removed %s, left by an interrupted write", leftover)
         self.previous_seconds = 0.0  # training time of earlier sessions of this run (resumes)
         self.diverged_hint = diverged_hint  # how to continue after a divergence, when not trainer.resume_from
@@ -151,12 +158,13 @@ class Trainer:
         if plan is None:  # a run without a command of its own (bootstraps): plan where it starts here
             plan = resume.plan_start(settings.resume, settings.resume_from, self.ckpt_dir,
                                      resume.optimizer_signature(settings))
-        resume.apply(plan, self.ckpt_dir)
+        if self.dist.main:
+            resume.apply(plan, self.ckpt_dir)
         self.start_step, self.branch_from = self._maybe_resume(plan)
         self._bad_step = torch.tensor(-1, device=ctx.device)  # first non-finite step (1-based), -1 = none
         self._last_loss = None  # the latest step's loss tensor, recorded in checkpoint manifests
         self._records: list[dict] = []
-        self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step)
+        self.logger = MetricsLogger(run_dir, logger_settings, config, self.start_step) if self.dist.main else None
 
     def _maybe_resume(self, plan: resume.ResumePlan) -> tuple[int, str | None]:
         source, branch = plan.source, plan.branch
@@ -164,7 +172,7 @@ class Trainer:
             torch.manual_seed(self.seed)
             return 0, branch
         step, method_state = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler,
-                                                      self.ctx.extra_modules)
+                                                      self.ctx.extra_modules, self.dist)
         if method_state is not None and hasattr(self.method, "load_state_dict"):
             self.method.load_state_dict(method_state)  # OSD's replay buffer
         self._apply_settings(step)
@@ -185,11 +193,12 @@ class Trainer:
         return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
 
     def _window_sizes(self) -> tuple[int, int]:
-        """(examples per optimizer step, per micro-batch); a method may fix them (OSD: its update interval)."""
+        """(examples per optimizer step on all ranks, per micro-batch); a method may fix them (OSD: its update
+        interval). Global batch = micro_batch_size × grad_accum_steps × world size (SPEC §11)."""
         fixed = getattr(self.method, "examples_per_step", None)
         if fixed:
             return fixed, fixed
-        return self.s.micro_batch_size * self.s.grad_accum_steps, self.s.micro_batch_size
+        return self.s.micro_batch_size * self.s.grad_accum_steps * self.dist.world, self.s.micro_batch_size
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
@@ -197,19 +206,26 @@ class Trainer:
         order = getattr(self.method, "data_order", "shuffled")
         start = getattr(self.method, "stream_start", 0)
         indices = step_indices(step, window, len(self.train_data), self.seed, order, start)
+        # Each rank takes its own contiguous part of the global window; positions (which key every sample)
+        # stay global, so samples and the update do not depend on the world size.
+        local = window // self.dist.world
+        first = self.dist.rank * local
         self.ctx.student.train()
         self.ctx.step = step
+        decoding_teacher = self.ctx.teacher if getattr(self.method, "teacher_decodes", False) else None
         micro = []
-        for start in range(0, window, micro_size):
-            items = [self.train_data[i] for i in indices[start : start + micro_size]]
+        for start in range(first, first + local, micro_size):
+            items = [self.train_data[i] for i in indices[start : min(start + micro_size, first + local)]]
             self.ctx.positions = [step * window + start + slot for slot in range(len(items))]
-            with torch.no_grad(), self._autocast():
+            with torch.no_grad(), self._autocast(), D.gathered(self.dist, self.ctx.student, decoding_teacher):
                 micro.append(self.method.trajectories(items, self.ctx))
         # Per-example records a method reports (OSD: per-request acceptance), logged as they are.
         self._records = [record for batch in micro for record in batch.pop("log_records", [])]
-        counts = _window_totals(micro)
+        counts = _window_totals(micro, self.dist)
         totals: dict[str, torch.Tensor] = {}
-        for batch in micro:
+        trained = [self.ctx.student, *self.ctx.extra_modules.values()]
+        for index, batch in enumerate(micro):
+            D.set_gradient_sync(self.dist, trained, index == len(micro) - 1)
             with self._autocast():
                 out = self.method.loss_terms(batch, self.ctx)
                 loss = torch.zeros((), device=self.ctx.device)
@@ -219,13 +235,14 @@ class Trainer:
                     totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value.detach()
                 for name, value in out.stats.items():
                     totals[name] = totals.get(name, 0.0) + value.detach().float() / len(micro)
-            loss.backward()
+            (loss * self.dist.grad_scale if self.dist.active else loss).backward()
             totals["loss"] = totals.get("loss", 0.0) + loss.detach()
         # Clip the student and each method-owned module (reward head) separately: a head whose
         # gradient is large early on must not shrink the student's update through a shared norm.
-        totals["grad_norm"] = torch.nn.utils.clip_grad_norm_(self.ctx.student.parameters(), self.s.max_grad_norm)
+        clip = torch.nn.utils.clip_grad_norm_
+        totals["grad_norm"] = D.local_value(clip(self.ctx.student.parameters(), self.s.max_grad_norm))
         for name, module in self.ctx.extra_modules.items():
-            totals[f"grad_norm/{name}"] = torch.nn.utils.clip_grad_norm_(module.parameters(), self.s.max_grad_norm)
+            totals[f"grad_norm/{name}"] = D.local_value(clip(module.parameters(), self.s.max_grad_norm))
         totals["tokens"] = counts["loss_mask"]
         return totals
 
@@ -251,8 +268,9 @@ class Trainer:
                                 "(or an older one: the newest may already hold exploded weights)")
 
     def _raise_if_diverged(self) -> None:
-        """Called before anything is logged or saved: a diverged run never overwrites a good checkpoint."""
-        bad = int(self._bad_step)
+        """Called before anything is logged or saved: a diverged run never overwrites a good checkpoint.
+        Every rank calls it at the same steps and learns of a divergence on any rank."""
+        bad = int(self.dist.max(self._bad_step))
         if bad >= 0:
             raise self._diverged(f"loss became non-finite at step {bad}")
 
@@ -271,7 +289,8 @@ class Trainer:
         # on it and are read only at logging, validation and checkpoint steps.
         s, self._started = self.s, time.perf_counter()
         self._window = (torch.zeros((), device=self.ctx.device), time.perf_counter())
-        self.progress = Progress(s.progress, s.max_steps, self.start_step, self.description, "step", s.progress_interval)
+        self.progress = Progress(s.progress and self.dist.main, s.max_steps, self.start_step, self.description, "step",
+                                 s.progress_interval)
         with self.progress, StopSignals() as stop:
             for step in range(self.start_step, s.max_steps):
                 totals = self.train_step(step)
@@ -279,17 +298,28 @@ class Trainer:
                     time.sleep(1.0)
                 self._note_finite(step, totals)
                 self._optimizer_step(step)
-                for record in self._records:
+                for record in self._records if self.dist.main else []:
                     self.logger.log({"step": step + 1, **record})
                 saved = self._after_step(step + 1, totals)
                 kill_point("kill", step + 1)
                 if fault("term", step + 1):
                     stop.requested = stop.requested or signal.SIGTERM  # as if it had arrived during the step
-                if stop.requested and step + 1 < s.max_steps:  # after the last step: finish and export
-                    self._stop(step + 1, saved, stop.requested)
+                requested = self._agreed_stop(stop.requested)
+                if requested and step + 1 < s.max_steps:  # after the last step: finish and export
+                    self._stop(step + 1, saved, requested)
                 self.progress.advance()
-        self.logger.close()
+        self._close_logger()
         return {"steps": s.max_steps, "resumed_from_step": self.start_step, "train_seconds": self.train_seconds()}
+
+    def _agreed_stop(self, requested: int | None) -> int | None:
+        """A signal seen by any rank stops every rank at the same step boundary (one tiny all-reduce a step)."""
+        if not self.dist.active:
+            return requested
+        return int(self.dist.max(torch.tensor(requested or 0, device=self.ctx.device))) or None
+
+    def _close_logger(self) -> None:
+        if self.logger is not None:
+            self.logger.close()
 
     def train_seconds(self) -> float:
         """Training time of this run over all its sessions (resumes included)."""
@@ -305,7 +335,7 @@ class Trainer:
         if log_now or validate_now or save_now:
             self._raise_if_diverged()  # the one host sync, before anything is written
         if log_now or done == s.max_steps:
-            self._log(done, totals, float(tokens) / max(time.perf_counter() - since, 1e-9))
+            self._log(done, self.dist.job_totals(totals), float(self.dist.sum(tokens)) / max(time.perf_counter() - since, 1e-9))
             tokens, since = torch.zeros((), device=self.ctx.device), time.perf_counter()
         self._window = (tokens, since)
         if validate_now or done == s.max_steps:
@@ -319,12 +349,14 @@ class Trainer:
         if not saved:
             self._raise_if_diverged()
             self.save(done)
-        self.logger.close()
+        self._close_logger()
         path = self.ckpt_dir / f"step-{done:08d}"
         raise Interrupted(f"stopped by {signal_name(signum)} at step {done} of {self.s.max_steps}; checkpoint saved "
                           f"({path}); re-run the same command to resume", signum)
 
     def _log(self, step: int, totals: dict, tokens_per_s: float) -> None:
+        if not self.dist.main:
+            return
         record = {"step": step, "lr": self.scheduler.get_last_lr()[0], "tokens_per_s": tokens_per_s}
         record.update({k: float(v) for k, v in totals.items() if k != "tokens"})
         self.logger.log(record)
@@ -333,20 +365,27 @@ class Trainer:
     def _validate(self, step: int) -> None:
         if not self.val_data:
             return
+        # Every rank runs it (an FSDP2 forward is a collective); rank 0 writes it.
         value = validation_loss(self.ctx, self.val_data, self.s.micro_batch_size, self.s.eval_batches, self._autocast)
-        self.logger.log({"step": step, "val/loss": value})
+        if self.dist.main:
+            self.logger.log({"step": step, "val/loss": value})
 
     def save(self, step: int) -> Path:
         """A checkpoint, only of finite weights after finite losses (the caller checked the losses)."""
         modules = [self.ctx.student, *self.ctx.extra_modules.values()]
-        peak = ckpt.max_abs_weight(modules)
+        peak = D.peak_weight(self.dist, modules)
         if not math.isfinite(peak):
             raise self._diverged(f"weights became non-finite by step {step}")
-        loss = float(self._last_loss) if self._last_loss is not None else None
+        loss = float(self.dist.sum(self._last_loss)) if self._last_loss is not None else None
+        # Under FSDP2 every rank takes part in consolidating the shards; rank 0 alone writes.
+        full = D.consolidated(self.dist, self.ctx.student, self.ctx.extra_modules, self.optimizer)
+        path = self.ckpt_dir / f"step-{step:08d}"
+        if not self.dist.main:
+            return path
         info = {"max_abs_weight": peak, "loss": loss, "branch_from": self.branch_from,
-                "train_seconds": self.train_seconds()}
+                "train_seconds": self.train_seconds(), **D.layout(self.dist)}
         origin = self.branch_from.split("@")[0] if self.branch_from else None
         method_state = self.method.state_dict() if hasattr(self.method, "state_dict") else None
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
                                     self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin,
-                                    method_state)
+                                    method_state, full)

@@ -17,9 +17,11 @@ from omegaconf import DictConfig
 
 from distill import config as C
 from distill.errors import ConfigError
+from distill.models.forward import check_fused_setting, fused_linear_choice
 from distill.models.load import check_pair, check_same_vocabulary, parameter_count
 from distill.io import atomic_write_text
 from distill.rundir import RunDir
+from distill.train import distributed as D
 from distill.train import resume
 from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
 from distill.train.finalize import save_final
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 # Keys that may differ when a run is resumed (they change nothing already trained).
 RESUME_IGNORED = ("trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.progress_interval",
                   "trainer.log_every",
-                  "trainer.max_steps", "trainer.device", "eval", "logger", "cache_dir")
+                  "trainer.max_steps", "trainer.device", "trainer.distributed", "teacher.sharding", "fused_linear", "eval", "logger",
+                  "cache_dir")
 # Optimiser settings a run may change when it continues from a chosen checkpoint (trainer.resume_from).
 OPTIMIZER_KEYS = ("trainer.lr", "trainer.weight_decay", "trainer.adam_betas", "trainer.warmup_steps",
                   "trainer.lr_schedule", "trainer.min_lr_ratio", "trainer.max_grad_norm")
@@ -71,41 +74,61 @@ def _guard_resume(cfg: DictConfig, directory: Path) -> None:
 
 
 def train(cfg: DictConfig) -> dict:
-    """Hold the run dir, validate and load everything, and only then write: train, export, evaluate."""
-    with RunDir(run_dir(), "train.log") as run:  # a refused command leaves the directory as it was
-        C.check_required(cfg)
-        task, settings = C.task_spec(cfg), C.trainer_settings(cfg)
-        method = instantiate_method(cfg)
-        student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
-        check_pair(student_spec, teacher_spec if method.needs_teacher else None, task.max_target_length)
-        _warn_short_warmup(settings)
-        _guard_resume(cfg, run.path)
-        plan = resume.plan_start(settings.resume, settings.resume_from, run.path / "checkpoints",
-                                 resume.optimizer_signature(settings))
-        finished = None if plan.new_branch or plan.supersede else _finished(run.path, settings.max_steps)
-        if finished is not None:  # re-running a finished command: nothing to train, nothing rewritten
-            log.info("%s already finished its %d steps; nothing to train (trainer.resume=false starts afresh)",
-                     run.path, settings.max_steps)
-            return _evaluate_if_asked(cfg, run, finished)
-        started = time.perf_counter()
-        job = _prepare(cfg, method, task, settings, student_spec, teacher_spec)
-        if plan.source is not None:
-            resume.check_compatible(plan.source, job.ctx.student)
-        run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
-        log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
-                 parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
-        trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, cfg.seed,
-                          _wandb(cfg, run.path, plan.new_branch), C.plain(cfg), plan)
-        summary = trainer.run()
-        summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
-                        "teacher": teacher_spec.name if job.ctx.teacher is not None else None,
-                        "student_parameters": parameter_count(job.ctx.student),
-                        "student_init": _model_id(job.ctx.student, student_spec, cfg.seed),
-                        "teacher_id": _model_id(job.ctx.teacher, teacher_spec, init_seed(teacher_spec, job.sources)),
-                        "wall_seconds": time.perf_counter() - started})
-        save_final(run.path, job.ctx.student, job.ctx.tokenizer, summary)
-        log.info("finished: %s", run.path / "final")
-        return _evaluate_if_asked(cfg, run, summary)
+    """Hold the run dir, validate and load everything, and only then write: train, export, evaluate.
+    Under a multi-process launcher every rank runs this; rank 0 alone holds the run dir and writes."""
+    C.check_required(cfg)
+    settings = C.trainer_settings(cfg)
+    dist_ = D.setup(C.distributed_settings(cfg), settings.device, C.teacher_sharding(cfg))
+    with D.run_dir(dist_, RunDir(run_dir(), "train.log")) as run:  # a refused command leaves it as it was
+        return _train(cfg, run, settings, dist_)
+
+
+def _train(cfg: DictConfig, run: RunDir, settings, dist_: D.Dist) -> dict:
+    task = C.task_spec(cfg)
+    method = instantiate_method(cfg)
+    D.check_method(dist_, method)
+    student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
+    check_pair(student_spec, teacher_spec if method.needs_teacher else None, task.max_target_length)
+    _warn_short_warmup(settings)
+    check_fused_setting(cfg.fused_linear)
+    _guard_resume(cfg, run.path)
+    plan = dist_.broadcast(resume.plan_start(settings.resume, settings.resume_from, run.path / "checkpoints",
+                                             resume.optimizer_signature(settings)) if dist_.main else None)
+    finished = None if plan.new_branch or plan.supersede else _finished(run.path, settings.max_steps)
+    if finished is not None:  # re-running a finished command: nothing to train, nothing rewritten
+        log.info("%s already finished its %d steps; nothing to train (trainer.resume=false starts afresh)",
+                 run.path, settings.max_steps)
+        return _evaluate_if_asked(cfg, run, finished) if dist_.main else finished
+    started = time.perf_counter()
+    job = _prepare(cfg, method, task, settings, student_spec, teacher_spec, D.device_for(dist_, settings.device),
+                   dist_.world)
+    if plan.source is not None:
+        resume.check_compatible(plan.source, job.ctx.student)
+        D.check_layout(dist_, plan.source)
+    run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
+    log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
+             parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
+    D.wrap(dist_, job.ctx.student, job.ctx.teacher, job.ctx.extra_modules, job.ctx.device)
+    job.ctx.fused_linear, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher,
+                                                    dist_.strategy == "fsdp2")
+    log.info("losses %s (%s)", "from hidden states, fused with the output projection" if job.ctx.fused_linear
+             else "from full logits", why)
+    trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, cfg.seed,
+                      _wandb(cfg, run.path, plan.new_branch) if dist_.main else None, C.plain(cfg), plan,
+                      dist_=dist_)
+    summary = trainer.run()
+    summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
+                    "teacher": teacher_spec.name if job.ctx.teacher is not None else None,
+                    "student_parameters": parameter_count(job.ctx.student),
+                    "student_init": _model_id(job.ctx.student, student_spec, cfg.seed),
+                    "teacher_id": _model_id(job.ctx.teacher, teacher_spec, init_seed(teacher_spec, job.sources)),
+                    "wall_seconds": time.perf_counter() - started, "world_size": dist_.world})
+    weights = D.full_weights(dist_, job.ctx.student)  # FSDP2: every rank takes part; rank 0 writes
+    if not dist_.main:
+        return summary
+    save_final(run.path, job.ctx.student, job.ctx.tokenizer, summary, weights)
+    log.info("finished: %s", run.path / "final")
+    return _evaluate_if_asked(cfg, run, summary)
 
 
 @dataclass
@@ -116,7 +139,8 @@ class _Job:
     sources: ModelSources
 
 
-def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec) -> _Job:
+def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec, device_name: str,
+             world: int = 1) -> _Job:
     """Models (bootstrapped if asked), data and the method's own setup; nothing is written to the run dir."""
     sources = model_sources(cfg, task)
     student, tokenizer = prepare_model(student_spec, "student", sources)
@@ -124,7 +148,7 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
     if method.needs_teacher:
         teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
         check_same_vocabulary(teacher_tokenizer, tokenizer)
-    device = resolve_device(settings.device)
+    device = resolve_device(device_name)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
                   device, extra_modules={}, cache_dir=sources.cache_dir)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
@@ -136,7 +160,7 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
                  type(method).__name__, len(train_data), task.labeled_fraction)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
     if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
-        window = settings.micro_batch_size * settings.grad_accum_steps
+        window = settings.micro_batch_size * settings.grad_accum_steps * world  # the global batch
         used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
         train_data = method.setup(ctx, train_data, settings.progress, used)
     return _Job(ctx, train_data, val_data, sources)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from distill.data.collate import Encoded, collate
-from distill.losses.ce import token_nll
+from distill.losses.kd import ce_term
 from distill.models.forward import token_view
 
 
@@ -17,8 +17,9 @@ def validation_loss(ctx, data: list[Encoded], batch_size: int, max_batches: int,
         batch = collate(data[start : start + batch_size], ctx.tokenizer.pad_token_id, ctx.encoder_decoder)
         batch = {k: v.to(ctx.device) for k, v in batch.items()}
         with autocast():
-            view = token_view(ctx.student, batch)
-        total += float((token_nll(view.logits, view.targets) * view.mask).sum())
+            view = token_view(ctx.student, batch, fused=ctx.fused_linear)
+            nll = ce_term(view).per_token.detach()
+        total += float((nll * view.mask).sum())
         count += float(view.mask.sum())
     ctx.student.train()
     return total / max(count, 1.0)

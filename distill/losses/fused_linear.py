@@ -1,0 +1,150 @@
+"""Divergences and cross-entropy from hidden states and output projections, never forming full logits.
+
+The unfused path (``distill.losses.divergences``) receives [tokens × vocab] logits from both models: at a
+151 936-entry vocabulary that is 1.2 GB per model for 2 048 float32 tokens, plus the student logits' gradient.
+Here the student's last hidden states ``h_s`` [N, d_s] and projection ``W_s`` [V, d_s] (the teacher's likewise)
+go in; logits exist one chunk of rows at a time, forward and backward, and only masked-in rows are computed.
+
+Per chunk, with the unit gradient g = ∂f/∂z_s = (h − q Σh)·scale/τ of the divergence's closed form
+(``divergences._*_chunk``): ∂f/∂h_s = g W_s and ∂f/∂W_s = Σ_rows gᵀ h_s. Forward computes the values and both
+gradients for the per-token upstream weights being the mask (what ``reduce_tokens`` gives, times one scalar:
+the term's weight / N); backward then only rescales them. If the upstream gradient is not proportional to the
+mask (another reduction), backward recomputes chunk by chunk with the true per-token weights: always exact.
+Values at masked-out rows are 0 and so are their gradients, as on the unfused path (masked logits are zeroed).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from distill.errors import ConfigError
+from distill.losses.divergences import _log_probs
+
+
+def _ce_chunk(log_q: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """−log q(y) and h = ∂/∂(log q) = −onehot(y)."""
+    h = torch.zeros_like(log_q)
+    h.scatter_(1, targets[:, None], -1.0)
+    return -log_q.gather(1, targets[:, None]).squeeze(1), h
+
+
+class _Spec:
+    """What one call computes: a divergence chunk function (with the teacher) or cross-entropy (targets)."""
+
+    def __init__(self, chunk_fn, param, tau: float, scale: float, chunk_size: int, teacher_weight, targets):
+        self.chunk_fn, self.param, self.tau, self.scale, self.chunk_size = chunk_fn, param, tau, scale, chunk_size
+        self.teacher_weight, self.targets = teacher_weight, targets
+
+    def chunk(self, rows: torch.Tensor, student_hidden, student_weight, teacher_hidden):
+        """(values, unit gradient ∂f/∂z_s) for the given rows; the logits live only here. Each weight is already
+        in its hidden states' dtype (bf16 under autocast: one copy per call, as autocast makes per matmul)."""
+        log_q = _log_probs(student_hidden[rows] @ student_weight.T, self.tau)
+        if self.targets is not None:
+            value, h = _ce_chunk(log_q, self.targets[rows])
+        else:
+            log_p = _log_probs(teacher_hidden[rows] @ self.teacher_weight.T, self.tau)
+            value, h = self.chunk_fn(log_q, log_p, self.param)
+        grad = (h - log_q.exp() * h.sum(-1, keepdim=True)) * (self.scale / self.tau)
+        return value * self.scale, grad
+
+
+def _row_chunks(mask: torch.Tensor, chunk_size: int):
+    active = mask.nonzero().squeeze(1)
+    return [active[start : start + chunk_size] for start in range(0, active.numel(), chunk_size)]
+
+
+class _FusedLinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, student_hidden, weight, teacher_hidden, mask, spec: _Spec):
+        student_weight = weight.to(student_hidden.dtype)
+        if teacher_hidden is not None:
+            spec.teacher_weight = spec.teacher_weight.to(teacher_hidden.dtype)
+        values = torch.zeros(student_hidden.size(0), dtype=torch.float32, device=student_hidden.device)
+        need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        grad_h = torch.zeros_like(student_hidden, dtype=torch.float32) if need_h else None
+        grad_w = torch.zeros_like(weight, dtype=torch.float32) if need_w else None
+        for rows in _row_chunks(mask, spec.chunk_size):
+            value, grad = spec.chunk(rows, student_hidden, student_weight, teacher_hidden)
+            values[rows] = value
+            grad = grad.to(student_hidden.dtype)
+            if need_h:
+                grad_h[rows] = (grad @ student_weight).float()  # per token: backward scales each row
+            if need_w:  # summed over rows, weighted by the mask: valid for an upstream gradient ∝ mask
+                grad_w.addmm_((grad * mask[rows, None].to(grad.dtype)).T.float(), student_hidden[rows].float())
+        ctx.save_for_backward(student_hidden, student_weight, teacher_hidden, mask, grad_h, grad_w)
+        ctx.spec, ctx.weight_dtype = spec, weight.dtype
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        student_hidden, student_weight, teacher_hidden, mask, grad_h, grad_w = ctx.saved_tensors
+        grad_values = grad_values.float()
+        if grad_w is not None:
+            factor = _common_factor(grad_values, mask)
+            if factor is None:  # not a masked mean: recompute with the true per-token weights
+                grad_w = _recomputed_weight_grad(ctx.spec, student_hidden, student_weight, teacher_hidden, mask,
+                                                 grad_values)
+            else:
+                grad_w = grad_w * factor
+            grad_w = grad_w.to(ctx.weight_dtype)
+        if grad_h is not None:
+            grad_h = (grad_h * grad_values[:, None]).to(student_hidden.dtype)
+        return grad_h, grad_w, None, None, None
+
+
+def _common_factor(grad_values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor | None:
+    """c with grad_values = c·mask on every masked-in row (a masked mean's upstream gradient), else None."""
+    active = mask > 0
+    if not active.any():
+        return grad_values.new_zeros(())
+    ratios = grad_values[active] / mask[active]
+    factor = ratios[0]
+    if torch.equal(ratios, factor.expand_as(ratios)):
+        return factor
+    return None
+
+
+def _recomputed_weight_grad(spec: _Spec, student_hidden, student_weight, teacher_hidden, mask, grad_values):
+    grad_w = torch.zeros_like(student_weight, dtype=torch.float32)
+    for rows in _row_chunks(mask, spec.chunk_size):
+        _, grad = spec.chunk(rows, student_hidden, student_weight, teacher_hidden)
+        grad_w.addmm_((grad * grad_values[rows, None]).T.float(), student_hidden[rows].float())
+    return grad_w
+
+
+def _flat(hidden: torch.Tensor) -> torch.Tensor:
+    return hidden.reshape(-1, hidden.size(-1))
+
+
+def _check(chunk_size: int, kd_temperature: float) -> None:
+    if chunk_size < 1:
+        raise ConfigError(f"divergence.chunk_size must be >= 1, got {chunk_size}")
+    if kd_temperature <= 0:
+        raise ConfigError(f"divergence.kd_temperature must be > 0, got {kd_temperature}")
+
+
+def fused_divergence(chunk_fn, student_hidden: torch.Tensor, student_weight: torch.Tensor,
+                     teacher_hidden: torch.Tensor, teacher_weight: torch.Tensor, mask: torch.Tensor, param=None,
+                     kd_temperature: float = 1.0, chunk_size: int = 64, scale: float = 1.0) -> torch.Tensor:
+    """Per-token divergence [leading shape] from (hidden, projection) pairs; 0 where ``mask`` is 0.
+
+    ``chunk_fn`` is one of ``divergences._*_chunk`` (student log q first, teacher log p second). The teacher is a
+    fixed target: its hidden states and weight get no gradient.
+    """
+    _check(chunk_size, kd_temperature)
+    if student_weight.size(0) != teacher_weight.size(0):
+        raise ValueError(f"student vocabulary {student_weight.size(0)} != teacher vocabulary {teacher_weight.size(0)}")
+    spec = _Spec(chunk_fn, param, kd_temperature, scale, chunk_size, teacher_weight.detach(), None)
+    values = _FusedLinear.apply(_flat(student_hidden), student_weight, _flat(teacher_hidden).detach(),
+                                mask.reshape(-1).float(), spec)
+    return values.view(mask.shape)
+
+
+def fused_cross_entropy(student_hidden: torch.Tensor, student_weight: torch.Tensor, targets: torch.Tensor,
+                        mask: torch.Tensor, temperature: float = 1.0, chunk_size: int = 64) -> torch.Tensor:
+    """Per-token −log q_T(y) [leading shape], q_T = softmax(h Wᵀ / T), from hidden states and the projection;
+    0 where ``mask`` is 0."""
+    _check(chunk_size, temperature)
+    spec = _Spec(None, None, temperature, 1.0, chunk_size, None, targets.reshape(-1).clamp(min=0))
+    values = _FusedLinear.apply(_flat(student_hidden), student_weight, None, mask.reshape(-1).float(), spec)
+    return values.view(mask.shape)

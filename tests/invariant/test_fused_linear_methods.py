@@ -1,0 +1,58 @@
+"""fused_linear (issue 13): each method that uses it gives the unfused path's loss and gradients, to float
+precision, on a decoder-only pair; models it cannot serve are named, and true where it cannot work is refused."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.errors import ConfigError
+from distill.methods.seqkd import SeqKD
+from distill.methods.sft import SFT
+from distill.methods.supervised_kd import SupervisedKD
+from distill.models.forward import fused_head_unsupported, fused_linear_choice
+
+from .conftest import DECODING, DIVERGENCE
+from .test_methods import gkd, loss_and_grads
+
+JSD = {**DIVERGENCE, "name": "jsd", "beta": 0.4}
+METHODS = {
+    "sft": lambda: SFT(),
+    "seqkd": lambda: SeqKD(DECODING, 4),
+    "supervised_kd": lambda: SupervisedKD(DIVERGENCE, 0.5),
+    "supervised_kd_jsd": lambda: SupervisedKD(JSD, 0.0),
+    "gkd_on_policy": lambda: gkd(lmbda=1.0),
+    "gkd_rl": lambda: gkd(lmbda=1.0, alpha=0.5),  # the REINFORCE term: per-sequence weights, the recomputing path
+}
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_fused_path_gives_the_unfused_loss_and_gradients(make_ctx, items, name):
+    ctx = make_ctx()
+    if ctx.encoder_decoder:
+        pytest.skip("encoder-decoder models keep full logits (fused_head_unsupported)")
+    loss, grads, _, _ = loss_and_grads(METHODS[name](), ctx, items)
+    ctx.fused_linear = True
+    fused_loss, fused_grads, out, _ = loss_and_grads(METHODS[name](), ctx, items)
+    assert fused_loss == pytest.approx(float(loss), rel=1e-5)
+    assert grads.keys() == fused_grads.keys()
+    for key in grads:
+        scale = grads[key].abs().max().clamp(min=1e-8)
+        assert float((grads[key] - fused_grads[key]).abs().max() / scale) <= 1e-4, key
+
+
+def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
+    ctx = make_ctx()
+    if ctx.encoder_decoder:
+        assert "encoder-decoder" in fused_head_unsupported(ctx.student)
+        assert fused_linear_choice("auto", ctx.student, ctx.teacher, sharded=False)[0] is False
+        with pytest.raises(ConfigError, match="fused_linear=true is not possible here .*encoder-decoder"):
+            fused_linear_choice(True, ctx.student, ctx.teacher, sharded=False)
+        return
+    assert fused_head_unsupported(ctx.student) is None
+    assert fused_linear_choice("auto", ctx.student, ctx.teacher, sharded=False) == (
+        False, f"vocabulary {ctx.student.config.vocab_size} < 16384: full logits are small")
+    assert fused_linear_choice(True, ctx.student, ctx.teacher, sharded=False)[0]
+    assert fused_linear_choice(False, ctx.student, ctx.teacher, sharded=False) == (False, "fused_linear=false")
+    with pytest.raises(ConfigError, match="FSDP2 shards the output projection"):
+        fused_linear_choice(True, ctx.student, ctx.teacher, sharded=True)
