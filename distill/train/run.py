@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
@@ -159,7 +160,11 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
         log.info("%s needs dataset targets: it trains on the %d labelled examples only (task.labeled_fraction=%g)",
                  type(method).__name__, len(train_data), task.labeled_fraction)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
+    ctx.seed = cfg.seed
     if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
+        # Modules a method creates (X-KD's heads) start from the run's seed, not from whatever state earlier
+        # jobs of this process (a parallel sweep's worker) left the global generator in.
+        torch.manual_seed(cfg.seed)
         window = settings.micro_batch_size * settings.grad_accum_steps * world  # the global batch
         used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
         train_data = method.setup(ctx, train_data, settings.progress, used)
