@@ -336,7 +336,7 @@ def check_layout(dist_: Dist, checkpoint) -> None:
                           f"the same way (torchrun --nproc_per_node {saved[0]}), not with {dist_.world} ({dist_.strategy})")
 
 
-class _Follower:
+class Follower:
     """A rank other than 0 in a run directory: it reads, never locks or writes (rank 0 holds the directory)."""
 
     accepted = False
@@ -352,8 +352,3 @@ class _Follower:
 
     def accept(self, files: dict, fresh: bool) -> None:
         return None
-
-
-def run_dir(dist_: Dist, holder):
-    """Rank 0 holds the run directory (``holder``, a ``RunDir``); the other ranks follow it read-only."""
-    return holder if dist_.main else _Follower(holder.path)

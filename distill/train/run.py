@@ -77,10 +77,12 @@ def _guard_resume(cfg: DictConfig, directory: Path) -> None:
 def train(cfg: DictConfig) -> dict:
     """Hold the run dir, validate and load everything, and only then write: train, export, evaluate.
     Under a multi-process launcher every rank runs this; rank 0 alone holds the run dir and writes."""
-    C.check_required(cfg)
-    settings = C.trainer_settings(cfg)
-    dist_ = D.setup(C.distributed_settings(cfg), settings.device, C.teacher_sharding(cfg))
-    with D.run_dir(dist_, RunDir(run_dir(), "train.log")) as run:  # a refused command leaves it as it was
+    rank, _, _ = D.launcher_world()
+    holder = RunDir(run_dir(), "train.log") if rank == 0 else D.Follower(run_dir())
+    with holder as run:  # a refused command leaves the directory as it was
+        C.check_required(cfg)
+        settings = C.trainer_settings(cfg)
+        dist_ = D.setup(C.distributed_settings(cfg), settings.device, C.teacher_sharding(cfg))
         return _train(cfg, run, settings, dist_)
 
 

@@ -58,6 +58,9 @@ def test_single_process_slurm_stays_one_task(tmp_path):
 
 
 def test_a_slurm_task_takes_its_rank_from_slurm(monkeypatch):
+    # launcher_world exports RANK, WORLD_SIZE, MASTER_ADDR, ... into os.environ: into a copy here, or every later
+    # in-process `distill train` of the suite would wait for 8 ranks.
+    monkeypatch.setattr(os, "environ", dict(os.environ))
     for key in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT", "SUBMITIT_EXECUTOR"):
         monkeypatch.delenv(key, raising=False)
     slurm = {"SLURM_NTASKS": "8", "SLURM_PROCID": "5", "SLURM_LOCALID": "1", "SLURM_JOB_ID": "77",

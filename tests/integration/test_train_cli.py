@@ -59,7 +59,8 @@ def test_resume_refuses_a_run_dir_holding_another_config(tmp_path, cache_dir, ca
     assert "trainer.lr" in capsys.readouterr().err
 
 
-def test_bootstrapped_teacher_is_cached_and_reused(tmp_path, cache_dir, capsys):
+def test_bootstrapped_teacher_is_cached_and_reused(tmp_path, capsys):
+    cache_dir = tmp_path / "cache"  # its own: other tests of the session may have bootstrapped this teacher already
     extra = ["eval.after_train=true", "eval.compare_teacher=true", "trainer.max_steps=2", "seed=7"]
     assert cli(*train_args(tmp_path / "a", cache_dir, *extra)) == 0
     cached = list((cache_dir / "bootstrap").glob("teacher-tiny-*/final/config.json"))
