@@ -28,11 +28,21 @@ STEPS = ["trainer.max_steps=4", "trainer.save_every=2", "trainer.distributed.tim
 METHODS = "method=sft,supervised_kd,seqkd,gkd,gkd_lambda1,minillm,xkd"  # gkd: λ = 0.5, xkd: its gkd base at 0.5
 
 
+def _args(launcher: list[str], out: Path, *extra: str, sweep: bool = True) -> list[str]:
+    where = f"hydra.sweep.dir={out}" if sweep else f"hydra.run.dir={out}"
+    return [*launcher, "train", *(["-m"] if sweep else []), *TINY_ARITH, *TINY, *STEPS, where, *extra]
+
+
 def _run(launcher: list[str], out: Path, *extra: str, env: dict | None = None, timeout: int = 240,
          sweep: bool = True) -> subprocess.CompletedProcess:
-    where = f"hydra.sweep.dir={out}" if sweep else f"hydra.run.dir={out}"
-    args = [*launcher, "train", *(["-m"] if sweep else []), *TINY_ARITH, *TINY, *STEPS, where, *extra]
-    return subprocess.run(args, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout)
+    return subprocess.run(_args(launcher, out, *extra, sweep=sweep), capture_output=True, text=True,
+                          env={**ENV, **(env or {})}, timeout=timeout)
+
+
+def _together(*commands: list[str], timeout: int = 300) -> list[tuple[int, str]]:
+    """Run independent launches at once (their start-up and teardown overlap); (return code, stderr) each."""
+    procs = [subprocess.Popen(c, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=ENV) for c in commands]
+    return [(p.returncode, err) for p in procs for _, err in [p.communicate(timeout=timeout)]]
 
 
 def _runs(sweep_dir: Path) -> dict[tuple[str, object], Path]:
@@ -70,10 +80,10 @@ def runs(tmp_path_factory, cache_dir, search_path):
     """Every method once with 1 process × 2 accumulation steps and once with 2 processes (DDP)."""
     root = tmp_path_factory.mktemp("distributed")
     common = [METHODS, search_path, f"cache_dir={cache_dir}"]
-    one = _run(ONE, root / "one", *common, "trainer.grad_accum_steps=2")
-    assert one.returncode == 0, one.stderr[-3000:]
-    two = _run(TWO, root / "two", *common)
-    assert two.returncode == 0, two.stderr[-3000:]
+    # At once: bootstraps and tokenizer are built under file locks, so the second launch waits and reuses them.
+    for code, err in _together(_args(ONE, root / "one", *common, "trainer.grad_accum_steps=2"),
+                               _args(TWO, root / "two", *common)):
+        assert code == 0, err[-3000:]
     return {key: (path, _runs(root / "two")[key]) for key, path in _runs(root / "one").items()}
 
 
