@@ -12,11 +12,11 @@ GPU: ``python scripts/bench.py --sections heads --device cuda --dtype bfloat16``
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import statistics
 import time
 
 import torch
+from bench_trl import _run  # one variant in a fresh spawned process, its result through a queue
 
 HEADS = {  # name: (student hidden, teacher hidden, vocabulary)
     "Qwen2.5-0.5B ← 1.5B": (896, 1536, 151_936),
@@ -79,16 +79,6 @@ def _child(variant, kind, dims, tokens, device, dtype, chunk_size, repeats, queu
     queue.put({"time": statistics.median(times), "peak_mib": max(peak, 0.0)})
 
 
-def _measure(*args) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(*args, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def heads_section(args, trl: bool) -> list[str]:
     tokens = args.batch * 512
     repeats = 1 if args.quick else 3
@@ -100,7 +90,7 @@ def heads_section(args, trl: bool) -> list[str]:
     for head in HEADS:
         for kind in KINDS:
             variants = ["fused", "ours"] + (["trl"] if trl else [])
-            r = {v: _measure(v, kind, HEADS[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
+            r = {v: _run(_child, v, kind, HEADS[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
                  for v in variants}
             f, o, t = r["fused"], r["ours"], r.get("trl")
             trl_cells = (f"{t['time']:.2f}", f"{t['peak_mib']:.0f}", f"{f['peak_mib'] / max(t['peak_mib'], 1e-9):.2f}",

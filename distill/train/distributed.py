@@ -76,19 +76,18 @@ class Dist:
         """Both engines average gradients over ranks; the loss is already divided by the global N."""
         return float(self.world)
 
-    def sum(self, value: torch.Tensor) -> torch.Tensor:
+    def _reduce(self, value: torch.Tensor, op) -> torch.Tensor:
         if not self.active:
             return value
         value = value.detach().clone()
-        dist.all_reduce(value, op=dist.ReduceOp.SUM)
+        dist.all_reduce(value, op=op)
         return value
 
+    def sum(self, value: torch.Tensor) -> torch.Tensor:
+        return self._reduce(value, dist.ReduceOp.SUM)
+
     def max(self, value: torch.Tensor) -> torch.Tensor:
-        if not self.active:
-            return value
-        value = value.detach().clone()
-        dist.all_reduce(value, op=dist.ReduceOp.MAX)
-        return value
+        return self._reduce(value, dist.ReduceOp.MAX)
 
     def job_totals(self, totals: dict) -> dict:
         """Logged values of the whole job: each rank's losses are partial sums (already divided by the global
