@@ -16,6 +16,7 @@ float64 reference (max relative difference).
 Sections 2 and 3 (bench_steps.py, bench_trl.py): where a step's time goes per method, and steps/s against TRL.
 Section 4 (bench_distributed.py): steps/s with 1 and 2 processes at the same global batch (DDP, FSDP2).
 Section 5 (bench_fused.py): the loss at Qwen and T5 heads from hidden states, fused vs full logits vs TRL.
+Section 6 (bench_gkd_step.py): a whole GKD step with Qwen- and T5-shaped models, fused vs full logits vs TRL.
 """
 
 from __future__ import annotations
@@ -260,7 +261,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=None)
     parser.add_argument("--only", nargs="*", default=None, help="divergences to run (default: all)")
     parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
-    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads"],
+    parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
+    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
+                                                          "gkdstep"],
                         default=None,
                         help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -269,7 +272,7 @@ def main() -> None:
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
-    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads"]
+    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep"]
     args.only = [_divergence_key(parser, name) for name in args.only] if args.only else None
     if "divergences" in sections:
         lines += divergence_section(args, has_trl) + [""]
@@ -289,6 +292,10 @@ def main() -> None:
         from bench_fused import heads_section
 
         lines += heads_section(args, has_trl) + [""]
+    if "gkdstep" in sections:
+        from bench_gkd_step import gkd_step_section
+
+        lines += gkd_step_section(args, has_trl) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

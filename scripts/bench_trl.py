@@ -20,6 +20,7 @@ import statistics
 import tempfile
 import time
 from pathlib import Path
+from queue import Empty
 
 import torch
 
@@ -37,14 +38,15 @@ def _prepare(folder: Path, max_train: int) -> None:
     (folder / "data.json").write_text(json.dumps({"rows": rows, "teacher": label}))
 
 
-def _summary(times: list[tuple[bool, float]], warmup: int) -> dict:
+def _summary(times: list[tuple[bool, float]], warmup: int, lmbda: float = LMBDA) -> dict:
     kept = times[warmup:]
     on = [t for policy, t in kept if policy]
     off = [t for policy, t in kept if not policy]
     t_on = statistics.median(on) if on else statistics.median(t for _, t in kept)
     t_off = statistics.median(off) if off else statistics.median(t for _, t in kept)
-    return {"on_s": t_on, "off_s": t_off, "steps_per_s": 1.0 / (LMBDA * t_on + (1 - LMBDA) * t_off),
-            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib()}
+    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
+    return {"on_s": t_on, "off_s": t_off, "steps_per_s": 1.0 / (lmbda * t_on + (1 - lmbda) * t_off),
+            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib(), "peak_gpu_mib": gpu}
 
 
 def _peak_rss_mib() -> float:
@@ -55,23 +57,31 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue) -> None:
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue, opts=None) -> None:
+    """Our GKD loop body. ``opts``: lmbda, fused_linear (auto | true | false, resolved as a run resolves it)."""
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     from distill.data.collate import Encoded
     from distill.methods.gkd import GKD
+    from distill.models.forward import fused_linear_choice
     from distill.train.loop import Context, Trainer, TrainerSettings
 
+    opts = {"lmbda": LMBDA, "fused_linear": "auto", "device": "cpu", "dtype": "float32", **(opts or {})}
     torch.manual_seed(0)
-    student = AutoModelForCausalLM.from_pretrained(folder / "student")
-    teacher = AutoModelForCausalLM.from_pretrained(folder / "teacher").eval().requires_grad_(False)
+    seq2seq = AutoConfig.from_pretrained(folder / "student").is_encoder_decoder
+    auto = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    device = torch.device(opts["device"])
+    student = auto.from_pretrained(folder / "student").to(device)
+    teacher = auto.from_pretrained(folder / "teacher").to(device).eval().requires_grad_(False)
     tokenizer = AutoTokenizer.from_pretrained(folder / "student")
     data = [Encoded(r["prompt_ids"], r["target_ids"]) for r in json.loads((folder / "data.json").read_text())["rows"]]
     divergence = {"name": "jsd", "beta": BETA, "normalize": False, "kd_temperature": 1.0, "chunk_size": 64, "skew": None}
-    method = GKD(divergence, LMBDA, False, TEMPERATURE, max_new_tokens, 1.0, "accuracy",
+    method = GKD(divergence, opts["lmbda"], False, TEMPERATURE, max_new_tokens, 1.0, "accuracy",
                  {"strategy": "greedy", "max_new_tokens": max_new_tokens}, 64)
-    ctx = Context(student, teacher, tokenizer, False, torch.device("cpu"), {})
-    settings = TrainerSettings("cpu", "fp32", steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
+    ctx = Context(student, teacher, tokenizer, seq2seq, device, {})
+    ctx.fused_linear = fused_linear_choice(opts["fused_linear"], student, teacher, sharded=False)[0]
+    precision = "bf16" if opts["dtype"] == "bfloat16" else "fp32"  # mixed precision on both sides
+    settings = TrainerSettings(opts["device"], precision, steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
                                steps, steps, 1, steps, 1, False, False)
     trainer = Trainer(method, ctx, data, [], settings, Path(tempfile.mkdtemp()), 0, None, {})
     times = []
@@ -83,7 +93,7 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
         trainer.scheduler.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         times.append((bool(totals["frac_on_policy"] > 0), time.perf_counter() - start))
-    queue.put(_summary(times, warmup))
+    queue.put({**_summary(times, warmup, opts["lmbda"]), "fused": ctx.fused_linear})
 
 
 def _trl_collator(pad_id: int):
@@ -102,7 +112,7 @@ def _trl_collator(pad_id: int):
     return collate
 
 
-def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue) -> None:
+def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue, opts=None) -> None:
     import warnings
 
     warnings.filterwarnings("ignore")
@@ -111,6 +121,8 @@ def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int,
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl.experimental.gkd import GKDConfig, GKDTrainer
 
+    opts = {"lmbda": LMBDA, "device": "cpu", "dtype": "float32", **(opts or {})}
+    lmbda = opts["lmbda"]
     torch.manual_seed(0)
     student = AutoModelForCausalLM.from_pretrained(folder / "student")
     teacher = AutoModelForCausalLM.from_pretrained(folder / "teacher")
@@ -118,9 +130,10 @@ def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int,
     rows = json.loads((folder / "data.json").read_text())["rows"]
     args = GKDConfig(output_dir=tempfile.mkdtemp(), per_device_train_batch_size=batch, gradient_accumulation_steps=1,
                      max_steps=steps, learning_rate=LR, lr_scheduler_type="constant", weight_decay=0.0,
-                     max_grad_norm=1.0, lmbda=LMBDA, beta=BETA, temperature=TEMPERATURE, max_new_tokens=max_new_tokens,
-                     save_strategy="no", report_to="none", logging_steps=steps, use_cpu=True, seed=0,
-                     dataloader_num_workers=0, disable_dropout=True, bf16=False, disable_tqdm=True)
+                     max_grad_norm=1.0, lmbda=lmbda, beta=BETA, temperature=TEMPERATURE, max_new_tokens=max_new_tokens,
+                     save_strategy="no", report_to="none", logging_steps=steps, use_cpu=opts["device"] == "cpu",
+                     seed=0, dataloader_num_workers=0, disable_dropout=True, bf16=opts["dtype"] == "bfloat16",
+                     disable_tqdm=True)
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(rows), data_collator=_trl_collator(tokenizer.pad_token_id))
     times, state = [], {"on": False, "start": 0.0}
@@ -141,15 +154,21 @@ def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int,
 
     trainer.add_callback(Timer())
     trainer.train()
-    queue.put(_summary(times, warmup))
+    queue.put(_summary(times, warmup, lmbda))
 
 
-def _run(target, *args) -> dict:
+def _run(target, *args, **kwargs) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue))
+    proc = ctx.Process(target=target, args=(*args, queue), kwargs=kwargs)
     proc.start()
-    result = queue.get()
+    while True:  # a child killed (out of memory) never answers: say so instead of waiting forever
+        try:
+            result = queue.get(timeout=5)
+            break
+        except Empty:
+            if not proc.is_alive():
+                raise RuntimeError(f"{target.__name__} exited with code {proc.exitcode} before reporting") from None
     proc.join()
     return result
 

@@ -182,10 +182,10 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
 
 def teacher_target(ctx, batch: dict[str, torch.Tensor]):
     """What ``divergence_term`` compares the student with: the teacher's logits, or its fused view."""
-    from distill.models.forward import TokenView
+    from distill.models.forward import TokenView, view_targets
 
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]
     head = ctx.teacher.get_output_embeddings().weight
-    return TokenView(None, batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(),
-                     head_input=batch["teacher_head_input"], head_weight=head)
+    return TokenView(None, *view_targets(ctx.teacher, batch), head_input=batch["teacher_head_input"],
+                     head_weight=head)

@@ -11,6 +11,7 @@ gradient is exactly 0 rather than 0·inf = NaN.
 from __future__ import annotations
 
 import inspect
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
@@ -33,14 +34,20 @@ class TokenView:
         return self.logits is None
 
 
+# Encoder–decoder families whose logits are exactly lm_head(decoder output · scale): T5's forward multiplies the
+# decoder output by d_model^-0.5 when the head is tied (config.scale_decoder_outputs); nothing follows the head.
+FUSED_SEQ2SEQ_TYPES = ("t5", "mt5")
+
+
 def fused_head_unsupported(model) -> str | None:
     """Why ``model``'s logits cannot be formed from its last hidden state and output weight alone (None: they can).
 
     The fused path needs logits = h · Wᵀ exactly: no bias, no soft-capping or scaling after the projection, and a
-    forward that can skip the full logits (decoder-only models with ``logits_to_keep``)."""
-    if model.config.is_encoder_decoder:
-        return "encoder-decoder models scale the decoder output before the projection (T5)"
-    if "logits_to_keep" not in inspect.signature(model.forward).parameters:
+    forward that can skip the full logits (decoder-only models with ``logits_to_keep``; T5, whose head is swapped
+    for a pass-through during the forward)."""
+    if model.config.is_encoder_decoder and model.config.model_type not in FUSED_SEQ2SEQ_TYPES:
+        return f"{model.config.model_type}: only {', '.join(FUSED_SEQ2SEQ_TYPES)} among encoder-decoder models"
+    if not model.config.is_encoder_decoder and "logits_to_keep" not in inspect.signature(model.forward).parameters:
         return f"{type(model).__name__}.forward cannot skip the full logits (no logits_to_keep)"
     head = model.get_output_embeddings()
     if head is None or getattr(head, "bias", None) is not None:
@@ -100,17 +107,46 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
 
 
 def _fused_view(model, batch: dict[str, torch.Tensor]) -> TokenView:
-    """The decoder-only view without logits: logits_to_keep=1 leaves one position's logits, not [B, L, V]."""
+    """The view without logits. Decoder-only: logits_to_keep=1 leaves one position's logits, not [B, L, V].
+    T5: the forward runs with a pass-through head, so its "logits" are the head's input (scaling included)."""
+    if model.config.is_encoder_decoder:
+        with _passthrough_head(model) as head:
+            view = _seq2seq_view(model, batch, False, zero_masked=False)
+        return TokenView(None, view.targets, view.mask, head_input=view.logits, head_weight=head.weight)
     attention = batch["attention_mask"]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
                 output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1]  # after the final norm: what the output projection sees
-    return TokenView(None, batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float(),
-                     head_input=hidden[:, :-1], head_weight=model.get_output_embeddings().weight)
+    return TokenView(None, *view_targets(model, batch), head_input=hidden[:, :-1],
+                     head_weight=model.get_output_embeddings().weight)
 
 
-def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool) -> TokenView:
+class _PassThrough(torch.nn.Module):
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return hidden
+
+
+@contextmanager
+def _passthrough_head(model):
+    """The model's output projection replaced by the identity for one forward (no parameters change: DDP's
+    hooks and the optimizer still see the real head, which the fused loss then uses)."""
+    head = model.get_output_embeddings()
+    model.set_output_embeddings(_PassThrough())
+    try:
+        yield head
+    finally:
+        model.set_output_embeddings(head)
+
+
+def view_targets(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(targets, mask) of ``model``'s view of ``batch``, row-aligned with its logits."""
+    if model.config.is_encoder_decoder:
+        return batch["labels"], batch["loss_mask"].float()
+    return batch["input_ids"][:, 1:], batch["loss_mask"][:, 1:].float()
+
+
+def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool, zero_masked: bool = True) -> TokenView:
     labels, mask = batch["labels"], batch["loss_mask"].float()
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
     decoder_attention = _decoder_attention(batch)
@@ -123,7 +159,8 @@ def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool) ->
     length = labels.size(1)
     logits = out.logits[:, :length]
     hidden = out.decoder_hidden_states[-1] if output_hidden else None
-    return TokenView(_zero_masked(logits, mask), labels, mask, hidden[:, :length] if output_hidden else None,
+    return TokenView(_zero_masked(logits, mask) if zero_masked else logits, labels, mask,
+                     hidden[:, :length] if output_hidden else None,
                      hidden[:, 1:] if output_hidden else None)
 
 

@@ -16,16 +16,35 @@ PAPER_DATA = {"paper_xsum": ("xsum", ["task.splits.train=validation", "task.spli
                                                                          "task.splits.validation=train"])}
 
 
+# paper_xsum with T5-shaped models (issue 13): T5-small's widths and depth for the student, t5-3b's (T5-XL)
+# widths with one layer for the teacher, random weights, the recipe's bf16, and losses fused with the output
+# projection (fused_linear=true: the tiny tokenizer's vocabulary is below auto's threshold). No SFT bootstraps
+# here (40 s at these widths); the other two recipes run theirs.
+T5_SHAPED = ["student.name=t5_small_shaped", "student.config.d_model=512", "student.config.d_kv=64",
+             "student.config.d_ff=2048", "student.config.num_heads=8", "student.config.num_layers=6",
+             "student.config.num_decoder_layers=6", "teacher.name=t5_xl_shaped", "teacher.config.d_model=1024",
+             "teacher.config.d_kv=128", "teacher.config.d_ff=16384", "teacher.config.num_heads=32",
+             "teacher.config.num_layers=1", "teacher.config.num_decoder_layers=1", "fused_linear=true",
+             "student.bootstrap.enabled=false", "teacher.bootstrap.enabled=false"]
+
+
 @pytest.mark.parametrize("recipe", sorted(PAPER_DATA))
 def test_paper_recipe_runs_end_to_end_with_tiny_models(tmp_path, cache_dir, shared_dir, recipe):
     task, extra = PAPER_DATA[recipe]
     run = tmp_path / "run"
-    args = ["train", f"experiment={recipe}", *TINY, *TINY_SWAP, *extra, f"task.data_dir={shared_dir / 'data' / task}",
-            f"cache_dir={cache_dir}", f"hydra.run.dir={run}", "trainer.max_steps=2"]
+    shaped = T5_SHAPED if recipe == "paper_xsum" else []
+    args = ["train", f"experiment={recipe}", *TINY, *TINY_SWAP, *extra, *shaped,
+            f"task.data_dir={shared_dir / 'data' / task}", f"cache_dir={cache_dir}", f"hydra.run.dir={run}",
+            "trainer.max_steps=2"]
     assert cli(*args) == 0
     metrics = json.loads((run / "eval" / f"{task}-test" / "student" / "metrics.json").read_text())
     assert metrics["task"] == task and metrics["decoding"]["strategy"] == ("beam" if task == "wmt14_en_de" else "greedy")
     assert (run / "eval" / f"{task}-test" / "teacher" / "metrics.json").exists()  # the recipe compares with the teacher
+    log = "".join(p.read_text() for p in run.glob("*.log"))
+    assert ("fused with the output projection" in log) == bool(shaped), log[-2000:]
+    if shaped:
+        config = json.loads((run / "final" / "config.json").read_text())
+        assert (config["d_model"], config["num_layers"], config["d_ff"]) == (512, 6, 2048)
 
 
 def test_sweep_then_eval_then_report(tmp_path, cache_dir):

@@ -1,5 +1,5 @@
 """fused_linear (issue 13): each method that uses it gives the unfused path's loss and gradients, to float
-precision, on a decoder-only pair; models it cannot serve are named, and true where it cannot work is refused."""
+precision, on a decoder-only and a T5 pair; models it cannot serve are named, and true where it cannot work is refused."""
 
 from __future__ import annotations
 
@@ -29,8 +29,6 @@ METHODS = {
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_fused_path_gives_the_unfused_loss_and_gradients(make_ctx, items, name):
     ctx = make_ctx()
-    if ctx.encoder_decoder:
-        pytest.skip("encoder-decoder models keep full logits (fused_head_unsupported)")
     loss, grads, _, _ = loss_and_grads(METHODS[name](), ctx, items)
     ctx.fused_linear = True
     fused_loss, fused_grads, out, _ = loss_and_grads(METHODS[name](), ctx, items)
@@ -43,12 +41,6 @@ def test_fused_path_gives_the_unfused_loss_and_gradients(make_ctx, items, name):
 
 def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
     ctx = make_ctx()
-    if ctx.encoder_decoder:
-        assert "encoder-decoder" in fused_head_unsupported(ctx.student)
-        assert fused_linear_choice("auto", ctx.student, ctx.teacher, sharded=False)[0] is False
-        with pytest.raises(ConfigError, match="fused_linear=true is not possible here .*encoder-decoder"):
-            fused_linear_choice(True, ctx.student, ctx.teacher, sharded=False)
-        return
     assert fused_head_unsupported(ctx.student) is None
     assert fused_linear_choice("auto", ctx.student, ctx.teacher, sharded=False) == (
         False, f"vocabulary {ctx.student.config.vocab_size} < 16384: full logits are small")
@@ -56,3 +48,14 @@ def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
     assert fused_linear_choice(False, ctx.student, ctx.teacher, sharded=False) == (False, "fused_linear=false")
     with pytest.raises(ConfigError, match="FSDP2 shards the output projection"):
         fused_linear_choice(True, ctx.student, ctx.teacher, sharded=True)
+
+
+def test_an_encoder_decoder_family_other_than_t5_is_named():
+    from transformers import BartConfig, BartForConditionalGeneration
+
+    bart = BartForConditionalGeneration(BartConfig(vocab_size=64, d_model=16, encoder_layers=1, decoder_layers=1,
+                                                   encoder_attention_heads=2, decoder_attention_heads=2,
+                                                   encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64))
+    assert fused_head_unsupported(bart) == "bart: only t5, mt5 among encoder-decoder models"
+    with pytest.raises(ConfigError, match="fused_linear=true is not possible here .student: bart: only t5"):
+        fused_linear_choice(True, bart, None, sharded=False)

@@ -115,3 +115,33 @@ def test_decoder_only_view_is_differentiable(gpt2, encoded, tiny_tokenizer):
     grads = [p.grad for p in gpt2.parameters() if p.grad is not None]
     assert grads and all(torch.isfinite(g).all() for g in grads)
     gpt2.zero_grad(set_to_none=True)
+
+
+def _t5_with(tiny_tokenizer, tied: bool):
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    torch.manual_seed(1)
+    config = T5Config(d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2, vocab_size=len(tiny_tokenizer),
+                      decoder_start_token_id=tiny_tokenizer.pad_token_id, pad_token_id=tiny_tokenizer.pad_token_id,
+                      eos_token_id=tiny_tokenizer.eos_token_id, tie_word_embeddings=tied)
+    return T5ForConditionalGeneration(config).eval()
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "t5_tied", "t5_untied"])
+def test_fused_view_projects_to_the_full_views_logits(arch, gpt2, encoded, tiny_tokenizer):
+    """head_input · head_weightᵀ = the unfused view's logits on every output row; T5's d_model^-0.5 scaling
+    of a tied head is inside head_input, and the real head is back in place after the forward."""
+    model = gpt2 if arch == "gpt2" else _t5_with(tiny_tokenizer, tied=arch == "t5_tied")
+    batch = collate(encoded, tiny_tokenizer.pad_token_id, encoder_decoder=arch != "gpt2")
+    head = model.get_output_embeddings()
+    with torch.no_grad():
+        full, fused = token_view(model, batch), token_view(model, batch, fused=True)
+    assert fused.fused and fused.logits is None
+    assert model.get_output_embeddings() is head and fused.head_weight is head.weight
+    assert torch.equal(fused.targets, full.targets) and torch.equal(fused.mask, full.mask)
+    rows = full.mask.bool()
+    projected = fused.head_input @ fused.head_weight.T
+    torch.testing.assert_close(projected[rows], full.logits[rows], rtol=1e-5, atol=1e-5)
+    # the two T5 variants differ exactly by the scaling, so the test can tell whether it was applied
+    if arch != "gpt2":
+        assert model.config.scale_decoder_outputs is (arch == "t5_tied")
