@@ -21,12 +21,17 @@ Section 6 (bench_gkd_step.py): a whole GKD step with Qwen- and T5-shaped models,
 
 from __future__ import annotations
 
+import os
+
+# Every variant (ours and TRL's, in spawned children that inherit this) allocates on transparent huge pages,
+# as `distill` itself does (distill/__init__.py): a comparison of algorithms, not of allocator settings.
+os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
+
 import argparse
 import importlib.util
 import json
 import multiprocessing as mp
 import platform
-import os
 import resource
 import statistics
 import sys
@@ -236,7 +241,8 @@ def header() -> list[str]:
 
     return [f"machine: {platform.machine()} {platform.processor() or ''}, {torch.get_num_threads()} threads, "
             f"{'CUDA ' + torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU'}",
-            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}", ""]
+            f"python {platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, trl {trl_version}",
+            f"THP_MEM_ALLOC_ENABLE={os.environ.get('THP_MEM_ALLOC_ENABLE')} (every variant)", ""]
 
 
 def _divergence_key(parser, name: str) -> str:

@@ -32,9 +32,11 @@ def _log_probs(logits: torch.Tensor, kd_temperature: float) -> torch.Tensor:
     log-sum-exp is formed in float64 and subtracted as a float32 (hi, lo)
     pair: errors stay under 1e-5 for about the cost of ``log_softmax``.
     """
-    scaled = logits.float() / kd_temperature
+    scaled = logits.float()
+    if kd_temperature != 1.0:  # x / 1 == x exactly: skip a pass and a [rows × V] buffer
+        scaled = scaled / kd_temperature
     peak = scaled.amax(-1, keepdim=True)
-    total = torch.exp(scaled - peak).sum(-1, keepdim=True)
+    total = (scaled - peak).exp_().sum(-1, keepdim=True)
     lse = peak.double() + total.double().log()
     hi = lse.float()
     out = scaled - hi
@@ -43,7 +45,9 @@ def _log_probs(logits: torch.Tensor, kd_temperature: float) -> torch.Tensor:
 
 def _xlogy_diff(weight: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
     """weight·(log_a − log_b) with 0·(anything) = 0, so −inf logits contribute nothing."""
-    return torch.where(weight > 0, weight * (log_a - log_b), torch.zeros_like(weight))
+    # In place on the one new buffer: at LLM vocabularies every extra [rows × V] allocation costs on CPU
+    # about as much as the arithmetic in it.
+    return (log_a - log_b).mul_(weight).masked_fill_(weight <= 0, 0.0)
 
 
 def _log_mix(log_x: torch.Tensor, log_y: torch.Tensor, weight_x: float) -> torch.Tensor:

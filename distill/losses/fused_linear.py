@@ -34,18 +34,52 @@ class _Spec:
     def __init__(self, chunk_fn, param, tau: float, scale: float, chunk_size: int, teacher_weight, targets):
         self.chunk_fn, self.param, self.tau, self.scale, self.chunk_size = chunk_fn, param, tau, scale, chunk_size
         self.teacher_weight, self.targets = teacher_weight, targets
+        self.buffers: dict = {}  # reused [V × rows] buffers of one forward or recompute (freed after it)
+        self.device = None
 
     def chunk(self, rows: torch.Tensor, student_hidden, student_weight, teacher_hidden):
         """(values, unit gradient ∂f/∂z_s) for the given rows; the logits live only here. Each weight is already
         in its hidden states' dtype (bf16 under autocast: one copy per call, as autocast makes per matmul)."""
-        log_q = _log_probs(student_hidden[rows] @ student_weight.T, self.tau)
+        log_q = self._log_probs("student", student_hidden[rows], student_weight)
         if self.targets is not None:
             value, h = _ce_chunk(log_q, self.targets[rows])
         else:
-            log_p = _log_probs(teacher_hidden[rows] @ self.teacher_weight.T, self.tau)
+            log_p = self._log_probs("teacher", teacher_hidden[rows], self.teacher_weight)
             value, h = self.chunk_fn(log_q, log_p, self.param)
-        grad = (h - log_q.exp() * h.sum(-1, keepdim=True)) * (self.scale / self.tau)
+        # (h − q Σh)·scale/τ in place: h is the chunk function's own fresh tensor and log q is not needed again.
+        sums = h.sum(-1, keepdim=True)
+        grad = h.sub_(log_q.exp_().mul_(sums)).mul_(self.scale / self.tau)
         return value * self.scale, grad
+
+    def _log_probs(self, role: str, hidden: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        """float32 log-probabilities of ``hidden · weightᵀ`` [rows × V], in this call's reused buffers.
+
+        The product is computed as (weight · hiddenᵀ)ᵀ: with few rows and a large vocabulary the GEMM is faster
+        with the vocabulary as its long side, and the result is a transposed view that every elementwise op and
+        reduction downstream keeps (the backward GEMMs read it without a copy). The buffers are reused across
+        chunks because a fresh [rows × V] CPU buffer costs page faults as slow as the arithmetic done in it.
+        Same arithmetic as ``divergences._log_probs`` (float64 normaliser), done in place."""
+        rows = hidden.size(0)
+        logits = torch.mm(weight, hidden.T, out=self._buffer(role, rows, weight.size(0), hidden.dtype)).T
+        if logits.dtype != torch.float32:
+            logits = self._buffer(role + "32", rows, weight.size(0), torch.float32).T.copy_(logits)
+        if self.tau != 1.0:
+            logits.div_(self.tau)
+        peak = logits.amax(-1, keepdim=True)
+        work = self._buffer("work", rows, weight.size(0), torch.float32).T
+        total = torch.sub(logits, peak, out=work).exp_().sum(-1, keepdim=True)
+        lse = peak.double() + total.double().log()
+        hi = lse.float()
+        return logits.sub_(hi).sub_((lse - hi.double()).float())
+
+    def _buffer(self, name: str, rows: int, vocab: int, dtype: torch.dtype) -> torch.Tensor:
+        """A contiguous [V × rows] tensor from this call's buffer ``name`` (grown when a chunk needs more)."""
+        key = (name, dtype)
+        buffer = self.buffers.get(key)
+        if buffer is None or buffer.numel() < vocab * rows:
+            buffer = self.buffers[key] = torch.empty(vocab * max(rows, self.chunk_size), dtype=dtype,
+                                                     device=self.device)
+        return buffer[: vocab * rows].view(vocab, rows)
 
 
 def _row_chunks(mask: torch.Tensor, chunk_size: int):
@@ -59,6 +93,7 @@ class _FusedLinear(torch.autograd.Function):
         student_weight = weight.to(student_hidden.dtype)
         if teacher_hidden is not None:
             spec.teacher_weight = spec.teacher_weight.to(teacher_hidden.dtype)
+        spec.device = student_hidden.device
         values = torch.zeros(student_hidden.size(0), dtype=torch.float32, device=student_hidden.device)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.zeros_like(student_hidden, dtype=torch.float32) if need_h else None
@@ -67,12 +102,14 @@ class _FusedLinear(torch.autograd.Function):
             value, grad = spec.chunk(rows, student_hidden, student_weight, teacher_hidden)
             values[rows] = value
             grad = grad.to(student_hidden.dtype)
-            if need_h:
-                grad_h[rows] = (grad @ student_weight).float()  # per token: backward scales each row
+            if need_h:  # per token: backward scales each row; (Wᵀ · gradᵀ)ᵀ reads grad's layout as it is
+                grad_h[rows] = (student_weight.T @ grad.T).T.float()
             if need_w:  # summed over rows, weighted by the mask: valid for an upstream gradient ∝ mask
-                grad_w.addmm_((grad * mask[rows, None].to(grad.dtype)).T.float(), student_hidden[rows].float())
+                # Σ_r m_r g_rᵀ h_r, the weights on the small [rows × d] side: no second [rows × V] buffer
+                grad_w.addmm_(grad.T.float(), student_hidden[rows].float() * mask[rows, None])
+        spec.buffers.clear()
         ctx.save_for_backward(student_hidden, student_weight, teacher_hidden, mask, grad_h, grad_w)
-        ctx.spec, ctx.weight_dtype = spec, weight.dtype
+        ctx.spec, ctx.weight_dtype, ctx.grad_w_scaled = spec, weight.dtype, False
         return values
 
     @staticmethod
@@ -84,8 +121,11 @@ class _FusedLinear(torch.autograd.Function):
             if factor is None:  # not a masked mean: recompute with the true per-token weights
                 grad_w = _recomputed_weight_grad(ctx.spec, student_hidden, student_weight, teacher_hidden, mask,
                                                  grad_values)
-            else:
-                grad_w = grad_w * factor
+            elif ctx.grad_w_scaled:  # a second backward (retain_graph): the saved sum was scaled in place
+                grad_w = _recomputed_weight_grad(ctx.spec, student_hidden, student_weight, teacher_hidden, mask,
+                                                 grad_values)
+            else:  # in place: a scaled copy would hold a second [V × d] float32 buffer at the peak
+                grad_w, ctx.grad_w_scaled = grad_w.mul_(factor), True
             grad_w = grad_w.to(ctx.weight_dtype)
         if grad_h is not None:
             grad_h = (grad_h * grad_values[:, None]).to(student_hidden.dtype)
@@ -108,7 +148,8 @@ def _recomputed_weight_grad(spec: _Spec, student_hidden, student_weight, teacher
     grad_w = torch.zeros_like(student_weight, dtype=torch.float32)
     for rows in _row_chunks(mask, spec.chunk_size):
         _, grad = spec.chunk(rows, student_hidden, student_weight, teacher_hidden)
-        grad_w.addmm_((grad * grad_values[rows, None]).T.float(), student_hidden[rows].float())
+        grad_w.addmm_(grad.T.float(), student_hidden[rows].float() * grad_values[rows, None])
+    spec.buffers.clear()
     return grad_w
 
 
