@@ -23,7 +23,7 @@ import torch
 from distill.errors import ConfigError
 
 
-def _log_probs(logits: torch.Tensor, kd_temperature: float) -> torch.Tensor:
+def _log_probs(logits: torch.Tensor, kd_temperature: float, work: torch.Tensor | None = None) -> torch.Tensor:
     """float32 log-probabilities whose normaliser is carried in float64.
 
     ``log_softmax`` in float32 leaves log q off by ~1e-6 at a 32k vocabulary,
@@ -31,15 +31,18 @@ def _log_probs(logits: torch.Tensor, kd_temperature: float) -> torch.Tensor:
     srkl). Here the sum of exponentials is a cascade sum, the per-row
     log-sum-exp is formed in float64 and subtracted as a float32 (hi, lo)
     pair: errors stay under 1e-5 for about the cost of ``log_softmax``.
+    With ``work`` (a float32 buffer shaped like ``logits``), float32 ``logits``
+    that the caller owns become the log-probabilities in place and no new
+    [rows × V] buffer is allocated (distill.losses.fused_linear).
     """
     scaled = logits.float()
     if kd_temperature != 1.0:  # x / 1 == x exactly: skip a pass and a [rows × V] buffer
-        scaled = scaled / kd_temperature
+        scaled = scaled.div_(kd_temperature) if work is not None else scaled / kd_temperature
     peak = scaled.amax(-1, keepdim=True)
-    total = (scaled - peak).exp_().sum(-1, keepdim=True)
+    total = torch.sub(scaled, peak, out=work).exp_().sum(-1, keepdim=True)
     lse = peak.double() + total.double().log()
     hi = lse.float()
-    out = scaled - hi
+    out = scaled.sub_(hi) if work is not None else scaled - hi
     return out.sub_((lse - hi.double()).float())
 
 

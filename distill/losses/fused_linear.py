@@ -35,7 +35,6 @@ class _Spec:
         self.chunk_fn, self.param, self.tau, self.scale, self.chunk_size = chunk_fn, param, tau, scale, chunk_size
         self.teacher_weight, self.targets = teacher_weight, targets
         self.buffers: dict = {}  # reused [V × rows] buffers of one forward or recompute (freed after it)
-        self.device = None
 
     def chunk(self, rows: torch.Tensor, student_hidden, student_weight, log_p):
         """(values, unit gradient ∂f/∂z_s) for the given rows and the teacher's log-probabilities there (None
@@ -57,28 +56,21 @@ class _Spec:
         The product is computed as (weight · hiddenᵀ)ᵀ: with few rows and a large vocabulary the GEMM is faster
         with the vocabulary as its long side, and the result is a transposed view that every elementwise op and
         reduction downstream keeps (the backward GEMMs read it without a copy). The buffers are reused across
-        chunks because a fresh [rows × V] CPU buffer costs page faults as slow as the arithmetic done in it.
-        Same arithmetic as ``divergences._log_probs`` (float64 normaliser), done in place."""
-        rows = hidden.size(0)
-        logits = torch.mm(weight, hidden.T, out=self._buffer(role, rows, weight.size(0), hidden.dtype)).T
+        chunks because a fresh [rows × V] CPU buffer costs page faults as slow as the arithmetic done in it."""
+        rows, vocab = hidden.size(0), weight.size(0)
+        logits = torch.mm(weight, hidden.T, out=self._buffer(role, rows, vocab, hidden)).T
         if logits.dtype != torch.float32:
-            logits = self._buffer(role + "32", rows, weight.size(0), torch.float32).T.copy_(logits)
-        if self.tau != 1.0:
-            logits.div_(self.tau)
-        peak = logits.amax(-1, keepdim=True)
-        work = self._buffer("work", rows, weight.size(0), torch.float32).T
-        total = torch.sub(logits, peak, out=work).exp_().sum(-1, keepdim=True)
-        lse = peak.double() + total.double().log()
-        hi = lse.float()
-        return logits.sub_(hi).sub_((lse - hi.double()).float())
+            logits = self._buffer(role + "32", rows, vocab, hidden, torch.float32).T.copy_(logits)
+        return _log_probs(logits, self.tau, work=self._buffer("work", rows, vocab, hidden, torch.float32).T)
 
-    def _buffer(self, name: str, rows: int, vocab: int, dtype: torch.dtype) -> torch.Tensor:
-        """A contiguous [V × rows] tensor from this call's buffer ``name`` (grown when a chunk needs more)."""
-        key = (name, dtype)
-        buffer = self.buffers.get(key)
+    def _buffer(self, name: str, rows: int, vocab: int, like: torch.Tensor, dtype=None) -> torch.Tensor:
+        """A contiguous [V × rows] tensor (``like``'s device, ``dtype`` or its dtype) from this call's buffer
+        ``name``, grown when a chunk needs more."""
+        dtype = dtype or like.dtype
+        buffer = self.buffers.get((name, dtype))
         if buffer is None or buffer.numel() < vocab * rows:
-            buffer = self.buffers[key] = torch.empty(vocab * max(rows, self.chunk_size), dtype=dtype,
-                                                     device=self.device)
+            buffer = self.buffers[(name, dtype)] = torch.empty(vocab * max(rows, self.chunk_size), dtype=dtype,
+                                                               device=like.device)
         return buffer[: vocab * rows].view(vocab, rows)
 
 
@@ -109,7 +101,6 @@ class _FusedLinear(torch.autograd.Function):
         student_weight = weight.to(student_hidden.dtype)
         if teacher_hidden is not None:
             spec.teacher_weight = spec.teacher_weight.to(teacher_hidden.dtype)
-        spec.device = student_hidden.device
         values = torch.zeros(student_hidden.size(0), dtype=torch.float32, device=student_hidden.device)
         need_h, need_w = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         grad_h = torch.zeros_like(student_hidden, dtype=torch.float32) if need_h else None

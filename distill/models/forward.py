@@ -101,8 +101,8 @@ def token_view(model, batch: dict[str, torch.Tensor], output_hidden: bool = Fals
     out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
                 output_hidden_states=output_hidden)
     hidden = out.hidden_states[-1] if output_hidden else None
-    mask = batch["loss_mask"][:, 1:].float()
-    return TokenView(_zero_masked(out.logits[:, :-1], mask), batch["input_ids"][:, 1:], mask,
+    targets, mask = view_targets(model, batch)
+    return TokenView(_zero_masked(out.logits[:, :-1], mask), targets, mask,
                      hidden[:, :-1] if output_hidden else None, hidden[:, 1:] if output_hidden else None)
 
 
@@ -147,7 +147,7 @@ def view_targets(model, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, t
 
 
 def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool, zero_masked: bool = True) -> TokenView:
-    labels, mask = batch["labels"], batch["loss_mask"].float()
+    labels, mask = view_targets(model, batch)
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels=labels)
     decoder_attention = _decoder_attention(batch)
     if output_hidden:  # one more decoder position: the hidden state at the last output token's own position
