@@ -33,30 +33,51 @@ ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errn
                       errno.EISDIR, errno.ENAMETOOLONG, errno.ELOOP}
 
 
-def _report_errors(fn):
-    """One line on stderr and a non-zero exit for user errors (SPEC §9); tracebacks only for bugs."""
+TRAIN_RESUMES = "re-run the same command to continue (training resumes from its newest complete checkpoint)"
+RERUN = "re-run the same command"
+
+
+def _report_errors(fn=None, *, again: str = TRAIN_RESUMES):
+    """One line on stderr and a non-zero exit for user errors; tracebacks only for bugs. ``again`` says how
+    to carry on after an interruption or a full disk (training resumes; evaluation starts over)."""
+    if fn is None:
+        return functools.partial(_report_errors, again=again)
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except DistillError as exc:
-            _exit(getattr(exc, "prefix", "error"), str(exc), exc.exit_code)
+            _exit(getattr(exc, "prefix", "error"), str(exc), exc.exit_code, exc.same_on_every_rank)
         except KeyboardInterrupt as exc:
             signum = getattr(exc, "signum", signal.SIGINT)
-            _exit("interrupted", f"by {signal.Signals(signum).name}; nothing half-written is kept: re-run the same "
-                  "command to continue (training resumes from its newest complete checkpoint)", 128 + signum)
+            _exit("interrupted", f"by {signal.Signals(signum).name}; nothing half-written is kept: {again}",
+                  128 + signum)
         except OSError as exc:
             if exc.errno not in ENVIRONMENT_ERRNOS:
                 raise
             _exit("error", f"cannot read or write {exc.filename or 'a file'}: {exc.strerror}; fix the path, free space "
-                  "or fix permissions, and re-run the same command (training resumes from its newest complete "
-                  "checkpoint)", 2)
+                  f"or fix permissions, and {again}", 2, same_on_every_rank=False)
 
     return wrapper
 
 
-def _exit(prefix: str, message: str, code: int) -> None:
-    print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+def _rank() -> int:
+    """This process's rank under torchrun / accelerate (0 alone)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _exit(prefix: str, message: str, code: int, same_on_every_rank: bool = True) -> None:
+    """Print one line and exit. Under a launcher, an error every process meets alike (a bad setting) is
+    printed by rank 0 only; one of this process alone says which rank it is."""
+    rank = _rank()
+    if rank == 0:
+        print(f"{prefix}: {message}", file=sys.stderr, flush=True)
+    elif not same_on_every_rank:
+        print(f"{prefix}: rank {rank}: {message}", file=sys.stderr, flush=True)
     sys.exit(code)
 
 
@@ -67,7 +88,7 @@ def _train_job(cfg) -> dict:
     return train(cfg)
 
 
-@_report_errors
+@_report_errors(again=f"{RERUN} to evaluate again")
 def _eval_job(cfg) -> dict:
     from distill.eval.entry import evaluate_checkpoint
 
@@ -86,17 +107,19 @@ def _quiet_libraries() -> None:
     hf_logging.set_verbosity_error()
 
 
-PATH_KEYS = ("ckpt", "cache_dir", "hydra.run.dir", "hydra.sweep.dir")
+PATH_KEYS = ("ckpt", "cache_dir", "hydra.run.dir", "hydra.sweep.dir", "task.data_dir", "student.pretrained",
+             "teacher.pretrained", "trainer.resume_from", "eval.speculative.draft")
 
 
 def _quote_paths(overrides: list[str]) -> list[str]:
-    """Quote path values holding ``=``, which Hydra's override grammar rejects: sweep
-    run dirs are named ``seed=0,beta=0.5`` and users pass them straight to ``ckpt=``.
-    A value without ``=`` is left alone, so ``-m ckpt=a,b`` still sweeps."""
+    """Quote path values that Hydra's override grammar rejects unquoted: ``=`` (sweep run dirs are named
+    ``seed=0,beta=0.5`` and users pass them straight to ``ckpt=``) and non-ASCII letters (``…/ünï``).
+    Other values are left alone, so ``-m ckpt=a,b`` still sweeps."""
     out = []
     for arg in overrides:
         key, sep, value = arg.partition("=")
-        if sep and key in PATH_KEYS and "=" in value and "'" not in value and "${" not in value:
+        needs = "=" in value or not value.isascii()
+        if sep and key.lstrip("+") in PATH_KEYS and needs and "'" not in value and "${" not in value:
             arg = f"{key}='{value}'"
         out.append(arg)
     return out
@@ -107,6 +130,8 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
 
     from distill.config import config_dir, register_resolvers
+
+    from distill.rundir import forget_existing, remove_created_if_empty
 
     register_resolvers()
     _quiet_libraries()
@@ -119,8 +144,12 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
         app()
     except Exception as exc:
         _hydra_error(exc)
+    except KeyboardInterrupt:
+        remove_created_if_empty()
+        raise
     finally:
         sys.argv = saved
+        forget_existing()
         if saved_full_error is None:
             os.environ.pop("HYDRA_FULL_ERROR", None)
         else:
@@ -130,11 +159,15 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
 
 def _hydra_error(exc: Exception) -> None:
     """Hydra's own errors (bad overrides, unknown options, an output dir it cannot create) as one line."""
-    from hydra.errors import HydraException
+    from hydra.errors import HydraException, OverrideParseException
     from omegaconf.errors import OmegaConfBaseException
 
+    if isinstance(exc, OverrideParseException):  # the grammar's message does not say which override it was
+        reason = str(exc).splitlines()[0].removeprefix("LexerNoViableAltException: ")
+        _exit("error", f"cannot parse the override {exc.override!r} ({reason}); a value with spaces, braces, '=' or "
+              "non-ASCII letters must be quoted: key='value' (in a shell: \"key='value'\")", 2)
     if isinstance(exc, (HydraException, OmegaConfBaseException)):
-        _exit("error", _one_line(str(exc)), 2)
+        _exit("error", _hydra_hint(_one_line(str(exc))), 2)
     # Raised by Hydra itself (creating the run dir), not inside our job: the innermost frame that is not
     # the standard library's is Hydra's run_job.
     frames = [f.filename for f in traceback.extract_tb(exc.__traceback__)
@@ -144,6 +177,25 @@ def _hydra_error(exc: Exception) -> None:
         _exit("error", f"cannot create the output directory {exc.filename}: {exc.strerror}; "
               "set hydra.run.dir to a writable directory", 2)
     raise exc
+
+
+# Method settings that are the value of another block (``method.teacher_decoding: ${teacher_generation.decoding}``):
+# Hydra cannot override a key inside them, so the message names the block to set instead.
+INTERPOLATED = {"method.teacher_decoding": "teacher_generation.decoding", "method.divergence": "divergence"}
+
+
+def _hydra_hint(message: str) -> str:
+    """Hydra's message, with what to type instead where Hydra's own advice does not work."""
+    import re
+
+    found = re.search(r"(?:override|at) '([\w.]+)'", message)
+    key = found.group(1) if found else ""
+    for inner, source in INTERPOLATED.items():
+        if key.startswith(inner + "."):
+            rest = key[len(inner) + 1:]
+            return (f"{key} cannot be set: {inner} is {source} (one setting for every method); set "
+                    f"{source}.{rest}=... instead")
+    return message
 
 
 def _one_line(message: str) -> str:
@@ -161,7 +213,7 @@ def _one_line(message: str) -> str:
     return out
 
 
-@_report_errors
+@_report_errors(again=RERUN)
 def _rescore(paths: list[str]) -> int:
     from distill.eval.run import rescore
 
@@ -201,7 +253,7 @@ def _report_args(args: list[str]) -> tuple[list[str], str, list[str] | None]:
     return dirs, out, baselines
 
 
-@_report_errors
+@_report_errors(again=f"{RERUN} (the previous report stays as it was until the new one is complete)")
 def _report(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         print(REPORT_USAGE)
@@ -213,6 +265,8 @@ def _report(args: list[str]) -> int:
     from distill.report import build_report
 
     result = build_report([Path(d) for d in dirs], Path(out), baselines)
+    for warning in result["warnings"]:  # also listed in report.md
+        print(f"warning: {warning}", file=sys.stderr)
     print(f"wrote {result['report']} ({len(result['plots'])} plots, runs.csv beside it)")
     print(f"{result['runs']} runs, {result['missing']} missing or partial")
     return 0
@@ -223,7 +277,7 @@ NOT_SHIPPED = {"zero2": "distill accelerate-config fsdp2, with fsdp_reshard_afte
                "zero3": "distill accelerate-config fsdp2"}
 
 
-@_report_errors
+@_report_errors(again=RERUN)
 def _accelerate_config(args: list[str]) -> int:
     """Print the path of a shipped accelerate config (conf/accelerate/NAME.yaml), or list them."""
     from distill.config import config_dir
@@ -254,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if in_main_thread else None
     try:
         return _dispatch(argv)
+    except KeyboardInterrupt as exc:  # a signal outside a command's own handling (while Hydra composes)
+        signum = getattr(exc, "signum", signal.SIGINT)
+        _exit("interrupted", f"by {signal.Signals(signum).name} before anything was written", 128 + signum)
     finally:
         if in_main_thread:
             signal.signal(signal.SIGTERM, previous)

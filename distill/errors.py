@@ -9,6 +9,9 @@ class DistillError(Exception):
     """Base class; the message must say what to change."""
 
     exit_code = 2
+    # Every process of a multi-process job meets this error alike (it comes from the shared config or
+    # data): only rank 0 prints it. False for an error of one process (a lost peer, a local disk).
+    same_on_every_rank = True
 
 
 class ConfigError(DistillError):
@@ -21,6 +24,12 @@ class DataError(DistillError):
 
 class ModelError(DistillError):
     """A model or checkpoint cannot be loaded, or two models do not fit together."""
+
+
+class PeerLost(DistillError):
+    """Another process of a multi-process job stopped (killed, out of memory) or stopped answering."""
+
+    same_on_every_rank = False
 
 
 class TrainingDiverged(DistillError):

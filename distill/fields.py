@@ -48,7 +48,9 @@ def _describe(hint: Any) -> str:
         return " or ".join(_describe(arg) for arg in typing.get_args(hint))
     if hint in names:
         return names[hint]
-    origin = typing.get_origin(hint)
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (tuple, list) and args and args[0] in (int, float, str):
+        return f"a list of {'numbers' if args[0] is float else names[args[0]].removeprefix('a ').removeprefix('an ') + 's'}"
     return {tuple: "a list", list: "a list", dict: "a mapping"}.get(origin, getattr(hint, "__name__", str(hint)))
 
 
@@ -74,3 +76,65 @@ def check_range(section: str, name: str, value: float, low: float | None = None,
         right = "inf" if high is None else f"{high:g}"
         interval = f"{'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
         raise ConfigError(f"{section}.{name} must be a finite number in {interval}, got {value!r}")
+
+
+def check_keys(values: dict, known: Any, section: str, required: Any = ()) -> None:
+    """Every key of ``values`` is one of ``known`` and every ``required`` key is present; errors name the key
+    (a ``+section.key=`` override that nothing reads is refused, not silently ignored)."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{section} must be a mapping, got {values!r}")
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        import difflib
+
+        close = difflib.get_close_matches(str(unknown[0]), [str(k) for k in known], n=1)
+        hint = (f"did you mean {_key(section, close[0])}?" if close else
+                f"the settings of {section or 'the config'}: {', '.join(sorted(map(str, known)))}" if known else
+                f"{section} takes no settings")
+        raise ConfigError(f"{_key(section, unknown[0])} is not a setting ({hint}); check its spelling, or drop it")
+    missing = [key for key in required if key not in values]
+    if missing:
+        raise ConfigError(f"{_key(section, missing[0])} is required; set {_key(section, missing[0])}=...")
+
+
+def _key(section: str, name: str) -> str:
+    return f"{section}.{name}" if section else name
+
+
+def build(cls: type, values: dict, section: str):
+    """``cls(**values)`` for a config dataclass, with unknown and missing keys named instead of a TypeError."""
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    required = [name for name, f in fields.items()
+                if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+    check_keys(values, fields, section, required)
+    return cls(**values)
+
+
+def check_arguments(fn: Any, values: dict, section: str) -> None:
+    """Keys and types of keyword arguments for ``fn`` (a class: its ``__init__``), from its annotations;
+    called before ``fn`` runs so a value like ``lots`` for a float is named, not a TypeError deep inside."""
+    import inspect
+
+    target = fn.__init__ if isinstance(fn, type) else fn
+    params = {name: p for name, p in inspect.signature(fn).parameters.items()
+              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    required = [name for name, p in params.items() if p.default is inspect.Parameter.empty]
+    check_keys(values, params, section, required)
+    hints = typing.get_type_hints(fn if dataclasses.is_dataclass(fn) else target) if params else {}
+    for name, value in values.items():
+        if name in hints and not _matches(value, hints[name]):
+            raise ConfigError(f"{section}.{name} must be {_describe(hints[name])}, got {value!r}")
+
+
+def check_choice(section: str, name: str, value: Any, choices: Any) -> None:
+    if value not in tuple(choices):
+        raise ConfigError(f"{section}.{name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_count(section: str, name: str, value: Any, low: int = 1, allow_none: bool = False) -> None:
+    """An integer ``>= low`` (or null when ``allow_none``)."""
+    if allow_none and value is None:
+        return
+    if not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+        suffix = " or null" if allow_none else ""
+        raise ConfigError(f"{_key(section, name)} must be an integer >= {low}{suffix}, got {value!r}")

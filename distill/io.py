@@ -51,10 +51,12 @@ def _publishable(tree: Path) -> None:
     """Usual permissions and fsync for everything under ``tree`` (safetensors writes its files 0600)."""
     for current, dirs, files in os.walk(tree):
         for name in files:
-            _usual_mode(os.path.join(current, name), directory=False)
-            fsync_path(os.path.join(current, name))
+            if not os.path.islink(os.path.join(current, name)):  # chmod would change the link's target
+                _usual_mode(os.path.join(current, name), directory=False)
+                fsync_path(os.path.join(current, name))
         for name in dirs:
-            _usual_mode(os.path.join(current, name), directory=True)
+            if not os.path.islink(os.path.join(current, name)):
+                _usual_mode(os.path.join(current, name), directory=True)
         fsync_path(current)
     _usual_mode(tree, directory=True)
 
@@ -74,7 +76,7 @@ def atomic_dir(final: str | Path) -> Iterator[Path]:
         _publishable(tmp)
         old = None
         with _signals_held():  # a signal between the two renames would leave neither version in place
-            if final.exists():
+            if final.exists() or final.is_symlink():  # a link is moved aside (and unlinked), never followed
                 old = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}old-{final.name}-", dir=final.parent))
                 os.replace(final, old / final.name)
             os.replace(tmp, final)
@@ -105,15 +107,20 @@ def _signals_held() -> Iterator[None]:
 
 def _restore_swapped(directory: Path) -> None:
     """A crash (SIGKILL, power) between the two renames of ``atomic_dir`` leaves the only complete copy
-    in ``.tmp-old-NAME-*/NAME``: put it back where it belongs."""
+    in ``.tmp-old-NAME-*/NAME``: put it back where it belongs. Links are neither followed nor restored: a
+    linked ``.tmp-old-*`` would move another directory's files in here."""
     for old in directory.glob(f"{TMP_PREFIX}old-*"):
-        for entry in old.iterdir() if old.is_dir() else ():
-            if not (directory / entry.name).exists():
-                os.replace(entry, directory / entry.name)
+        if old.is_symlink() or not old.is_dir():
+            continue
+        for entry in old.iterdir():
+            target = directory / entry.name
+            if not entry.is_symlink() and not target.exists() and not target.is_symlink():
+                os.replace(entry, target)
 
 
 def remove_temporaries(directory: Path) -> list[Path]:
-    """Delete ``.tmp-*`` leftovers of writes a crash interrupted; only call it while holding the directory."""
+    """Delete ``.tmp-*`` leftovers of writes a crash interrupted (a link is unlinked, its target left alone);
+    only call it while holding the directory."""
     if not directory.is_dir():
         return []
     _restore_swapped(directory)

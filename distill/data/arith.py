@@ -9,9 +9,10 @@ appears in another, so a test score never rewards memorised training items.
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from distill.errors import ConfigError
+from distill.fields import check_count, check_field_types, check_keys
 
 NAMES = ("Ava", "Ben", "Cara", "Dan", "Eli", "Fay", "Gus", "Hana", "Ivy", "Jon",
          "Kim", "Leo", "Mia", "Noah", "Olga", "Pam", "Raj", "Sam", "Tia", "Uma")
@@ -44,6 +45,42 @@ class ArithSpec:
             raise ConfigError("task.generator.operations=[sub] alone cannot continue once a value reaches 0; add 'add' or 'mul'")
         if "mul" in self.operations and self.max_factor < 2:
             raise ConfigError(f"task.generator.max_factor must be >= 2 when 'mul' is used, got {self.max_factor}")
+
+
+GENERATOR_KEYS = ("sizes", "shift")  # besides ArithSpec's knobs
+
+
+def generator_spec(values: dict, splits: dict) -> tuple[ArithSpec, dict[str, int], tuple[int, ArithSpec] | None]:
+    """(knobs, split sizes, shift) from ``task.generator``; every key and value checked, errors name it."""
+    section = "task.generator"
+    knobs = {k: v for k, v in values.items() if k not in GENERATOR_KEYS}
+    check_keys(values, tuple(ArithSpec.__dataclass_fields__) + GENERATOR_KEYS, section,
+               required=tuple(ArithSpec.__dataclass_fields__) + ("sizes",))
+    if isinstance(knobs.get("operations"), list):
+        knobs["operations"] = tuple(knobs["operations"])
+    spec = ArithSpec(**knobs)
+    check_field_types(spec, section)
+    spec.validate()
+    sizes = values["sizes"]
+    check_keys(sizes, tuple(splits), f"{section}.sizes")
+    for split, size in sizes.items():
+        check_count(f"{section}.sizes", split, size)
+    return spec, sizes, _shift(values.get("shift"), spec)
+
+
+def _shift(shift: dict | None, spec: ArithSpec) -> tuple[int, ArithSpec] | None:
+    if shift is None:
+        return None
+    knobs = {k: (tuple(v) if k == "operations" and isinstance(v, list) else v) for k, v in shift.items() if k != "at"}
+    changeable = set(ArithSpec.__dataclass_fields__) - {"seed"}  # the seed stays the task's
+    if not isinstance(shift, dict) or set(knobs) - changeable:
+        raise ConfigError(f"task.generator.shift needs an integer `at` >= 0 and generator knobs "
+                          f"({', '.join(sorted(changeable))}), got {shift}")
+    check_count("task.generator.shift", "at", shift.get("at"), low=0)
+    shifted = replace(spec, **knobs)
+    check_field_types(shifted, "task.generator.shift")
+    shifted.validate()
+    return shift["at"], shifted
 
 
 def _step(rng: random.Random, spec: ArithSpec, value: int, pronoun: str, item: str) -> tuple[str, str, int]:

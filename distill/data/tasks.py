@@ -9,13 +9,14 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distill.data.arith import ArithSpec, generate_splits
+from distill.data.arith import generate_splits, generator_spec
 from distill.errors import ConfigError, DataError
-from distill.fields import check_field_types
+from distill.fields import check_choice, check_count, check_field_types, check_keys, check_range
+from distill.models.generation import Decoding
 from distill.io import read_jsonl
 
 log = logging.getLogger(__name__)
@@ -44,18 +45,48 @@ class TaskSpec:
     max_eval_examples: int | None = None
 
     def __post_init__(self) -> None:
+        """Every field checked before any data or model loads; errors name ``task.KEY``."""
         check_field_types(self, "task")
+        from distill.metrics import METRIC_KEYS  # the scorers' own list (imported here: rouge-score is slow to load)
+
+        check_choice("task", "metric", self.metric, sorted(METRIC_KEYS))
         for key in ("train_fraction", "labeled_fraction"):
-            if not 0.0 < getattr(self, key) <= 1.0:
-                raise ConfigError(f"task.{key} must be in (0, 1], got {getattr(self, key)}")
+            check_range("task", key, getattr(self, key), 0.0, 1.0, low_open=True)
         for key in ("max_train_examples", "max_eval_examples"):
-            value = getattr(self, key)
-            if value is not None and value < 1:
-                raise ConfigError(f"task.{key} must be >= 1 or null, got {value}")
+            check_count("task", key, getattr(self, key), allow_none=True)
+        check_count("task", "max_source_length", self.max_source_length)
+        check_count("task", "max_target_length", self.max_target_length)
+        check_count("task", "validation_from_train", self.validation_from_train, low=0)
+        check_keys(self.splits, SPLITS, "task.splits", required=SPLITS)
+        check_keys(self.prompt, PROMPT_KEYS, "task.prompt", required=("encoder_decoder", "decoder"))
+        for key, template in self.prompt.items():
+            _check_template(f"task.prompt.{key}", template)
+        Decoding.from_config(self.decoding, "task.decoding")
+        if self.generator is not None and self.data_dir is None:
+            generator_spec(self.generator, self.splits)
 
     @property
     def fields(self) -> tuple[str, str]:
         return (self.source_field, self.target_field)
+
+
+SPLITS = ("train", "validation", "test")
+PROMPT_KEYS = ("encoder_decoder", "decoder", "decoder_target_prefix")
+
+
+def _check_template(key: str, template: str) -> None:
+    """A prompt template is ``str.format`` text whose fields name record fields: ``{question}``."""
+    import string
+
+    try:
+        fields = [name for _, name, _, _ in string.Formatter().parse(template) if name is not None]
+    except ValueError as exc:
+        raise ConfigError(f"{key} is not a valid template ({exc}); write record fields as {{name}} and literal "
+                          "braces as {{{{ and }}}}") from None
+    positional = [name for name in fields if name == "" or name.isdigit()]
+    if positional:
+        raise ConfigError(f"{key} has a positional field {{{positional[0]}}}; name the record field instead, "
+                          "e.g. {question}")
 
 
 _GENERATED: dict[str, dict[str, list[dict]]] = {}
@@ -71,16 +102,7 @@ def _generated(spec: TaskSpec) -> dict[str, list[dict]]:
 
 
 def _generate(spec: TaskSpec) -> dict[str, list[dict]]:
-    gen = dict(spec.generator)
-    sizes, shift = gen.pop("sizes"), gen.pop("shift", None)
-    arith = ArithSpec(operations=tuple(gen.pop("operations")), **gen)
-    shifted = None
-    if shift is not None:
-        knobs = {k: (tuple(v) if k == "operations" else v) for k, v in shift.items() if k != "at"}
-        unknown = set(knobs) - (set(ArithSpec.__dataclass_fields__) - {"seed"})  # the seed stays the task's
-        if unknown or not isinstance(shift.get("at"), int) or shift["at"] < 0:
-            raise ConfigError(f"task.generator.shift needs an integer `at` >= 0 and generator knobs, got {shift}")
-        shifted = (shift["at"], replace(arith, **knobs))
+    arith, sizes, shifted = generator_spec(spec.generator, spec.splits)
     return generate_splits(arith, {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits}, shifted)
 
 

@@ -11,9 +11,11 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from distill import config as C
+from distill.data.tasks import load_split
 from distill.eval.run import EvalSettings, evaluate
+from distill.eval.settings import decodings
 from distill.eval.table import print_table
-from distill.models.load import load_model, resolve_checkpoint
+from distill.models.load import fit_lengths, load_model, resolve_checkpoint
 from distill.rundir import RunDir
 from distill.train.loop import resolve_device
 
@@ -31,29 +33,39 @@ def eval_dir(ckpt: str, task: str, split: str, variant: str) -> str:
 
 
 def settings(cfg: DictConfig) -> EvalSettings:
-    return EvalSettings(**C.plain(cfg.eval))
+    return C.eval_settings(cfg.eval)
 
 
 def evaluate_checkpoint(cfg: DictConfig) -> dict:
-    """One checkpoint, or every run's final/ under a sweep directory (each written beside its run)."""
-    with RunDir(Path(HydraConfig.get().runtime.output_dir), "eval.log", what="distill eval") as run:
-        C.check_required(cfg)
-        task, eval_settings = C.task_spec(cfg), settings(cfg)
+    """One checkpoint, or every run's final/ under a sweep directory (each written beside its run). Settings,
+    data, checkpoint and lengths are checked before anything is written; a failed or interrupted evaluation
+    takes back what it wrote."""
+    with RunDir(Path(HydraConfig.get().runtime.output_dir), "eval.log", what="distill eval", rollback=True) as run:
+        task, eval_settings = C.eval_inputs(cfg)
+        device = resolve_device(cfg.device)
+        records = load_split(task, eval_settings.split)  # missing or malformed data: refused here
         runs = sweep_runs(Path(cfg.ckpt).expanduser())
         if not runs:
             path = resolve_checkpoint(cfg.ckpt)
             loaded = load_model(str(path))  # a checkpoint that does not load is refused before anything is written
-            draft = _draft(eval_settings, task, loaded[1])
+            check_lengths(loaded[0], task, eval_settings)
+            draft = _draft(eval_settings, task, loaded[1], loaded[0])
             run.accept(C.run_files(cfg, training=False), fresh=False)
-            return _evaluate_one(cfg, task, eval_settings, path, run.path, loaded, draft)
+            return _evaluate_one(cfg, task, eval_settings, path, run.path, loaded, draft, records, device)
         run.accept(C.run_files(cfg, training=False), fresh=False)
         variant = HydraConfig.get().job.override_dirname
         log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
         results = {}
         for run_path in runs:
             out_dir = Path(eval_dir(str(run_path / "final"), task.name, eval_settings.split, variant))
-            results[str(run_path)] = _evaluate_one(cfg, task, eval_settings, run_path / "final", out_dir)
+            results[str(run_path)] = _evaluate_one(cfg, task, eval_settings, run_path / "final", out_dir,
+                                                   records=records, device=device)
         return results
+
+
+def check_lengths(model, task, eval_settings: EvalSettings) -> None:
+    """The longest decoding fits the model's positions (``eval.max_new_tokens``), before anything is written."""
+    fit_lengths(model, task.max_source_length, max(d.max_new_tokens for d in decodings(task, eval_settings)))
 
 
 def sweep_runs(path: Path) -> list[Path]:
@@ -71,36 +83,40 @@ def sweep_runs(path: Path) -> list[Path]:
     return sorted(found)
 
 
-def _draft(eval_settings: EvalSettings, task, tokenizer):
-    """(draft model, its path) for speculative evaluation, checked against the target's vocabulary and decoding
-    before anything is written; else None."""
+def _draft(eval_settings: EvalSettings, task, tokenizer, target=None):
+    """(draft model, its path) for speculative evaluation, checked against the target's vocabulary, output layer
+    and decoding before anything is written; else None."""
     spec = eval_settings.speculative or {}
     if spec.get("draft") is None:
         return None
     from distill.eval.run import check_speculative_decoding, decodings
     from distill.models.load import check_same_vocabulary
+    from distill.models.speculative import check_draft_width
 
     check_speculative_decoding(decodings(task, eval_settings)[0])  # before anything is written
     path = resolve_checkpoint(spec["draft"])
     model, draft_tokenizer = load_model(str(path))
     check_same_vocabulary(tokenizer, draft_tokenizer, ("target", "draft"))
+    if target is not None:
+        check_draft_width(target, model, str(path))
     return model, str(path)
 
 
 def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path, out_dir: Path, loaded=None,
-                  draft=None) -> dict:
+                  draft=None, records=None, device=None) -> dict:
     model, tokenizer = loaded or load_model(str(path))
     torch.manual_seed(cfg.seed)
-    metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), resolve_device(cfg.device),
-                       *(draft or (None, None)))
+    metrics = evaluate(model, tokenizer, task, eval_settings, out_dir, str(path), device or resolve_device(cfg.device),
+                       *(draft or (None, None)), records=records)
     print_table([("model", str(path), metrics)], task.metric)
     for entry in metrics["by_decoding"]:
         if entry.get("strategy") == "speculative":
-            log.info("speculative decoding, k=%d: acceptance_rate %.3f, accepted_fraction %.3f, %.2f tokens per "
-                     "target forward, c %.3f, speedup_model %.2f, speedup_measured %.2f, matches_target %.3f",
-                     entry["num_proposals"], entry["acceptance_rate"], entry["accepted_fraction"],
+            matches = entry.get("matches_target")  # greedy only: sampled decodings are independent samples
+            log.info("speculative decoding, k=%d: acceptance_rate %.3f (T = 1 overlap %.3f), accepted_fraction %.3f, "
+                     "%.2f tokens per target forward, c %.3f, speedup_model %.2f, speedup_measured %.2f%s",
+                     entry["num_proposals"], entry["acceptance_rate"], entry["overlap_t1"], entry["accepted_fraction"],
                      entry["tokens_per_target_forward"], entry["cost_ratio"], entry["speedup_model"],
-                     entry["speedup_measured"], entry["matches_target"])
+                     entry["speedup_measured"], "" if matches is None else f", matches_target {matches:.3f}")
     log.info("wrote %s", out_dir / "metrics.json")
     return metrics
 

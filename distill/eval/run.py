@@ -7,7 +7,7 @@ recomputes metrics without a model.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -16,7 +16,7 @@ from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, load_split
 from distill.eval.generate import generate_texts
 from distill.models.generation import Decoding
-from distill.fields import check_field_types
+from distill.eval.settings import EvalSettings, decodings
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.errors import ConfigError, DataError
 from distill.metrics import METRIC_KEYS, score
@@ -25,48 +25,6 @@ from distill.metrics.diversity import self_bleu
 from distill.eval.speculative import speculative_records, summarise_speculative
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Plain mirror of ``conf/evaluation/default.yaml``; fields documented there."""
-
-    after_train: bool
-    compare_teacher: bool
-    split: str
-    batch_size: int
-    num_samples: int
-    sampling_temperature: float
-    sampling_temperatures: list
-    strategy: str | None
-    num_beams: int | None
-    max_new_tokens: int | None
-    progress: bool
-    speculative: dict | None = None
-
-    def __post_init__(self) -> None:
-        check_field_types(self, "eval")
-        spec = self.speculative or {}
-        if spec.get("draft") is not None and not (isinstance(spec.get("num_proposals"), int)
-                                                  and spec["num_proposals"] >= 1):
-            raise ConfigError(f"eval.speculative.num_proposals must be an integer >= 1, got {spec.get('num_proposals')!r}")
-
-
-def decodings(task: TaskSpec, settings: EvalSettings) -> list[Decoding]:
-    """The primary decoding (task default unless overridden), then the sampled ones."""
-    default = task.decoding
-    max_new = settings.max_new_tokens or default["max_new_tokens"]
-    strategy = settings.strategy or default["strategy"]
-    primary = Decoding(strategy, max_new, settings.num_beams or default["num_beams"],
-                       settings.sampling_temperature if strategy == "sample" else None,
-                       settings.num_samples if strategy == "sample" else 1)
-    out = [primary]
-    if settings.num_samples > 1 and strategy != "sample":
-        out.append(Decoding("sample", max_new, 1, settings.sampling_temperature, settings.num_samples))
-    for temperature in settings.sampling_temperatures:
-        out.append(Decoding("sample", max_new, 1, float(temperature), settings.num_samples))
-    unique = {d.name: d for d in out}
-    return list(unique.values())
 
 
 def score_decoding(metric: str, outputs: list[list[str]], references: list[str]) -> dict[str, float]:
@@ -96,15 +54,17 @@ def summarise(records: list[dict]) -> dict:
     metrics.update({k: v for k, v in primary.items() if k not in ("name",) and k not in Decoding.__dataclass_fields__})
     for entry in entries:
         if entry.get("strategy") == "speculative":
-            entry.update(summarise_speculative([r["speculative"] for r in records], entry["num_proposals"]))
+            entry.update(summarise_speculative([r["speculative"] for r in records], entry["num_proposals"],
+                                               entry.get("sampling_temperature")))
     metrics["by_decoding"] = entries
     return metrics
 
 
 def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: Path, checkpoint: str,
-             device: torch.device, draft=None, draft_path: str | None = None) -> dict:
-    """Generate with every decoding of ``decodings``, and speculatively with ``draft`` when given; write and score."""
-    records = load_split(task, settings.split)
+             device: torch.device, draft=None, draft_path: str | None = None, records: list | None = None) -> dict:
+    """Generate with every decoding of ``decodings``, and speculatively with ``draft`` when given; write and score.
+    ``records``: the split, when the caller loaded it already (to refuse bad data before writing anything)."""
+    records = load_split(task, settings.split) if records is None else records
     encoder_decoder = bool(model.config.is_encoder_decoder)
     examples = format_examples(task, records, encoder_decoder)
     plan = decodings(task, settings)
@@ -158,6 +118,11 @@ GENERATION_FIELDS = ("task", "split", "metric", "checkpoint", "reference", "outp
 
 def rescore(generations_path: Path) -> dict:
     """Recompute metrics.json beside a generations file; no model involved."""
+    if generations_path.is_dir():
+        inside = generations_path / "generations.jsonl"
+        found = inside if inside.is_file() else next(iter(sorted(generations_path.rglob("generations.jsonl"))), None)
+        hint = f"pass {found}" if found else "pass a generations.jsonl written by `distill eval` (there is none in it)"
+        raise DataError(f"{generations_path} is a directory, not a generations file; {hint}")
     if not generations_path.is_file():
         raise DataError(f"{generations_path} does not exist; pass a generations.jsonl written by `distill eval`")
     records = read_jsonl(generations_path, required_fields=GENERATION_FIELDS)
@@ -179,6 +144,19 @@ def _check_generation(path: Path, number: int, record: dict, first: dict) -> Non
         raise DataError(f"{where}: 'reference' must be a string")
     if not isinstance(record["decoding"], dict) or not isinstance(record["outputs"], dict):
         raise DataError(f"{where}: 'decoding' and 'outputs' must be objects keyed by decoding name")
+    if number == 1:  # the first record's decodings are the ones scored
+        if not record["decoding"]:
+            raise DataError(f"{where}: 'decoding' names no decoding (outputs {sorted(record['outputs'])}); "
+                            "re-run the evaluation that wrote this file")
+        for name, info in record["decoding"].items():
+            if not isinstance(info, dict):
+                raise DataError(f"{where}: decoding[{name!r}] must be an object of its settings, got {info!r:.60}")
+            if info.get("strategy") == "speculative" and not isinstance(info.get("num_proposals"), int):
+                raise DataError(f"{where}: speculative decoding[{name!r}] has no integer 'num_proposals'")
+    speculative = [name for name, info in first["decoding"].items() if info.get("strategy") == "speculative"]
+    if speculative and not isinstance(record.get("speculative"), dict):  # its per-request counts and timings
+        raise DataError(f"{where}: decoding {speculative[0]!r} is speculative but the record has no 'speculative' "
+                        "stats object; re-run the evaluation that wrote this file")
     for name in first["decoding"]:
         outputs = record["outputs"].get(name)
         if not isinstance(outputs, list) or not outputs or not all(isinstance(o, str) for o in outputs):

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import torch
 
 from distill.errors import ConfigError
+from distill.fields import build, check_choice, check_count, check_field_types, check_range
 
 
 def _log_probs(logits: torch.Tensor, kd_temperature: float, work: torch.Tensor | None = None) -> torch.Tensor:
@@ -141,10 +142,8 @@ class _ChunkedDivergence(torch.autograd.Function):
 def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale=1.0):
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
-    if kd_temperature <= 0:
-        raise ConfigError(f"divergence.kd_temperature must be > 0, got {kd_temperature}")
-    if chunk_size < 1:
-        raise ConfigError(f"divergence.chunk_size must be >= 1, got {chunk_size}")
+    check_range("divergence", "kd_temperature", kd_temperature, 0.0, low_open=True)
+    check_count("divergence", "chunk_size", chunk_size)
     return _ChunkedDivergence.apply(student_logits, teacher_logits.detach(), chunk_fn, param, kd_temperature,
                                     chunk_size, scale)
 
@@ -203,6 +202,9 @@ def srkl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: floa
     return _apply(_srkl_chunk, student_logits, teacher_logits, skew, kd_temperature, chunk_size)
 
 
+NAMES = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")
+
+
 @dataclass(frozen=True)
 class Divergence:
     """A ``conf/divergence/*.yaml`` choice bound to its parameters; call it on (student, teacher) logits."""
@@ -215,10 +217,28 @@ class Divergence:
     skew: float | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in ("fkl", "rkl", "jsd", "tvd", "skl", "srkl"):
-            raise ConfigError(f"unknown divergence {self.name!r}")
-        probe = torch.zeros(1, 2)
-        self(probe, probe)  # validates β / skew / τ now, before any model loads
+        """Every parameter checked before any model loads; errors name ``divergence.KEY``."""
+        check_field_types(self, "divergence")
+        check_choice("divergence", "name", self.name, NAMES)
+        check_range("divergence", "kd_temperature", self.kd_temperature, 0.0, low_open=True)
+        check_count("divergence", "chunk_size", self.chunk_size)
+        if self.name == "jsd":
+            if self.beta is None:
+                raise ConfigError("divergence.beta is required for jsd; set divergence.beta=...")
+            if self.normalize:
+                check_range("divergence", "beta", self.beta, 0.0, 1.0)
+            elif not 0.0 < self.beta < 1.0:  # NaN fails too
+                raise ConfigError(f"divergence.beta must be in (0, 1), got {self.beta}; use divergence.normalize=true "
+                                  "for the endpoints")
+        if self.name in ("skl", "srkl"):
+            if self.skew is None:
+                raise ConfigError(f"divergence.skew is required for {self.name}; set divergence.skew=...")
+            _check_skew(self.skew)
+
+    @classmethod
+    def from_config(cls, values: dict) -> "Divergence":
+        """From the ``divergence`` block; an unknown key (``+divergence.foo=1``) is named."""
+        return build(cls, values, "divergence")
 
     def _kernel(self) -> tuple:
         """(chunk function, its parameter, value scale) of this divergence, as ``__call__`` picks them."""

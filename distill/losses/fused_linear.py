@@ -10,6 +10,8 @@ Per chunk, with the unit gradient g = ∂f/∂z_s = (h − q Σh)·scale/τ of t
 gradients for the per-token upstream weights being the mask (what ``reduce_tokens`` gives, times one scalar:
 the term's weight / N); backward then only rescales them. If the upstream gradient is not proportional to the
 mask (another reduction), backward recomputes chunk by chunk with the true per-token weights: always exact.
+The first backward scales the saved weight gradient in place and hands it over (a scaled copy would be a second
+[V × d] buffer at the peak); a later backward through the same graph (``retain_graph=True``) recomputes it.
 Values at masked-out rows are 0 and so are their gradients, as on the unfused path (masked logits are zeroed).
 """
 
@@ -115,24 +117,25 @@ class _FusedLinear(torch.autograd.Function):
                 # Σ_r m_r g_rᵀ h_r, the weights on the small [rows × d] side: no second [rows × V] buffer
                 grad_w.addmm_(grad.T.float(), student_hidden[rows].float() * mask[rows, None])
         spec.buffers.clear()
-        ctx.save_for_backward(student_hidden, student_weight, teacher_hidden, mask, grad_h, grad_w)
-        ctx.spec, ctx.weight_dtype, ctx.grad_w_scaled = spec, weight.dtype, False
+        ctx.save_for_backward(student_hidden, student_weight, teacher_hidden, mask, grad_h)
+        # Kept outside the saved tensors: backward consumes it in place, which a saved tensor's version check
+        # would refuse on any later backward through the graph.
+        ctx.spec, ctx.weight_dtype, ctx.grad_w = spec, weight.dtype, grad_w
         return values
 
     @staticmethod
     def backward(ctx, grad_values):
-        student_hidden, student_weight, teacher_hidden, mask, grad_h, grad_w = ctx.saved_tensors
+        student_hidden, student_weight, teacher_hidden, mask, grad_h = ctx.saved_tensors
         grad_values = grad_values.float()
-        if grad_w is not None:
+        grad_w = None
+        if ctx.needs_input_grad[1]:
+            saved, ctx.grad_w = ctx.grad_w, None  # consumed: a later backward (retain_graph) recomputes
             factor = _common_factor(grad_values, mask)
-            if factor is None:  # not a masked mean: recompute with the true per-token weights
-                grad_w = _recomputed_weight_grad(ctx.spec, student_hidden, student_weight, teacher_hidden, mask,
-                                                 grad_values)
-            elif ctx.grad_w_scaled:  # a second backward (retain_graph): the saved sum was scaled in place
+            if factor is None or saved is None:  # not a masked mean, or not the first backward
                 grad_w = _recomputed_weight_grad(ctx.spec, student_hidden, student_weight, teacher_hidden, mask,
                                                  grad_values)
             else:  # in place: a scaled copy would hold a second [V × d] float32 buffer at the peak
-                grad_w, ctx.grad_w_scaled = grad_w.mul_(factor), True
+                grad_w = saved.mul_(factor)
             grad_w = grad_w.to(ctx.weight_dtype)
         if grad_h is not None:
             grad_h = (grad_h * grad_values[:, None]).to(student_hidden.dtype)

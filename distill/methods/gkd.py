@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 
 from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs, teacher_target
-from distill.errors import ConfigError
+from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
 from distill.losses.policy import leave_one_out_advantage
@@ -29,20 +29,24 @@ from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos
 from distill.models.keyed_random import step_coin
 
+METRICS = ("accuracy", "rouge", "bleu")  # the task metrics GKD+RL turns into sequence rewards
+
 
 class GKD:
     needs_teacher = True
 
     def __init__(self, divergence: dict, lmbda: float, seq_kd: bool, sampling_temperature: float, max_new_tokens: int,
                  alpha: float, reward_metric: str, teacher_decoding: dict, generation_batch_size: int):
-        if not 0.0 <= lmbda <= 1.0:
-            raise ConfigError(f"method.lmbda must be in [0, 1], got {lmbda}")
-        if not 0.0 <= alpha <= 1.0:
-            raise ConfigError(f"method.alpha must be in [0, 1], got {alpha}")
-        self.divergence = Divergence(**divergence)
+        check_range("method", "lmbda", lmbda, 0.0, 1.0)
+        check_range("method", "alpha", alpha, 0.0, 1.0)
+        check_range("method", "sampling_temperature", sampling_temperature, 0.0, low_open=True)
+        check_count("method", "max_new_tokens", max_new_tokens)
+        check_count("method", "generation_batch_size", generation_batch_size)
+        check_choice("method", "reward_metric", reward_metric, METRICS)
+        self.divergence = Divergence.from_config(divergence)
         self.lmbda, self.seq_kd, self.alpha, self.reward_metric = lmbda, seq_kd, alpha, reward_metric
         self.sampling = Decoding("sample", max_new_tokens, 1, sampling_temperature)
-        self.teacher_decoding = Decoding(**teacher_decoding)
+        self.teacher_decoding = Decoding.from_config(teacher_decoding, "method.teacher_decoding")
         self.generation_batch_size = generation_batch_size
 
     @property

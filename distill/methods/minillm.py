@@ -24,7 +24,7 @@ teacher_mix = 0, γ = 1 and no length normalisation; tested at T = 0.7).
 from __future__ import annotations
 
 from distill.data.trajectories import mixture_samples
-from distill.errors import ConfigError
+from distill.fields import check_count, check_range
 from distill.losses.divergences import rkl
 from distill.losses.kd import ce_term, shared_vocabulary, target_log_probs
 from distill.losses.policy import clipped_policy_gradient, discounted_future, importance_weights
@@ -41,10 +41,15 @@ class MiniLLM:
     def __init__(self, teacher_mix: float, sampling_temperature: float, max_new_tokens: int, gamma: float,
                  length_norm: bool, importance_clip: float, clip_ratio: float | None, ptx_weight: float,
                  chunk_size: int):
-        if not 0.0 <= teacher_mix < 1.0:
-            raise ConfigError(f"method.teacher_mix must be in [0, 1), got {teacher_mix}")
-        if clip_ratio is not None and clip_ratio <= 0:
-            raise ConfigError(f"method.clip_ratio must be > 0 or null, got {clip_ratio}")
+        check_range("method", "teacher_mix", teacher_mix, 0.0, 1.0, high_open=True)
+        check_range("method", "sampling_temperature", sampling_temperature, 0.0, low_open=True)
+        check_count("method", "max_new_tokens", max_new_tokens)
+        check_range("method", "gamma", gamma, 0.0, 1.0)
+        check_range("method", "importance_clip", importance_clip, 0.0, low_open=True)
+        if clip_ratio is not None:
+            check_range("method", "clip_ratio", clip_ratio, 0.0, low_open=True)
+        check_range("method", "ptx_weight", ptx_weight, 0.0)
+        check_count("method", "chunk_size", chunk_size)
         self.teacher_mix, self.sampling_temperature, self.max_new_tokens = teacher_mix, sampling_temperature, max_new_tokens
         self.gamma, self.length_norm, self.importance_clip = gamma, length_norm, importance_clip
         self.clip_ratio, self.ptx_weight, self.chunk_size = clip_ratio, ptx_weight, chunk_size

@@ -10,9 +10,11 @@ generated positions (``positions: all``) are kept. Every ``update_interval``
 requests the draft takes one optimizer step with the divergence group's
 D(p, q) on the kept positions (optionally with the last ``replay_size``
 requests again). The target runs only inside verification, never for the
-update. Logged per request: acceptance_rate α = mean Σ_v min(p, q) over its
-proposal positions, accepted_fraction and tokens_per_target_forward, and the
-moving average of α over the last ``moving_average_window`` requests.
+update. Logged per request: acceptance_rate α, the mean over its decided
+proposal positions of the chance of acceptance (greedy: argmax agreement;
+sampled at T: Σ_v min(p_T, q_T)), overlap_t1 (Σ_v min(p, q) at T = 1 there),
+accepted_fraction and tokens_per_target_forward, and the moving average of α
+over the last ``moving_average_window`` requests.
 ``update: false`` serves and logs without learning (the draft before OSD, or
 a draft distilled offline).
 """
@@ -24,12 +26,12 @@ from dataclasses import replace
 
 import torch
 
-from distill.errors import ConfigError
+from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term
 from distill.losses.terms import LossTerms
 from distill.models.forward import token_view
-from distill.models.keyed_random import _hash_ints
+from distill.models.keyed_random import row_keys
 from distill.models.speculative import speculative_generate
 
 
@@ -41,21 +43,14 @@ class OSD:
     def __init__(self, divergence: dict, num_proposals: int, update_interval: int, positions: str,
                  sampling_temperature: float | None, max_new_tokens: int, replay_size: int, update: bool,
                  stream_start: int = 0, moving_average_window: int = 100):
-        if num_proposals < 1:
-            raise ConfigError(f"method.num_proposals must be >= 1, got {num_proposals}")
-        if update_interval < 1:
-            raise ConfigError(f"method.update_interval must be >= 1, got {update_interval}")
-        if positions not in ("mismatch", "all"):
-            raise ConfigError(f"method.positions must be mismatch or all, got {positions!r}")
-        if replay_size < 0:
-            raise ConfigError(f"method.replay_size must be >= 0, got {replay_size}")
-        if moving_average_window < 1:
-            raise ConfigError(f"method.moving_average_window must be >= 1, got {moving_average_window}")
-        if stream_start < 0:
-            raise ConfigError(f"method.stream_start must be >= 0, got {stream_start}")
-        if sampling_temperature is not None and sampling_temperature <= 0:
-            raise ConfigError(f"method.sampling_temperature must be > 0 or null (greedy), got {sampling_temperature}")
-        self.divergence, self.num_proposals, self.positions = Divergence(**divergence), num_proposals, positions
+        for name, value, low in (("num_proposals", num_proposals, 1), ("update_interval", update_interval, 1),
+                                 ("replay_size", replay_size, 0), ("moving_average_window", moving_average_window, 1),
+                                 ("stream_start", stream_start, 0), ("max_new_tokens", max_new_tokens, 1)):
+            check_count("method", name, value, low)
+        check_choice("method", "positions", positions, ("mismatch", "all"))
+        if sampling_temperature is not None:  # null = greedy serving
+            check_range("method", "sampling_temperature", sampling_temperature, 0.0, low_open=True)
+        self.divergence, self.num_proposals, self.positions = Divergence.from_config(divergence), num_proposals, positions
         self.examples_per_step = update_interval  # the loop takes this many requests per optimizer step
         self.stream_start = stream_start  # the stream begins at this train example (then wraps around)
         self.sampling_temperature, self.max_new_tokens, self.update = sampling_temperature, max_new_tokens, update
@@ -69,10 +64,10 @@ class OSD:
         served, records = [], []
         positions = ctx.positions if ctx.positions is not None else [item.index for item in items]
         for item, position in zip(items, positions):
-            generator = torch.Generator().manual_seed(_hash_ints("osd", ctx.seed, position) % (1 << 62))
             result = speculative_generate(target, draft, item.prompt_ids, self.max_new_tokens, self.num_proposals,
-                                          ctx.tokenizer.eos_token_id, self.sampling_temperature, generator,
-                                          record=self.positions)
+                                          ctx.tokenizer.eos_token_id, self.sampling_temperature,
+                                          row_keys(ctx.seed, 0, [position], "osd"), record=self.positions,
+                                          vocab_size=len(ctx.tokenizer))
             served.append((replace(item, target_ids=result.tokens), result.records))
             records.append(self._with_average(_request_record(position, result)))
         draft.train(was_training)
@@ -124,8 +119,9 @@ class OSD:
 
 
 def _request_record(position: int, result) -> dict:
-    overlaps = result.overlaps
-    return {"request": position, "acceptance_rate": sum(overlaps) / len(overlaps) if overlaps else None,
+    alphas, overlaps = result.alphas, result.overlaps_t1
+    return {"request": position, "acceptance_rate": sum(alphas) / len(alphas) if alphas else None,
+            "overlap_t1": sum(overlaps) / len(overlaps) if overlaps else None,
             "accepted_fraction": result.accepted / result.proposed if result.proposed else None,
             "tokens_per_target_forward": len(result.tokens) / max(result.target_forwards, 1),
             "tokens": len(result.tokens), "target_forwards": result.target_forwards}

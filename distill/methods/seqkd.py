@@ -8,6 +8,7 @@ training then needs no teacher pass at all.
 from __future__ import annotations
 
 from distill.data.trajectories import teacher_outputs
+from distill.fields import check_count
 from distill.losses.kd import ce_term
 from distill.losses.terms import LossTerms
 from distill.models.forward import token_view
@@ -19,7 +20,8 @@ class SeqKD:
     prompts_only = True  # the teacher writes the targets: any prompt will do
 
     def __init__(self, teacher_decoding: dict, generation_batch_size: int):
-        self.teacher_decoding = Decoding(**teacher_decoding)
+        self.teacher_decoding = Decoding.from_config(teacher_decoding, "method.teacher_decoding")
+        check_count("method", "generation_batch_size", generation_batch_size)
         self.generation_batch_size = generation_batch_size
 
     def setup(self, ctx, train_items, progress: bool, used=None):

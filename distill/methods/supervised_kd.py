@@ -7,7 +7,7 @@ on the dataset token (SPEC §5).
 from __future__ import annotations
 
 from distill.data.trajectories import teacher_forward, teacher_target
-from distill.errors import ConfigError
+from distill.fields import check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import ce_term, divergence_term
 from distill.losses.terms import LossTerms
@@ -19,9 +19,8 @@ class SupervisedKD:
     prompts_only = False  # the divergence is taken on the dataset's outputs
 
     def __init__(self, divergence: dict, ce_weight: float):
-        if ce_weight < 0:
-            raise ConfigError(f"method.ce_weight must be >= 0, got {ce_weight}")
-        self.divergence = Divergence(**divergence)
+        check_range("method", "ce_weight", ce_weight, 0.0)
+        self.divergence = Divergence.from_config(divergence)
         self.ce_weight = ce_weight
 
     def trajectories(self, items, ctx):

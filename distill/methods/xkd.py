@@ -22,6 +22,7 @@ import torch
 
 from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs
 from distill.errors import ConfigError
+from distill.fields import check_choice, check_count, check_keys, check_range
 from distill.losses.avril import (Q_FORMS, gaussian_kl_to_prior, gaussian_nll, implied_rewards, sequence_returns,
                                   student_consistency)
 from distill.losses.divergences import Divergence
@@ -44,9 +45,16 @@ class XKD:
                  prior_std: float, reward_head: dict, td_target: str = "sarsa"):
         _validate(base, lmbda, q_form, reward_level, td_target, reward_head, alpha, teacher_reward_weight, prior_std,
                   min_reward_std)
-        self.base, self.divergence, self.lmbda, self.ce_weight = base, Divergence(**divergence), lmbda, ce_weight
+        check_range("method", "sampling_temperature", sampling_temperature, 0.0, low_open=True)
+        check_count("method", "max_new_tokens", max_new_tokens)
+        check_range("method", "ce_weight", ce_weight, 0.0)
+        check_count("method", "generation_batch_size", generation_batch_size)
+        check_range("method", "gamma", gamma, 0.0, 1.0)
+        self.base, self.divergence, self.lmbda = base, Divergence.from_config(divergence), lmbda
+        self.ce_weight = ce_weight
         self.sampling = Decoding("sample", max_new_tokens, 1, sampling_temperature)
-        self.teacher_decoding, self.generation_batch_size = Decoding(**teacher_decoding), generation_batch_size
+        self.teacher_decoding = Decoding.from_config(teacher_decoding, "method.teacher_decoding")
+        self.generation_batch_size = generation_batch_size
         self.alpha, self.eta, self.gamma, self.prior_std = alpha, teacher_reward_weight, gamma, prior_std
         self.q_form, self.reward_level, self.min_std, self.td_target = q_form, reward_level, min_reward_std, td_target
         self.head_settings = reward_head
@@ -130,16 +138,17 @@ def _prompt_features(state: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 def _validate(base, lmbda, q_form, reward_level, td_target, head, alpha, eta, prior_std, min_std) -> None:
     if base not in BASES:
         raise ConfigError(f"method.base must be one of {list(BASES)}, got {base!r}")
-    if not 0.0 <= lmbda <= 1.0:
-        raise ConfigError(f"method.lmbda must be in [0, 1], got {lmbda}")
+    check_range("method", "lmbda", lmbda, 0.0, 1.0)
     if q_form not in Q_FORMS:
         raise ConfigError(f"method.q_form must be one of {list(Q_FORMS)}, got {q_form!r}")
     if reward_level not in ("token", "sequence"):
         raise ConfigError(f"method.reward_level must be token or sequence, got {reward_level!r}")
     if td_target not in ("sarsa", "soft"):
         raise ConfigError(f"method.td_target must be sarsa or soft (q_form=logits only), got {td_target!r}")
-    if head["features"] not in ("teacher", "student"):
-        raise ConfigError(f"method.reward_head.features must be teacher or student, got {head['features']!r}")
-    if alpha < 0 or eta < 0 or prior_std <= 0 or min_std <= 0:
-        raise ConfigError("method.alpha and method.teacher_reward_weight must be >= 0, method.prior_std and "
-                          "method.min_reward_std > 0")
+    check_keys(head, ("features", "hidden"), "method.reward_head", required=("features", "hidden"))
+    check_choice("method.reward_head", "features", head["features"], ("teacher", "student"))
+    check_count("method.reward_head", "hidden", head["hidden"], low=0)
+    check_range("method", "alpha", alpha, 0.0)
+    check_range("method", "teacher_reward_weight", eta, 0.0)
+    check_range("method", "prior_std", prior_std, 0.0, low_open=True)
+    check_range("method", "min_reward_std", min_std, 0.0, low_open=True)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 
 from distill.errors import ConfigError
+from distill.fields import check_arguments, check_choice, check_count, check_range
 from distill.models.sampling import decode
 
 STRATEGIES = ("greedy", "beam", "sample")
@@ -25,12 +27,29 @@ class Decoding:
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"decoding strategy must be one of {list(STRATEGIES)}, got {self.strategy!r}")
-        if self.strategy == "sample" and not (self.sampling_temperature and self.sampling_temperature > 0):
+        if self.strategy == "sample" and not (self.sampling_temperature and self.sampling_temperature > 0
+                                              and math.isfinite(self.sampling_temperature)):
             raise ConfigError(f"sampling needs sampling_temperature > 0, got {self.sampling_temperature}")
         if self.strategy != "sample" and self.num_samples != 1:
             raise ConfigError("num_samples > 1 needs strategy=sample")
         if self.max_new_tokens < 1 or self.num_beams < 1:
             raise ConfigError(f"max_new_tokens and num_beams must be >= 1, got {self.max_new_tokens}, {self.num_beams}")
+
+    @classmethod
+    def from_config(cls, values: dict, section: str) -> "Decoding":
+        """A decoding from a config block (``teacher_generation.decoding``, ``task.decoding``); errors name
+        ``section.key``."""
+        check_arguments(cls, values, section)
+        check_choice(section, "strategy", values["strategy"], STRATEGIES)
+        check_count(section, "max_new_tokens", values["max_new_tokens"])
+        check_count(section, "num_beams", values.get("num_beams", 1))
+        check_count(section, "num_samples", values.get("num_samples", 1))
+        temperature = values.get("sampling_temperature")
+        if values["strategy"] == "sample" or temperature is not None:
+            check_range(section, "sampling_temperature", temperature, 0.0, low_open=True)
+        if values["strategy"] != "sample" and values.get("num_samples", 1) != 1:
+            raise ConfigError(f"{section}.num_samples > 1 needs {section}.strategy=sample")
+        return cls(**values)
 
     @property
     def name(self) -> str:

@@ -68,15 +68,16 @@ def position_limit(config) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
-def check_pair(student: ModelSpec, teacher: ModelSpec | None, max_output_length: int) -> None:
-    """Before anything is built: the output fits the models' positions, and teacher and student share
-    an architecture family (token-level distillation compares them position by position)."""
+def check_pair(student: ModelSpec, teacher: ModelSpec | None, max_output_length: int,
+               length_key: str = "task.max_target_length") -> None:
+    """Before anything is built: the output (``length_key`` tokens) fits the models' positions, and teacher and
+    student share an architecture family (token-level distillation compares them position by position)."""
     configs = {"student": spec_config(student), **({"teacher": spec_config(teacher)} if teacher else {})}
     for role, config in configs.items():
         limit = position_limit(config)
         if not config.is_encoder_decoder and limit is not None and max_output_length >= limit:
             raise ModelError(f"{role} {(student if role == 'student' else teacher).name} has {limit} positions, too few "
-                             f"for {max_output_length} output tokens; lower task.max_target_length or pick a larger model")
+                             f"for {max_output_length} output tokens; lower {length_key} or pick a larger model")
     if teacher is not None and configs["student"].is_encoder_decoder != configs["teacher"].is_encoder_decoder:
         kind = lambda c: "an encoder-decoder" if c.is_encoder_decoder else "decoder-only"  # noqa: E731
         same = "tiny_t5 or t5_*" if configs["student"].is_encoder_decoder else "tiny or qwen2.5_*"

@@ -1,20 +1,34 @@
 """Speculative decoding (Leviathan et al., 2023; Chen et al., 2023; SPEC §10), one request at a time.
 
-The draft q proposes k tokens autoregressively; the target p scores all k + 1
-positions in one forward; proposal i is accepted with probability
-min(1, p(x_i)/q(x_i)) in order; at the first rejection one token is drawn from
-norm(max(0, p − q)); if all k are accepted, a bonus token is drawn from p.
-The output is distributed exactly as the target's own sampling at the same
-temperature; greedy (``sampling_temperature=None``) accepts a proposal iff it
-is the target's argmax, so the output is the target's greedy output, token
-for token. Both models keep their KV caches between rounds and crop them
-back to the committed tokens after a rejection.
+The draft q proposes up to k tokens autoregressively (it stops after proposing
+EOS: nothing after an EOS is ever output); the target p scores all proposals
+in one forward; proposal i is accepted with probability min(1, p(x_i)/q(x_i))
+in order; at the first rejection one token is drawn from norm(max(0, p − q));
+if all are accepted, a bonus token is drawn from p. The output is distributed
+exactly as the target's own sampling at the same temperature; greedy
+(``sampling_temperature=None``) accepts a proposal iff it is the target's
+argmax, so the output is the target's greedy output, token for token. Both
+models keep their KV caches between rounds and crop them back to the
+committed tokens after a rejection.
 
-Per round the result records, for OSD (``distill.methods.osd``), the target's
-logits at each new token's position, taken from the verification forward:
-every new position (``record="all"``) or only the correction/bonus one
-(``record="mismatch"``). Those positions are prefixes of the final output,
-so an update needs no second target pass.
+Both distributions are over the real vocabulary (``vocab_size``, the
+tokenizer's): output-layer rows past it are padding, never valid tokens, so
+they are cut from both models' logits before anything is drawn; a draft
+narrower than that gets −∞ there (it cannot propose those tokens).
+
+Random draws are keyed uniforms (``distill.models.keyed_random``): draw i of a
+request is a hash of the request's key and i, computed on the logits' device,
+so decoding runs on any device and the same key gives the same output.
+
+Per decided proposal position (each accepted one and the first rejected one)
+the result records α's term: 1 if the draft's and target's argmaxes agree
+(greedy: p and q are one-hot), else Σ_v min(p_T, q_T), the probability of
+acceptance; and the T = 1 overlap Σ_v min(p, q) beside it. Per round it also
+records, for OSD (``distill.methods.osd``), the target's logits at each new
+token's position, taken from the verification forward: every new position
+(``record="all"``) or only the correction/bonus one (``record="mismatch"``).
+Those positions are prefixes of the final output, so an update needs no
+second target pass.
 """
 
 from __future__ import annotations
@@ -24,6 +38,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from distill.errors import ModelError
+from distill.models.keyed_random import keyed_uniform
 from distill.models.sampling import _cache_kwarg
 
 
@@ -34,11 +50,25 @@ def _crop(cache, tokens_to_remove: int) -> None:
         cache.crop(-tokens_to_remove)
 
 
-class _Runner:
-    """One model decoding one request: feed tokens, get their logits rows, crop the cache back."""
+def output_width(model) -> int:
+    """Rows of the model's output layer (its config's vocabulary when the layer is not exposed)."""
+    head = model.get_output_embeddings()
+    return int(head.weight.size(0)) if head is not None else int(model.config.vocab_size)
 
-    def __init__(self, model, prompt_ids: list[int], device):
-        self.model, self.device, self.kwarg = model, device, _cache_kwarg(model)
+
+def check_draft_width(target, draft, draft_path: str) -> None:
+    """A draft whose output layer is wider than the target's is refused: it could propose a token the target has
+    no logit for."""
+    if output_width(draft) > output_width(target):
+        raise ModelError(f"eval.speculative.draft={draft_path} has an output layer of {output_width(draft)} tokens, "
+                         f"wider than the target's {output_width(target)}; pick a draft with at most the target's")
+
+
+class _Runner:
+    """One model decoding one request: feed tokens, get their logits rows over ``width`` tokens, crop the cache."""
+
+    def __init__(self, model, prompt_ids: list[int], device, width: int):
+        self.model, self.device, self.kwarg, self.width = model, device, _cache_kwarg(model), width
         self.past, self.length, self.forwards, self.seconds = None, 0, 0, 0.0
         self.encoder_decoder = bool(model.config.is_encoder_decoder)
         if self.encoder_decoder:
@@ -50,7 +80,7 @@ class _Runner:
             self.pending = list(prompt_ids)
 
     def feed(self, tokens: list[int]) -> torch.Tensor:
-        """[len(tokens), V] float32 logits, row i predicting the token after ``tokens[i]``."""
+        """[len(tokens), width] float32 logits, row i predicting the token after ``tokens[i]``."""
         started = time.perf_counter()
         ids = torch.tensor([tokens], device=self.device)
         if self.encoder_decoder:
@@ -64,11 +94,39 @@ class _Runner:
         self.past, self.length = getattr(out, self.kwarg), self.length + len(tokens)
         self.forwards += 1
         self.seconds += time.perf_counter() - started
-        return out.logits[0].float()
+        return _fit(out.logits[0].float(), self.width)
 
     def crop(self, tokens: int) -> None:
         _crop(self.past, tokens)
         self.length -= max(tokens, 0)
+
+
+def _fit(logits: torch.Tensor, width: int) -> torch.Tensor:
+    """The first ``width`` columns: padded rows cut, or −∞ (probability 0) for tokens a narrower layer lacks."""
+    if logits.size(-1) >= width:
+        return logits[..., :width]
+    return torch.nn.functional.pad(logits, (0, width - logits.size(-1)), value=-torch.inf)
+
+
+class _Draws:
+    """A request's random draws: draw i is ``keyed_uniform(key, i)`` on the device of the tensor it serves
+    (a CPU ``torch.Generator`` cannot drive ``torch.multinomial`` on an accelerator)."""
+
+    def __init__(self, key: torch.Tensor | None):
+        self.key, self.count = key, 0
+
+    def uniform(self, like: torch.Tensor, size: int) -> torch.Tensor:
+        if self.key is None:
+            raise ValueError("sampled speculative decoding needs a key (distill.models.keyed_random.row_keys)")
+        if self.key.device != like.device:
+            self.key = self.key.to(like.device)  # once, not per draw
+        self.count += 1
+        return keyed_uniform(self.key, self.count - 1, size)[0]
+
+    def categorical(self, log_weights: torch.Tensor) -> torch.Tensor:
+        """A sample from softmax(log_weights) by Gumbel-max, as a 0-dim tensor on their device."""
+        uniform = self.uniform(log_weights, log_weights.size(-1))
+        return (log_weights - torch.log(-torch.log(uniform))).argmax(-1)
 
 
 @dataclass
@@ -80,7 +138,8 @@ class SpeculativeResult:
     draft_forwards: int = 0
     target_seconds: float = 0.0
     draft_seconds: float = 0.0
-    overlaps: list[float] = field(default_factory=list)  # Σ_v min(p, q) at each decided proposal position
+    alphas: list[float] = field(default_factory=list)  # α's term at each decided proposal position (module doc)
+    overlaps_t1: list[float] = field(default_factory=list)  # Σ_v min(p, q) at T = 1 at the same positions
     records: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (output position, target logits row)
 
 
@@ -88,86 +147,112 @@ def _probs(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:
     return torch.softmax(logits / (temperature or 1.0), -1)
 
 
-def _draw(probs: torch.Tensor, generator) -> int:
-    return int(torch.multinomial(probs, 1, generator=generator))
+def _pick(logits: torch.Tensor, temperature: float | None, draws: _Draws) -> int:
+    """argmax (greedy) or a sample from softmax(logits / T)."""
+    return int(logits.argmax() if temperature is None else draws.categorical(logits / temperature))
 
 
-def _propose(draft: _Runner, k: int, temperature: float | None, generator) -> tuple[list[int], list[torch.Tensor]]:
-    """k draft tokens and the draft's logits row before each (k draft forwards)."""
+def _propose(draft: _Runner, k: int, eos_id: int, temperature: float | None,
+             draws: _Draws) -> tuple[list[int], list[torch.Tensor]]:
+    """Up to k draft tokens, ending early at EOS, and the draft's logits row before each."""
     logits = draft.feed(draft.pending)[-1]
     draft.pending = []
     tokens, rows = [], []
     for i in range(k):
         rows.append(logits)
-        token = int(logits.argmax()) if temperature is None else _draw(_probs(logits, temperature), generator)
-        tokens.append(token)
+        tokens.append(_pick(logits, temperature, draws))
+        if tokens[-1] == eos_id:
+            break
         if i + 1 < k:
-            logits = draft.feed([token])[-1]
+            logits = draft.feed([tokens[-1]])[-1]
     return tokens, rows
 
 
-def _verify(proposals, q_rows, p_rows, temperature, generator) -> tuple[int, int, list[float]]:
-    """(accepted count n, the next token: correction at n or bonus, Σ min(p, q) at each decided position)."""
-    overlaps = []
+def _alpha_terms(p_logits: torch.Tensor, q_logits: torch.Tensor, temperature: float | None) -> tuple[float, float]:
+    """(α's term: argmax agreement when greedy, else Σ min(p_T, q_T); the T = 1 overlap Σ min(p, q))."""
+    overlap_t1 = float(torch.minimum(_probs(p_logits, None), _probs(q_logits, None)).sum())
+    if temperature is None:
+        return float(p_logits.argmax() == q_logits.argmax()), overlap_t1
+    if temperature == 1.0:
+        return overlap_t1, overlap_t1
+    return float(torch.minimum(_probs(p_logits, temperature), _probs(q_logits, temperature)).sum()), overlap_t1
+
+
+def _verify(proposals, q_rows, p_rows, temperature, draws: _Draws | None = None):
+    """(accepted count n, the next token: correction at n or bonus, α's terms and T = 1 overlaps at each decided
+    position)."""
+    alphas, overlaps = [], []
     for i, token in enumerate(proposals):
-        p, q = _probs(p_rows[i], temperature), _probs(q_rows[i], temperature)
-        overlaps.append(float(torch.minimum(p, q).sum()))
+        alpha, overlap = _alpha_terms(p_rows[i], q_rows[i], temperature)
+        alphas.append(alpha)
+        overlaps.append(overlap)
         if temperature is None:
             if token == int(p_rows[i].argmax()):
                 continue
-            return i, int(p_rows[i].argmax()), overlaps
-        if float(torch.rand((), generator=generator)) * float(q[token]) < float(p[token]):  # u < p/q
+            return i, int(p_rows[i].argmax()), alphas, overlaps
+        p, q = _probs(p_rows[i], temperature), _probs(q_rows[i], temperature)
+        if float(draws.uniform(p, 1)[0] * q[token]) < float(p[token]):  # u < p/q
             continue
         residual = torch.clamp(p - q, min=0.0)
-        residual = residual / residual.sum() if float(residual.sum()) > 0 else p
-        return i, _draw(residual, generator), overlaps
-    bonus = p_rows[len(proposals)]
-    return len(proposals), int(bonus.argmax()) if temperature is None else _draw(_probs(bonus, temperature), generator), \
-        overlaps
+        residual = residual if float(residual.sum()) > 0 else p  # p = q: never rejected, up to rounding
+        return i, int(draws.categorical(torch.log(residual))), alphas, overlaps
+    return len(proposals), _pick(p_rows[len(proposals)], temperature, draws), alphas, overlaps
 
 
 @torch.no_grad()
 def speculative_generate(target, draft, prompt_ids: list[int], max_new_tokens: int, num_proposals: int, eos_id: int,
-                         sampling_temperature: float | None = None, generator: torch.Generator | None = None,
-                         record: str = "none") -> SpeculativeResult:
-    """Decode one request speculatively; ``record`` is none | mismatch | all (see the module docstring)."""
+                         sampling_temperature: float | None = None, key: torch.Tensor | None = None,
+                         record: str = "none", vocab_size: int | None = None) -> SpeculativeResult:
+    """Decode one request speculatively (see the module docstring).
+
+    ``key``: [1, 2] int64 (``keyed_random.row_keys``), required when sampling; ``record``: none | mismatch | all;
+    ``vocab_size``: the tokenizer's vocabulary (None: the target's output layer, all of it real).
+    """
     device = next(target.parameters()).device
-    t, d = _Runner(target, prompt_ids, device), _Runner(draft, prompt_ids, device)
-    result = SpeculativeResult([])
+    width = output_width(target) if vocab_size is None else min(vocab_size, output_width(target))
+    t, d = _Runner(target, prompt_ids, device, width), _Runner(draft, prompt_ids, device, width)
+    draws, result = _Draws(key), SpeculativeResult([])
     while len(result.tokens) < max_new_tokens:
-        k = min(num_proposals, max_new_tokens - len(result.tokens) - 1)
-        proposals, q_rows = _propose(d, k, sampling_temperature, generator) if k > 0 else ([], [])
+        limit = min(num_proposals, max_new_tokens - len(result.tokens) - 1)
+        proposals, q_rows = _propose(d, limit, eos_id, sampling_temperature, draws) if limit > 0 else ([], [])
+        k = len(proposals)
         logits = t.feed(t.pending + proposals)
         p_rows = logits[logits.size(0) - k - 1:]
-        size = min(p_rows.size(-1), q_rows[0].size(-1)) if q_rows else p_rows.size(-1)  # padded output layers
-        n, token, overlaps = _verify(proposals, [q[:size] for q in q_rows], p_rows[:, :size], sampling_temperature,
-                                     generator)
+        n, token, alphas, overlaps = _verify(proposals, q_rows, p_rows, sampling_temperature, draws)
         start = len(result.tokens)
         new = proposals[:n] + [token]
         if record == "all":
             result.records.extend((start + i, p_rows[i]) for i in range(len(new)))
         elif record == "mismatch":
             result.records.append((start + n, p_rows[n]))
+        # The draft stops at EOS, so every proposal counted here precedes or is the first EOS.
         result.proposed, result.accepted = result.proposed + k, result.accepted + n
-        result.overlaps.extend(overlaps)
-        t.crop(k - n)  # the target's cache held committed + all k proposals
-        t.pending = [token]
-        if k == 0:  # no proposal: the draft saw nothing new
-            d.pending = d.pending + [token]
-        elif n < k:  # the draft's cache held committed + the first k − 1 proposals
-            d.crop(k - 1 - n)
-            d.pending = [token]
-        else:
-            d.pending = [proposals[-1], token]
+        result.alphas.extend(alphas)
+        result.overlaps_t1.extend(overlaps)
         result.tokens.extend(new)
         if eos_id in new:
             result.tokens = result.tokens[: start + new.index(eos_id) + 1]
             result.records = [(pos, row) for pos, row in result.records if pos < len(result.tokens)]
             break
+        _advance(t, d, proposals, n, token)
     result.tokens = result.tokens[:max_new_tokens]
     result.target_forwards, result.draft_forwards = t.forwards, d.forwards
     result.target_seconds, result.draft_seconds = t.seconds, d.seconds
     return result
+
+
+def _advance(t: _Runner, d: _Runner, proposals: list[int], n: int, token: int) -> None:
+    """Crop both caches back to the committed tokens; queue what each model has not seen yet."""
+    k = len(proposals)
+    t.crop(k - n)  # the target's cache held committed + all k proposals
+    t.pending = [token]
+    if k == 0:  # no proposal: the draft saw nothing new
+        d.pending = d.pending + [token]
+    elif n < k:  # the draft's cache held committed + the first k − 1 proposals
+        d.crop(k - 1 - n)
+        d.pending = [token]
+    else:
+        d.pending = [proposals[-1], token]
 
 
 def expected_tokens_per_target_forward(acceptance_rate: float, num_proposals: int) -> float:
@@ -192,16 +277,16 @@ class AloneResult:
 
 @torch.no_grad()
 def target_alone(target, prompt_ids: list[int], max_new_tokens: int, eos_id: int,
-                 sampling_temperature: float | None = None, generator: torch.Generator | None = None) -> AloneResult:
-    """The target decoding one request by itself, through the same runner: the baseline of ``speedup_measured``
-    and the per-forward cost behind ``c``."""
+                 sampling_temperature: float | None = None, key: torch.Tensor | None = None,
+                 vocab_size: int | None = None) -> AloneResult:
+    """The target decoding one request by itself, through the same runner and over the same vocabulary: the
+    baseline of ``speedup_measured`` and the per-forward cost behind ``c``."""
     started = time.perf_counter()
-    runner = _Runner(target, prompt_ids, next(target.parameters()).device)
+    width = output_width(target) if vocab_size is None else min(vocab_size, output_width(target))
+    runner, draws = _Runner(target, prompt_ids, next(target.parameters()).device, width), _Draws(key)
     tokens: list[int] = []
     while len(tokens) < max_new_tokens:
-        logits = runner.feed(runner.pending)[-1]
-        token = int(logits.argmax()) if sampling_temperature is None else _draw(_probs(logits, sampling_temperature),
-                                                                                  generator)
+        token = _pick(runner.feed(runner.pending)[-1], sampling_temperature, draws)
         tokens.append(token)
         runner.pending = [token]
         if token == eos_id:

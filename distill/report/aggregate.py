@@ -102,6 +102,8 @@ def swept_keys(settings: list[dict], methods: list[str]) -> list[str]:
 
 
 def run_status(run: dict) -> str:
+    if run.get("unreadable"):
+        return "unreadable"
     if not run["has_final"]:
         return "partial"
     if not any(e["variant"] != TEACHER for e in run["evals"]) and not served_a_stream(run):
@@ -226,9 +228,11 @@ def missing_runs(runs: list[dict]) -> list[dict]:
             continue
         steps = [r["step"] for r in run["metrics"]]
         reasons = []
-        if not run["has_final"]:
+        if run.get("unreadable"):  # nothing else of it is read
+            reasons.append(run["unreadable"])
+        elif not run["has_final"]:
             reasons.append(f"no final/ (last logged step {max(steps)})" if steps else "no final/ and nothing logged")
-        if not any(e["variant"] != TEACHER for e in run["evals"]):
+        if not run.get("unreadable") and not any(e["variant"] != TEACHER for e in run["evals"]):
             reasons.append("no student evaluation (`eval/TASK-SPLIT/VARIANT/metrics.json`)")
         out.append({"run": run["run"], "status": status, "reason": "; ".join(reasons), "path": run["path"]})
     return out

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 
 from distill.errors import DataError
+from distill.report.aggregate import MAIN_KEY, METRIC_KEYS
 
 RUN_MARKER = "run_config.yaml"
 # Subdirectories of a run that never hold other runs.
@@ -74,18 +75,73 @@ def _label(root: Path, path: Path, prefix: str) -> str:
 
 
 def read_run(run_dir: Path, label: str) -> dict:
+    """One run's record. A run_config.yaml that does not hold a run's settings makes the run ``unreadable``
+    (listed as missing, never scored: its scores could not be grouped); other bad files are ignored."""
     warnings: list[str] = []
-    config = _read_yaml(run_dir / RUN_MARKER, warnings)
+    config, problem = _read_yaml(run_dir / RUN_MARKER)
+    problem = problem or _config_problem(config)
+    if problem is not None:
+        warnings.append(f"{run_dir / RUN_MARKER}: {problem}; the run is listed as unreadable, without scores")
+        problem = f"{RUN_MARKER} {problem}"
     return {
         "run": label,
         "path": str(run_dir),
-        "config": config if isinstance(config, dict) else {},
-        "summary": _read_json(run_dir / "summary.json", warnings),
+        "config": config if problem is None else {},
+        "unreadable": problem,
+        "summary": _summary(run_dir / "summary.json", warnings),
         "has_final": (run_dir / "final").is_dir(),
-        "metrics": read_metrics(run_dir / "metrics.jsonl", warnings),
-        "evals": read_evals(run_dir / "eval", warnings),
+        "metrics": read_metrics(run_dir / "metrics.jsonl", warnings) if problem is None else [],
+        "evals": read_evals(run_dir / "eval", warnings) if problem is None else [],
         "warnings": warnings,
     }
+
+
+def _kind(value) -> str:
+    """How a JSON/YAML value reads in a warning: ``null``, ``a list``, ``5``."""
+    if value is None:
+        return "null"
+    if isinstance(value, (list, tuple, set)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return json.dumps(value, default=str)[:40]
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _config_problem(config) -> str | None:
+    """Why a run_config.yaml holds no usable settings, or None; only what the report reads is checked."""
+    if not isinstance(config, dict):
+        return f"holds {_kind(config)}, not a mapping of settings"
+    for node in ("method", "task", "student", "teacher"):
+        if config.get(node) is not None and not isinstance(config[node], dict):
+            return f"has '{node}' {_kind(config[node])}, not a mapping"
+    seed = config.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
+        return f"has 'seed' {_kind(seed)}, not an integer"
+    return None
+
+
+# summary.json fields the report reads, with the type each must have (others are ignored).
+SUMMARY_FIELDS = {"method": str, "task": str, "student": str, "teacher": str, "train_seconds": (int, float)}
+
+
+def _summary(path: Path, warnings: list[str]) -> dict | None:
+    """summary.json's fields the report uses; one of the wrong type is dropped with a warning."""
+    summary = _read_json(path, warnings)
+    if summary is None:
+        return None
+    typed = {}
+    for key, value in summary.items():
+        expected = SUMMARY_FIELDS.get(key)
+        if expected and value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+            warnings.append(f"{path}: '{key}' is {_kind(value)}, not a {'number' if expected != str else 'string'}; "
+                            "ignored")
+            continue
+        typed[key] = value
+    return typed
 
 
 def read_metrics(path: Path, warnings: list[str]) -> list[dict]:
@@ -125,25 +181,53 @@ def read_evals(eval_root: Path, warnings: list[str]) -> list[dict]:
             if not path.is_file():
                 warnings.append(f"{variant_dir} has no metrics.json (evaluation unfinished?)")
                 continue
-            metrics = _read_json(path, warnings)
-            if isinstance(metrics, dict):
+            metrics = _read_json(path, warnings, "this evaluation is ignored")
+            problem = None if metrics is None else _eval_problem(metrics)
+            if problem is not None:
+                warnings.append(f"{path}: {problem}; this evaluation is ignored")
+            elif metrics is not None:
                 evals.append({"eval": split_dir.name, "variant": variant_dir.name, "metrics": metrics})
     return evals
 
 
-def _read_json(path: Path, warnings: list[str]):
+def _eval_problem(metrics: dict) -> str | None:
+    """Why an evaluation's metrics.json cannot be scored, or None (the fields the report reads)."""
+    if not isinstance(metrics.get("metric"), str) or not metrics["metric"]:
+        return f"'metric' is {_kind(metrics.get('metric'))}, not a metric name"
+    for key, kind in (("decoding", dict), ("by_decoding", list), ("split", str)):
+        if metrics.get(key) is not None and not isinstance(metrics[key], kind):
+            return f"'{key}' is {_kind(metrics[key])}, not {'a string' if kind is str else _kind(kind())}"
+    if not all(isinstance(entry, dict) for entry in metrics.get("by_decoding") or []):
+        return "'by_decoding' holds something other than objects"
+    for where in (metrics, metrics.get("decoding") or {}):
+        for key, value in where.items():
+            if key in (*_score_keys(metrics["metric"]), "self_bleu") and value is not None and not _is_number(value):
+                return f"score '{key}' is {_kind(value)}, not a number"
+    return None
+
+
+def _score_keys(metric: str) -> tuple[str, ...]:
+    return (*METRIC_KEYS.get(metric, ()), MAIN_KEY.get(metric, metric))
+
+
+def _read_json(path: Path, warnings: list[str], skipped: str = "ignored") -> dict | None:
+    """A JSON object, or None (absent, unreadable or not an object: the last two with a warning)."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        value = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        warnings.append(f"{path}: unreadable JSON ({exc}); ignored")
+        warnings.append(f"{path}: unreadable JSON ({exc}); {skipped}")
         return None
+    if not isinstance(value, dict):
+        warnings.append(f"{path}: holds {_kind(value)}, not a JSON object; {skipped}")
+        return None
+    return value
 
 
-def _read_yaml(path: Path, warnings: list[str]):
+def _read_yaml(path: Path) -> tuple[object, str | None]:
+    """(the YAML value, None) or (None, why it cannot be read)."""
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        return yaml.safe_load(path.read_text(encoding="utf-8")), None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        warnings.append(f"{path}: unreadable YAML ({str(exc).splitlines()[0]}); ignored")
-        return None
+        return None, f"is unreadable YAML ({str(exc).splitlines()[0]})"

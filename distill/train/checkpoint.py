@@ -9,17 +9,26 @@ altered or extra), so a truncated file, a flipped byte, a deleted state file
 or an empty stray ``step-*`` directory is caught (``distill.train.resume``
 renames it ``corrupt-step-*`` with one warning and uses the previous one).
 Pruning renames a checkpoint to ``.tmp-*`` before deleting it, so a kill
-mid-delete never leaves a partial ``step-*`` behind.
+mid-delete never leaves a partial ``step-*`` behind. A ``step-*`` that is a
+symbolic link is not a checkpoint: never listed, resumed from or pruned.
+
+``extra.pt`` and ``state.pt`` are read by torch's weights-only unpickler with
+numpy's RNG state as the one addition: the manifest is a checksum, not a
+signature, so a crafted pickle in a writable run directory (or in a
+``trainer.resume_from`` from elsewhere) is refused, never run.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import random
 import re
 import shutil
 import tempfile
+import warnings
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STEP_DIR = re.compile(r"^step-(\d+)$")
 METHOD_STATE = "__method__"  # key of a method's own state in extra.pt
+STATE_KEYS = ("step", "optimizer", "scheduler", "rng")  # what state.pt holds
 
 
 def rng_state() -> dict:
@@ -91,7 +101,8 @@ def prune(directory: Path, keep: int, step: int, protect: str | None = None) -> 
 def list_checkpoints(directory: Path) -> list[Path]:
     if not directory.is_dir():
         return []
-    found = [p for p in directory.iterdir() if p.is_dir() and STEP_DIR.match(p.name)]
+    # A link would lead resume to load, and prune to delete, whatever it points to outside the run.
+    found = [p for p in directory.iterdir() if STEP_DIR.match(p.name) and p.is_dir() and not p.is_symlink()]
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
 
 
@@ -112,14 +123,14 @@ def load_training_state(path: Path, student, optimizer, scheduler, extra_modules
     missing, unexpected = student.load_state_dict(weights, strict=False)
     # save_pretrained drops tied weights (lm_head = embeddings); anything else missing is a real mismatch.
     missing = [k for k in missing if k not in _tied_keys(student)]
-    extra = torch.load(path / "extra.pt", weights_only=False)
+    extra = read_state_file(path / "extra.pt")
     absent = sorted(set(extra_modules) - set(extra))
     if missing or unexpected or absent:
         raise ModelError(f"checkpoint {path} does not match this run: missing {missing[:3] + absent}, unexpected "
                          f"{unexpected[:3]}; resume from a checkpoint of the same student and method")
     for name, module in extra_modules.items():
         module.load_state_dict(extra[name])
-    state = torch.load(path / "state.pt", weights_only=False)
+    state = read_state_file(path / "state.pt")
     try:
         optimizer.load_state_dict(state["optimizer"])
     except ValueError as exc:  # parameter groups of another model or method
@@ -132,8 +143,8 @@ def load_training_state(path: Path, student, optimizer, scheduler, extra_modules
 def _load_sharded(path: Path, weights: dict, student, optimizer, scheduler, extra_modules) -> tuple[int, dict | None]:
     from distill.train.distributed import load_consolidated
 
-    extra = torch.load(path / "extra.pt", weights_only=False)
-    state = torch.load(path / "state.pt", weights_only=False)
+    extra = read_state_file(path / "extra.pt")
+    state = read_state_file(path / "state.pt")
     load_consolidated(student, extra_modules, optimizer, weights, extra, state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])
@@ -144,3 +155,56 @@ def _tied_keys(model) -> set[str]:
     names = {name for name, _ in model.named_parameters(remove_duplicate=False)}
     unique = {name for name, _ in model.named_parameters()}
     return names - unique
+
+
+def _allowed_globals() -> list:
+    """numpy's RNG state (a uint32 ndarray) as numpy pickles it: ``_reconstruct``, ndarray, dtype. numpy 1
+    wrote ``numpy.core.multiarray._reconstruct``, numpy 2 ``numpy._core...``: both names are accepted (an
+    (object, name) pair), so checkpoints written under either resume under either."""
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    return [_reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32)),
+            *((_reconstruct, f"numpy.{core}.multiarray._reconstruct") for core in ("core", "_core"))]
+
+
+def read_state_file(path: Path, trial: bool = False):
+    """``extra.pt`` or ``state.pt``, refused in one line if it holds anything but tensors, containers, numbers,
+    strings and numpy's RNG state (such objects could run code as they load). ``trial``: the tensors are mapped
+    from the file on the CPU, not read (the check before a run is accepted)."""
+    options = {"map_location": "cpu", "mmap": zipfile.is_zipfile(path)} if trial else {}
+    try:
+        with torch.serialization.safe_globals(_allowed_globals()), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Detected pickle protocol")  # a crafted file's: the error says it all
+            return torch.load(path, weights_only=True, **options)
+    except pickle.UnpicklingError as exc:
+        raise ModelError(f"{path} holds objects a checkpoint cannot contain ({_refused(exc)}); it was not loaded, as "
+                         "loading it could run code: resume from a checkpoint written by distill, or start afresh "
+                         "with trainer.resume=false") from None
+    except (RuntimeError, EOFError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"{path} is not a readable checkpoint file ({first}); resume from another checkpoint, or "
+                         "start afresh with trainer.resume=false") from None
+
+
+def _refused(exc: Exception) -> str:
+    """What the weights-only unpickler refused, from its message (several paragraphs)."""
+    text = str(exc)
+    if found := re.search(r"GLOBAL ([\w.]+)", text):
+        return f"a reference to {found.group(1)}"
+    if found := re.search(r"Unsupported operand (\d+)", text):
+        return f"pickle opcode {found.group(1)}"
+    return "not plain data"
+
+
+def check_loadable(path: Path) -> None:
+    """Before anything is written: the checkpoint's state files load safely and hold what a resume reads."""
+    extra, state = read_state_file(path / "extra.pt", trial=True), read_state_file(path / "state.pt", trial=True)
+    if not isinstance(extra, dict):
+        raise ModelError(f"{path / 'extra.pt'} holds {type(extra).__name__}, not a checkpoint's module states; "
+                         "resume from a checkpoint written by distill")
+    absent = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if absent:
+        raise ModelError(f"{path / 'state.pt'} lacks {', '.join(absent)} of a checkpoint's training state; resume "
+                         "from a checkpoint written by distill")

@@ -24,13 +24,15 @@ import contextlib
 import datetime
 import logging
 import os
+import socket
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
 
-from distill.errors import ConfigError
+from distill.errors import ConfigError, PeerLost
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +64,7 @@ class Dist:
     strategy: str = "none"  # none | ddp | fsdp2
     teacher_sharding: str = "replicate"
     reshard_after_forward: bool = True  # FSDP2; false keeps weights gathered from forward to backward (ZeRO-2-like)
+    peers: tuple = ()  # (host, pid) of every rank: which one stopped, when a collective fails
 
     @property
     def main(self) -> bool:
@@ -144,8 +147,6 @@ def chosen_strategy(settings: DistributedSettings) -> str:
 
 def setup(settings: DistributedSettings, device_name: str, teacher_sharding: str) -> Dist:
     """Join the job's process group (no-op for one process); returns this process's ``Dist``."""
-    if teacher_sharding not in TEACHER_SHARDING:
-        raise ConfigError(f"teacher.sharding must be one of {', '.join(TEACHER_SHARDING)}, got {teacher_sharding!r}")
     rank, world, local_rank = launcher_world()
     strategy = chosen_strategy(settings)
     if world == 1:
@@ -161,7 +162,40 @@ def setup(settings: DistributedSettings, device_name: str, teacher_sharding: str
     if rank != 0:  # one voice: other ranks report warnings and errors only
         logging.getLogger("distill").setLevel(logging.WARNING)
     reshard = os.environ.get("FSDP_RESHARD_AFTER_FORWARD", "true").lower() != "false"  # from accelerate's config
-    return Dist(rank, world, local_rank, strategy, teacher_sharding, reshard)
+    peers: list = [None] * world
+    dist.all_gather_object(peers, (socket.gethostname(), os.getpid()))
+    return Dist(rank, world, local_rank, strategy, teacher_sharding, reshard, tuple(peers))
+
+
+# How a collective fails when another rank is gone (gloo, NCCL) or does not answer within the timeout.
+PEER_FAILURES = ("closed by peer", "reset by peer", "Broken pipe", "timed out", "Timed out", "communicator was aborted",
+                 "NCCL error", "Connection refused")
+
+
+def lost_peer(exc: BaseException, dist_: Dist) -> PeerLost | None:
+    """One line naming the rank that stopped, for a collective that failed because of it; else None."""
+    text = str(exc)
+    if not dist_.active or not isinstance(exc, RuntimeError) or not any(m in text for m in PEER_FAILURES):
+        return None
+    host = socket.gethostname()
+    gone = [r for r, peer in enumerate(dist_.peers) if r != dist_.rank and peer and peer[0] == host
+            and not _alive(peer[1])]
+    if not gone and dist_.world == 2:
+        gone = [1 - dist_.rank]
+    who = f"rank {', '.join(map(str, gone))}" if gone else "another rank"
+    reason = text.split("]", 1)[-1].split(". ", 1)[0].strip()[:120]
+    return PeerLost(f"{who} of this {dist_.world}-process job stopped or stopped answering ({reason}); its own output "
+                    "says why; re-run the same command to continue from the newest complete checkpoint")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def device_for(dist_: Dist, device_name: str) -> str:
@@ -171,8 +205,14 @@ def device_for(dist_: Dist, device_name: str) -> str:
     return device_name
 
 
-def check_method(dist_: Dist, method) -> None:
-    if dist_.active and getattr(method, "examples_per_step", None):
+def check_teacher_sharding(value) -> None:
+    if value not in TEACHER_SHARDING:
+        raise ConfigError(f"teacher.sharding must be one of {', '.join(TEACHER_SHARDING)}, got {value!r}")
+
+
+def check_single_stream(method, world: int) -> None:
+    """Before anything starts: a method serving one request stream runs in one process."""
+    if world > 1 and getattr(method, "examples_per_step", None):
         raise ConfigError(f"method {type(method).__name__.lower()} serves one request stream and runs in one process; "
                           "launch it without torchrun/accelerate (WORLD_SIZE=1)")
 
@@ -341,13 +381,21 @@ class Follower:
     accepted = False
 
     def __init__(self, path):
-        self.path = path
+        self.path = Path(path)
 
     def __enter__(self):
+        from distill.rundir import created_root
+
+        self._created = created_root(self.path, existed=True)  # Hydra made it on this rank too
         return self
 
-    def __exit__(self, *exc) -> None:
-        return None
+    def __exit__(self, exc_type, *exc) -> None:
+        """A refused command: the directory Hydra made on this rank goes again (it is empty unless rank 0
+        accepted the run, and then it stays)."""
+        from distill.rundir import remove_empty
+
+        if exc_type is not None and self._created is not None:
+            remove_empty(self.path, self._created)
 
     def accept(self, files: dict, fresh: bool) -> None:
         return None

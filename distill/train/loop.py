@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import signal
 import time
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ import torch
 
 from distill.data.collate import Encoded, collate
 from distill.errors import ConfigError, Interrupted, TrainingDiverged
-from distill.fields import check_field_types, check_range
+from distill.fields import check_choice, check_count, check_field_types, check_range
 from distill.io import read_manifest, remove_temporaries
 from distill.losses.reduction import reduce_tokens
 from distill.train import checkpoint as ckpt
@@ -32,7 +33,7 @@ from distill.train.faults import fault, kill_point
 from distill.train.loggers import MetricsLogger
 from distill.train.progress import Progress
 from distill.train import resume
-from distill.train.schedule import lr_factor, make_scheduler, step_indices
+from distill.train.schedule import SCHEDULES, lr_factor, make_scheduler, step_indices
 from distill.train.signals import StopSignals, signal_name
 from distill.train.validation import validation_loss
 
@@ -67,12 +68,13 @@ class TrainerSettings:
 
     def __post_init__(self) -> None:
         check_field_types(self, "trainer")
-        positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every", "eval_every", "save_every", "keep_checkpoints")
+        positive = ("max_steps", "micro_batch_size", "grad_accum_steps", "log_every", "eval_every", "eval_batches",
+                    "save_every", "keep_checkpoints")
         for key in positive:
-            if getattr(self, key) < 1:
-                raise ConfigError(f"trainer.{key} must be >= 1, got {getattr(self, key)}")
-        if self.precision not in ("fp32", "bf16"):
-            raise ConfigError(f"trainer.precision must be fp32 or bf16, got {self.precision!r}")
+            check_count("trainer", key, getattr(self, key))
+        check_choice("trainer", "precision", self.precision, ("fp32", "bf16"))
+        check_choice("trainer", "lr_schedule", self.lr_schedule, SCHEDULES)
+        check_device_name("trainer.device", self.device)
         check_range("trainer", "lr", self.lr, 0.0, low_open=True)
         check_range("trainer", "weight_decay", self.weight_decay, 0.0)
         for beta in self.adam_betas:
@@ -105,6 +107,15 @@ class Context:
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)
+
+
+DEVICE_NAME = re.compile(r"^(auto|cpu|mps|(cuda|xpu)(:\d+)?)$")
+
+
+def check_device_name(key: str, name: str) -> None:
+    """A device this project runs on, spelled as torch spells it (checked before anything loads)."""
+    if not isinstance(name, str) or not DEVICE_NAME.match(name):
+        raise ConfigError(f"{key} must be auto, cpu, cuda or cuda:N (also mps, xpu), got {name!r}")
 
 
 def resolve_device(name: str) -> torch.device:

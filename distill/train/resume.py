@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from distill.errors import ConfigError, ModelError
-from distill.io import read_manifest, verify_manifest
-from distill.train.checkpoint import STEP_DIR, list_checkpoints
+from distill.io import atomic_write_bytes, read_manifest, verify_manifest
+from distill.train.checkpoint import STEP_DIR, check_loadable, list_checkpoints
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ def resolve_resume_from(value: str | int, ckpt_dir: Path) -> Path:
         path = Path(text).expanduser()
         if (path / "checkpoints").is_dir():
             path = _newest_good(path / "checkpoints")[0] or path / "checkpoints"
-    if not path.is_dir():
+    if not path.is_dir() or (path.is_symlink() and STEP_DIR.match(path.name)):  # a linked step-*: not a checkpoint
         have = ", ".join(p.name for p in list_checkpoints(ckpt_dir)) or "none"
         raise ConfigError(f"trainer.resume_from={value}: no checkpoint at {path} (this run's checkpoints: {have})")
     problem = verify_manifest(path)
@@ -149,21 +149,27 @@ def apply(plan: ResumePlan, ckpt_dir: Path) -> None:
         _rename(path, ckpt_dir / f"superseded-{path.name}")
     metrics = ckpt_dir.parent / "metrics.jsonl"
     if plan.supersede and metrics.exists():
-        shutil.copy2(metrics, ckpt_dir.parent / "metrics.superseded.jsonl")
+        # Written by rename, not through whatever metrics.superseded.jsonl may link to.
+        atomic_write_bytes(ckpt_dir.parent / "metrics.superseded.jsonl", metrics.read_bytes())
         log.info("%d newer checkpoint(s) renamed superseded-step-*; their metrics kept in metrics.superseded.jsonl",
                  len(plan.supersede))
 
 
 def _rename(path: Path, target: Path) -> None:
-    if target.exists():
+    """``path`` to ``target``, replacing an earlier ``target``: a link is unlinked, never followed."""
+    if target.is_symlink() or (target.exists() and not target.is_dir()):
+        target.unlink()
+    elif target.exists():
         shutil.rmtree(target)
     os.replace(path, target)
 
 
 def check_compatible(source: Path, student) -> None:
-    """Before anything is written: the checkpoint holds this student's tensors, shape for shape."""
+    """Before anything is written: the checkpoint holds this student's tensors, shape for shape, and its state
+    files load without running code (``check_loadable``)."""
     from safetensors import safe_open
 
+    check_loadable(source)
     weights = source / "student" / "model.safetensors"
     with safe_open(str(weights), "pt") as handle:
         saved = {key: tuple(handle.get_slice(key).get_shape()) for key in handle.keys()}

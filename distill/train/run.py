@@ -13,12 +13,13 @@ from pathlib import Path
 import torch
 import yaml
 from hydra.core.hydra_config import HydraConfig
-from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from distill import config as C
+from distill.config import instantiate_method  # noqa: F401  (scripts and tests import it from here)
 from distill.errors import ConfigError
-from distill.models.forward import check_fused_setting, fused_linear_choice
+from distill.eval.settings import decodings
+from distill.models.forward import fused_linear_choice
 from distill.models.load import check_pair, check_same_vocabulary, parameter_count
 from distill.io import atomic_write_text
 from distill.rundir import RunDir
@@ -77,23 +78,27 @@ def _guard_resume(cfg: DictConfig, directory: Path) -> None:
 def train(cfg: DictConfig) -> dict:
     """Hold the run dir, validate and load everything, and only then write: train, export, evaluate.
     Under a multi-process launcher every rank runs this; rank 0 alone holds the run dir and writes."""
-    rank, _, _ = D.launcher_world()
+    rank, world, _ = D.launcher_world()
     holder = RunDir(run_dir(), "train.log") if rank == 0 else D.Follower(run_dir())
     with holder as run:  # a refused command leaves the directory as it was
-        C.check_required(cfg)
-        settings = C.trainer_settings(cfg)
-        dist_ = D.setup(C.distributed_settings(cfg), settings.device, C.teacher_sharding(cfg))
-        return _train(cfg, run, settings, dist_)
+        inputs = C.train_inputs(cfg, world)
+        dist_ = D.setup(inputs.distributed, inputs.trainer.device, inputs.teacher_sharding)
+        try:
+            return _train(cfg, run, inputs, dist_)
+        except RuntimeError as exc:  # a collective failed: one line naming the rank that stopped
+            lost = D.lost_peer(exc, dist_)
+            if lost is None:
+                raise
+            raise lost from None
 
 
-def _train(cfg: DictConfig, run: RunDir, settings, dist_: D.Dist) -> dict:
-    task = C.task_spec(cfg)
-    method = instantiate_method(cfg)
-    D.check_method(dist_, method)
-    student_spec, teacher_spec = C.model_spec(cfg.student), C.model_spec(cfg.teacher)
+def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -> dict:
+    task, method, settings = inputs.task, inputs.method, inputs.trainer
+    student_spec, teacher_spec = inputs.student, inputs.teacher
     check_pair(student_spec, teacher_spec if method.needs_teacher else None, task.max_target_length)
+    if inputs.eval.after_train:
+        check_pair(student_spec, None, max(d.max_new_tokens for d in decodings(task, inputs.eval)), "eval.max_new_tokens")
     _warn_short_warmup(settings)
-    check_fused_setting(cfg.fused_linear)
     _guard_resume(cfg, run.path)
     plan = dist_.broadcast(resume.plan_start(settings.resume, settings.resume_from, run.path / "checkpoints",
                                              resume.optimizer_signature(settings)) if dist_.main else None)
@@ -108,13 +113,13 @@ def _train(cfg: DictConfig, run: RunDir, settings, dist_: D.Dist) -> dict:
     if plan.source is not None:
         resume.check_compatible(plan.source, job.ctx.student)
         D.check_layout(dist_, plan.source)
+    fused, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2")
     run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
     D.wrap(dist_, job.ctx.student, job.ctx.teacher, job.ctx.extra_modules, job.ctx.device)
-    job.ctx.fused_linear, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher,
-                                                    dist_.strategy == "fsdp2")
-    log.info("losses %s (%s)", "from hidden states, fused with the output projection" if job.ctx.fused_linear
+    job.ctx.fused_linear = fused
+    log.info("losses %s (%s)", "from hidden states, fused with the output projection" if fused
              else "from full logits", why)
     trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, cfg.seed,
                       _wandb(cfg, run.path, plan.new_branch) if dist_.main else None, C.plain(cfg), plan,
@@ -216,19 +221,6 @@ def _wandb(cfg: DictConfig, directory: Path, new_line: bool) -> dict | None:
             atomic_write_text(stored, uuid.uuid4().hex[:16] + "\n")
         settings["id"] = stored.read_text().strip()
     return settings
-
-
-def instantiate_method(cfg: DictConfig):
-    """The method object with plain-Python arguments; bad hyperparameters fail here, before models load."""
-    try:
-        return instantiate(cfg.method, _convert_="all")
-    except Exception as exc:  # Hydra wraps the constructor's error; surface ours unwrapped
-        cause = exc
-        while cause.__cause__ is not None and not isinstance(cause, ConfigError):
-            cause = cause.__cause__
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise
 
 
 def _frozen(teacher, device):

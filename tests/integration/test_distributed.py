@@ -136,6 +136,9 @@ def test_a_signal_or_a_dead_rank_stops_the_job_and_reruns_resume_bit_identically
     elapsed = time.monotonic() - started
     assert killed.returncode != 0
     assert elapsed < 90, f"the surviving rank hung for {elapsed:.0f} s"
+    errors = [line for line in killed.stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: rank 1 of this 2-process job stopped"), killed.stderr[-3000:]
+    assert "[rank0]" not in killed.stderr  # no traceback from the survivor (torchrun's own summary follows)
     assert "step-00000002" in {p.name for p in (run / "checkpoints").iterdir()}
     assert not (run / "final").exists()
     # 3. The next rerun resumes from step 2 and ends with the uninterrupted run's weights, to the bit.
@@ -159,3 +162,12 @@ def test_fsdp2_generation_gathers_the_student_once_not_per_token():
     assert counts["same_tokens"] == "True"
     assert int(counts["gathered"]) <= 4  # one per unit: 3 blocks + the root
     assert int(counts["per_token"]) >= 12 * 4
+
+
+def test_a_setting_every_rank_refuses_is_one_line_from_rank_0(tmp_path):
+    """Both ranks refuse OSD under torchrun; only rank 0 says so (torchrun's own failure summary follows)."""
+    refused = _run(TWO, tmp_path / "run", "method=osd", sweep=False)
+    errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
+    assert refused.returncode != 0 and len(errors) == 1, refused.stderr[-3000:]
+    assert "method osd serves one request stream" in errors[0]
+    assert "[rank" not in refused.stderr and not (tmp_path / "run").exists()

@@ -149,3 +149,27 @@ def test_a_draft_with_another_vocabulary_is_one_line(trained_run, tmp_path, shar
     errors = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert len(errors) == 1 and "target and draft vocabularies differ" in errors[0]
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("own_dir", [True, False])
+def test_an_interrupted_eval_takes_back_what_it_wrote(trained_run, tmp_path, capsys, monkeypatch, own_dir):
+    """SIGTERM mid-generation (the CLI's handler raises SignalInterrupt): no .hydra/, .lock or eval.log is left,
+    so the report never lists a half-made evaluation, and the one line speaks of evaluation, not checkpoints."""
+    import signal
+
+    from distill.errors import SignalInterrupt
+
+    def interrupted(*args, **kwargs):
+        raise SignalInterrupt(signal.SIGTERM)
+
+    monkeypatch.setattr("distill.eval.run.generate_texts", interrupted)
+    before = sorted(map(str, trained_run.rglob("*")))
+    out = [f"hydra.run.dir={tmp_path / 'eval'}"] if own_dir else ["eval.split=validation"]
+    capsys.readouterr()
+    assert _eval(trained_run, "task.generator.sizes.train=300", "task.generator.sizes.validation=8",
+                 "task.generator.sizes.test=8", *out) == 128 + signal.SIGTERM
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(err) == 1 and err[0].startswith("interrupted: by SIGTERM") and "evaluate again" in err[0], err
+    assert "checkpoint" not in err[0]
+    assert not (tmp_path / "eval").exists()
+    assert sorted(map(str, trained_run.rglob("*"))) == before

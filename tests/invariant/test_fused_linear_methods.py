@@ -4,7 +4,6 @@ precision, on a decoder-only and a T5 pair; models it cannot serve are named, an
 from __future__ import annotations
 
 import pytest
-import torch
 
 from distill.errors import ConfigError
 from distill.methods.seqkd import SeqKD

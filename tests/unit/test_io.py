@@ -10,6 +10,7 @@ import pytest
 
 from distill.errors import DataError
 from distill.io import append_jsonl, atomic_dir, build_once, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from tests.links import outside_dir, untouched
 
 
 def test_atomic_dir_creates_final_only_on_success(tmp_path):
@@ -191,3 +192,39 @@ def test_a_crash_between_the_two_renames_of_a_replacement_keeps_a_complete_copy(
     remove_temporaries(tmp_path)
     assert (tmp_path / "final" / "model.bin").read_text() == "old weights"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]
+
+
+def test_a_linked_tmp_old_dir_is_unlinked_and_nothing_moves_out_of_its_target(tmp_path):
+    """A .tmp-old-* link used to be iterated: the files of the directory it points to were moved into the run."""
+    from distill.io import remove_temporaries
+
+    run, outside = tmp_path / "run", outside_dir(tmp_path)
+    run.mkdir()
+    (run / ".tmp-old-final-abc").symlink_to(outside, target_is_directory=True)
+    (run / ".tmp-other").symlink_to(outside, target_is_directory=True)
+    assert sorted(p.name for p in remove_temporaries(run)) == [".tmp-old-final-abc", ".tmp-other"]
+    assert list(run.iterdir()) == [] and untouched(outside)
+
+
+def test_a_link_inside_a_tmp_old_dir_is_not_restored(tmp_path):
+    """Restoring it would put a link to another directory in the run's place of final/."""
+    from distill.io import remove_temporaries
+
+    run, outside = tmp_path / "run", outside_dir(tmp_path)
+    (run / ".tmp-old-final-abc").mkdir(parents=True)
+    (run / ".tmp-old-final-abc" / "final").symlink_to(outside / "final", target_is_directory=True)
+    remove_temporaries(run)
+    assert list(run.iterdir()) == [] and untouched(outside)
+
+
+@pytest.mark.parametrize("dangling", [False, True])
+def test_atomic_dir_replaces_a_link_at_final_and_leaves_its_target(tmp_path, dangling):
+    """A dangling link at final/ made the publishing rename fail (a directory cannot replace a link)."""
+    outside = outside_dir(tmp_path)
+    (tmp_path / "run").mkdir()
+    final = tmp_path / "run" / "final"
+    final.symlink_to(tmp_path / "nowhere" if dangling else outside / "final", target_is_directory=True)
+    with atomic_dir(final) as tmp:
+        (tmp / "model.bin").write_text("new")
+    assert not final.is_symlink() and (final / "model.bin").read_text() == "new"
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["final"] and untouched(outside)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from distill.data.tasks import TaskSpec, format_examples, load_split, tokenizer_corpus
+from distill.data.tasks import format_examples, load_split, tokenizer_corpus
 from distill.errors import ConfigError, DataError
 
 

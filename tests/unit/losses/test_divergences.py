@@ -163,7 +163,7 @@ def test_divergence_spec_validates_before_use():
         D.Divergence("skl", 1.0, 16, skew=1.0)
     with pytest.raises(ConfigError, match="kd_temperature"):
         D.Divergence("fkl", 0.0, 16)
-    with pytest.raises(ConfigError, match="unknown divergence"):
+    with pytest.raises(ConfigError, match="divergence.name must be one of"):
         D.Divergence("l2", 1.0, 16)
     spec = D.Divergence("jsd", 2.0, 4, beta=0.1)
     student, teacher = torch.randn(5, 7), torch.randn(5, 7)

@@ -96,3 +96,20 @@ def test_no_logits_larger_than_one_chunk_are_saved_for_backward():
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
         fused_divergence(D._fkl_chunk, hs, ws, ht, wt, mask, chunk_size=8)
     assert max(saved) < 4 * 64 * 400 / 4  # hidden states and weights only, never [tokens × vocab]
+
+
+def test_a_second_backward_through_the_same_graph_gives_the_same_gradients():
+    """retain_graph: the first backward hands over the saved weight gradient scaled in place; a later one
+    recomputes it, exactly, for the same and for another upstream gradient."""
+    hs, ws, ht, wt, mask = _setup(seed=6)
+    weights = torch.rand(mask.shape, generator=torch.Generator().manual_seed(7)) * mask
+    reference = lambda: D.fkl((hs @ ws.T).masked_fill(mask[..., None] == 0, 0.0), ht @ wt.T, 1.0, 5)  # noqa: E731
+    expected_mean = _grads(reduce_tokens(reference(), mask, mask.sum()), hs, ws)
+    expected_weighted = _grads((reference() * weights).sum(), hs, ws)
+    fused = fused_divergence(D._fkl_chunk, hs, ws, ht, wt, mask, chunk_size=3)
+    mean = reduce_tokens(fused, mask, mask.sum())
+    first = torch.autograd.grad(mean, (hs, ws), retain_graph=True)
+    second = torch.autograd.grad(mean, (hs, ws), retain_graph=True)
+    weighted = _grads((fused * weights).sum(), hs, ws)
+    for got, expected in zip(first + second + weighted, expected_mean * 2 + expected_weighted):
+        _close(got, expected)

@@ -57,17 +57,17 @@ def test_one_process_changes_nothing(clean_env):
 
 def test_bad_teacher_sharding_is_refused():
     with pytest.raises(ConfigError, match="teacher.sharding must be one of replicate, fsdp2"):
-        D.setup(D.DistributedSettings(), "cpu", "zero3")
+        D.check_teacher_sharding("zero3")
 
 
 def test_stream_methods_refuse_several_processes():
     class Stream:  # what the loop reads from OSD: a fixed number of requests per update
         examples_per_step = 8
 
-    D.check_method(D.Dist(), Stream())
+    D.check_single_stream(Stream(), 1)
     with pytest.raises(ConfigError, match="serves one request stream and runs in one process"):
-        D.check_method(D.Dist(rank=0, world=2, strategy="ddp"), Stream())
-    D.check_method(D.Dist(rank=0, world=2, strategy="ddp"), object())
+        D.check_single_stream(Stream(), 2)
+    D.check_single_stream(object(), 2)
 
 
 def test_a_checkpoint_resumes_under_the_layout_that_wrote_it(tmp_path):
