@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from distill.data.arith import generate_splits, generator_spec
+from distill.data.lingua import LinguaSpec, generate_lingua, lingua_spec
 from distill.errors import ConfigError, DataError
 from distill.fields import check_choice, check_count, check_field_types, check_keys, check_range
 from distill.models.generation import Decoding
@@ -43,6 +44,8 @@ class TaskSpec:
     labeled_fraction: float = 1.0
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
+    references_field: str | None = None  # a list of every correct output (multi-reference scoring)
+    start_examples: int | None = None  # the first N train records: the SFT-initialised student's own data
 
     def __post_init__(self) -> None:
         """Every field checked before any data or model loads; errors name ``task.KEY``."""
@@ -57,13 +60,17 @@ class TaskSpec:
         check_count("task", "max_source_length", self.max_source_length)
         check_count("task", "max_target_length", self.max_target_length)
         check_count("task", "validation_from_train", self.validation_from_train, low=0)
+        check_count("task", "start_examples", self.start_examples, allow_none=True)
+        if self.start_examples and self.labeled_fraction < 1.0:
+            raise ConfigError("task.start_examples gives the run labelled data after the student's own; it does not "
+                              "combine with task.labeled_fraction < 1 (set one of them)")
         check_keys(self.splits, SPLITS, "task.splits", required=SPLITS)
         check_keys(self.prompt, PROMPT_KEYS, "task.prompt", required=("encoder_decoder", "decoder"))
         for key, template in self.prompt.items():
             _check_template(f"task.prompt.{key}", template)
         Decoding.from_config(self.decoding, "task.decoding")
         if self.generator is not None and self.data_dir is None:
-            generator_spec(self.generator, self.splits)
+            _generator(self.generator, self.splits)
 
     @property
     def fields(self) -> tuple[str, str]:
@@ -101,9 +108,22 @@ def _generated(spec: TaskSpec) -> dict[str, list[dict]]:
     return _GENERATED[key]
 
 
+def _generator(values: dict, splits: dict):
+    """The checked knobs of ``task.generator``; ``kind`` picks the generator (arith when absent)."""
+    kind = values.get("kind", "arith") if isinstance(values, dict) else None
+    check_choice("task.generator", "kind", kind, ("arith", "lingua"))
+    if kind == "lingua":
+        return lingua_spec(values, splits)
+    return generator_spec({k: v for k, v in values.items() if k != "kind"}, splits)
+
+
 def _generate(spec: TaskSpec) -> dict[str, list[dict]]:
-    arith, sizes, shifted = generator_spec(spec.generator, spec.splits)
-    return generate_splits(arith, {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits}, shifted)
+    knobs = _generator(spec.generator, spec.splits)
+    names = lambda sizes: {spec.splits[s]: n for s, n in sizes.items() if s in spec.splits}  # noqa: E731
+    if isinstance(knobs[0], LinguaSpec):
+        return generate_lingua(knobs[0], names(knobs[1]))
+    arith, sizes, shifted = knobs
+    return generate_splits(arith, names(sizes), shifted)
 
 
 def _local(spec: TaskSpec, split_name: str) -> list[dict]:
@@ -181,6 +201,10 @@ def full_split(spec: TaskSpec, split: str) -> list[dict]:
         missing = [f for f in spec.fields if f not in record]
         if missing:
             raise DataError(f"task {spec.name}: split {split} records lack field(s) {missing}; they have {sorted(record)}")
+        listed = record.get(spec.references_field) if spec.references_field else [""]
+        if not (isinstance(listed, list) and listed and all(isinstance(r, str) for r in listed)):
+            raise DataError(f"task {spec.name}: split {split} record {position}: field {spec.references_field!r} must "
+                            f"be a non-empty list of strings (every correct output), got {listed!r:.80}")
         wrong = [f for f in spec.fields if not isinstance(record[f], str)]
         if wrong:
             raise DataError(f"task {spec.name}: split {split} record {position}: field {wrong[0]!r} must be a string, "

@@ -19,28 +19,34 @@ from distill.models.generation import Decoding
 from distill.eval.settings import EvalSettings, decodings
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.errors import ConfigError, DataError
-from distill.metrics import METRIC_KEYS, score
+from distill.metrics import METRIC_KEYS, is_correct, pass_at_k, score
 from distill.models.load import fit_lengths
-from distill.metrics.diversity import self_bleu
+from distill.metrics.diversity import distinct_n, self_bleu
 from distill.eval.speculative import speculative_records, summarise_speculative
 
 log = logging.getLogger(__name__)
 
 
-def score_decoding(metric: str, outputs: list[list[str]], references: list[str]) -> dict[str, float]:
-    """Task metric averaged over the k sample columns, plus self_bleu when k > 1."""
+def score_decoding(metric: str, outputs: list[list[str]], references: list) -> dict[str, float]:
+    """Task metric averaged over the k sample columns; with k > 1 also the diversity of each prompt's samples
+    (self_bleu, distinct_1, distinct_2) and, for accuracy, pass_at_k (any of the k samples correct)."""
     k = len(outputs[0])
     columns = [score(metric, [o[j] for o in outputs], references) for j in range(k)]
     result = {key: sum(c[key] for c in columns) / k for key in columns[0]}
     if k > 1:
         result["self_bleu"] = self_bleu(outputs)
+        result["distinct_1"], result["distinct_2"] = distinct_n(outputs, 1), distinct_n(outputs, 2)
+        if metric == "accuracy":
+            correct = [[any(is_correct(o, r) for r in ([ref] if isinstance(ref, str) else ref)) for o in group]
+                       for group, ref in zip(outputs, references)]
+            result["pass_at_k"] = pass_at_k(correct, k)
     return result
 
 
 def summarise(records: list[dict]) -> dict:
     """metrics.json content from generation records (all that rescoring needs)."""
     first = records[0]
-    references = [r["reference"] for r in records]
+    references = [r.get("references") or r["reference"] for r in records]  # every correct output, where listed
     entries = []
     for name, decoding in first["decoding"].items():
         outputs = [r["outputs"][name] for r in records]
@@ -75,6 +81,7 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
     model.to(device)
     generations = [{"index": i, "task": task.name, "split": settings.split, "metric": task.metric,
                     "checkpoint": checkpoint, "prompt": ex.source, "reference": ex.target.strip(),
+                    **({"references": ex.record[task.references_field]} if task.references_field else {}),
                     "outputs": {}, "decoding": {}} for i, ex in enumerate(examples)]
     for decoding in plan:
         texts = generate_texts(model, tokenizer, items, decoding, settings.batch_size, device, settings.progress)

@@ -42,12 +42,14 @@ class OSD:
 
     def __init__(self, divergence: dict, num_proposals: int, update_interval: int, positions: str,
                  sampling_temperature: float | None, max_new_tokens: int, replay_size: int, update: bool,
-                 stream_start: int = 0, moving_average_window: int = 100):
+                 stream_start: int = 0, moving_average_window: int = 100, anchor_weight: float = 0.25):
         for name, value, low in (("num_proposals", num_proposals, 1), ("update_interval", update_interval, 1),
                                  ("replay_size", replay_size, 0), ("moving_average_window", moving_average_window, 1),
                                  ("stream_start", stream_start, 0), ("max_new_tokens", max_new_tokens, 1)):
             check_count("method", name, value, low)
-        check_choice("method", "positions", positions, ("mismatch", "all"))
+        check_choice("method", "positions", positions, ("mismatch", "all", "anchored"))
+        check_range("method", "anchor_weight", anchor_weight, 0.0, 1.0)
+        self.anchor_weight = anchor_weight
         if sampling_temperature is not None:  # null = greedy serving
             check_range("method", "sampling_temperature", sampling_temperature, 0.0, low_open=True)
         self.divergence, self.num_proposals, self.positions = Divergence.from_config(divergence), num_proposals, positions
@@ -66,15 +68,24 @@ class OSD:
         for item, position in zip(items, positions):
             result = speculative_generate(target, draft, item.prompt_ids, self.max_new_tokens, self.num_proposals,
                                           ctx.tokenizer.eos_token_id, self.sampling_temperature,
-                                          row_keys(ctx.seed, 0, [position], "osd"), record=self.positions,
+                                          row_keys(ctx.seed, 0, [position], "osd"),
+                                          record="all" if self.positions == "anchored" else self.positions,
                                           vocab_size=len(ctx.tokenizer))
-            served.append((replace(item, target_ids=result.tokens), result.records))
+            served.append((replace(item, target_ids=result.tokens), self._weighted(result)))
             records.append(self._with_average(_request_record(position, result)))
         draft.train(was_training)
         batch = self._batch(list(self._replay) + served, ctx)
         self._replay.extend(served)
         batch["log_records"] = records
         return batch
+
+    def _weighted(self, result) -> list[tuple[int, torch.Tensor, float]]:
+        """Kept positions with their loss weights: 1, except the accepted ones of ``anchored`` (anchor_weight),
+        which keep the draft's already-right choices from drifting while it learns from its mistakes."""
+        if self.positions != "anchored":
+            return [(j, row, 1.0) for j, row in result.records]
+        corrections = set(result.corrections)
+        return [(j, row, 1.0 if j in corrections else self.anchor_weight) for j, row in result.records]
 
     def _with_average(self, record: dict) -> dict:
         if record["acceptance_rate"] is not None:  # a request with no proposals (EOS at once) has no α
@@ -85,14 +96,15 @@ class OSD:
     def _batch(self, entries, ctx) -> dict[str, torch.Tensor]:
         """Prompt + served output; the loss mask and the target's logits only at the kept positions."""
         batch = ctx.collate([item for item, _ in entries])
-        mask = torch.zeros_like(batch["loss_mask"])
-        vocab = max(row.size(-1) for _, kept in entries for _, row in kept)
+        batch["output_mask"] = batch["loss_mask"]  # every served token: what an encoder-decoder's decoder attends to
+        mask = torch.zeros_like(batch["loss_mask"], dtype=torch.float32)
+        vocab = max(row.size(-1) for _, kept in entries for _, row, _ in kept)
         width = mask.size(1) - (0 if ctx.encoder_decoder else 1)  # the target-aligned view's length
         teacher = torch.zeros(len(entries), width, vocab, device=ctx.device)
         for i, (item, kept) in enumerate(entries):
             offset = 0 if ctx.encoder_decoder else len(item.prompt_ids)  # output position j sits at column offset + j
-            for j, row in kept:
-                mask[i, offset + j] = 1
+            for j, row, weight in kept:  # a weighted mask: the window's N counts an anchored position by its weight
+                mask[i, offset + j] = weight
                 teacher[i, offset + j - (0 if ctx.encoder_decoder else 1), : row.size(-1)] = row
         batch["loss_mask"], batch["teacher_logits"] = mask, teacher
         return batch
@@ -105,7 +117,7 @@ class OSD:
     def state_dict(self) -> dict:
         """The replay buffer and the moving average's window: part of the stream's state, so a resumed run
         continues exactly."""
-        return {"replay": [(item.prompt_ids, item.target_ids, item.index, [(j, row.cpu()) for j, row in kept])
+        return {"replay": [(item.prompt_ids, item.target_ids, item.index, [(j, row.cpu(), w) for j, row, w in kept])
                            for item, kept in self._replay], "recent": list(self._recent)}
 
     def load_state_dict(self, state: dict) -> None:
@@ -114,8 +126,8 @@ class OSD:
         self._replay.clear()
         self._recent.clear()
         self._recent.extend(state.get("recent", []))
-        for prompt, target, index, kept in state["replay"]:
-            self._replay.append((Encoded(prompt, target, index), kept))
+        for prompt, target, index, kept in state["replay"]:  # checkpoints before anchored positions: weight 1
+            self._replay.append((Encoded(prompt, target, index), [(*entry, 1.0)[:3] for entry in kept]))
 
 
 def _request_record(position: int, result) -> dict:

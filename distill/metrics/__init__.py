@@ -7,7 +7,7 @@ gives per-example rewards in [0, 1] for RL-style distillation methods.
 from __future__ import annotations
 
 from distill.metrics.bleu import corpus_bleu, sentence_bleu
-from distill.metrics.diversity import self_bleu
+from distill.metrics.diversity import distinct_n, self_bleu
 from distill.metrics.gsm8k import accuracy, extract_answer, is_correct
 from distill.metrics.rouge import rouge, rouge_fmeasures, rouge_per_example
 
@@ -21,8 +21,10 @@ __all__ = [
     "METRIC_KEYS",
     "accuracy",
     "corpus_bleu",
+    "distinct_n",
     "extract_answer",
     "is_correct",
+    "pass_at_k",
     "rouge",
     "rouge_fmeasures",
     "rouge_per_example",
@@ -60,10 +62,28 @@ def score(metric: str, predictions: list[str], references: list[str]) -> dict[st
 def sequence_rewards(
     metric: str, predictions: list[str], references: list[str]
 ) -> list[float]:
-    """Per-example rewards in [0, 1]: ROUGE-2 F, sentence BLEU/100, or 0/1 correctness."""
+    """Per-example rewards in [0, 1]: ROUGE-2 F, sentence BLEU/100, or 0/1 correctness; a reference may be a
+    list of every correct output."""
     _validate(metric, predictions, references)
+    lists = [[r] if isinstance(r, str) else list(r) for r in references]
     if metric == "rouge":
         return [ex["rouge2"] for ex in rouge_fmeasures(predictions, references)]
     if metric == "bleu":
-        return [sentence_bleu(p, [r]) / 100.0 for p, r in zip(predictions, references)]
-    return [float(is_correct(p, r)) for p, r in zip(predictions, references)]
+        return [sentence_bleu(p, refs) / 100.0 for p, refs in zip(predictions, lists)]
+    return [float(any(is_correct(p, r) for r in refs)) for p, refs in zip(predictions, lists)]
+
+
+def pass_at_k(correct: list[list[bool]], k: int) -> float:
+    """pass@k (0-100): the chance that at least one of k samples is correct, estimated without bias from
+    n >= k samples per prompt as 1 − C(n−c, k)/C(n, k) (Chen et al., 2021), averaged over prompts."""
+    from math import comb
+
+    if not correct:
+        raise ValueError("pass_at_k needs at least one prompt")
+    total = 0.0
+    for group in correct:
+        n, c = len(group), sum(map(bool, group))
+        if n < k:
+            raise ValueError(f"pass_at_k with k={k} needs at least k samples per prompt, got {n}")
+        total += 1.0 - comb(n - c, k) / comb(n, k)
+    return 100.0 * total / len(correct)

@@ -1,7 +1,10 @@
-"""Diversity of multiple samples per prompt (self-BLEU).
+"""Diversity of multiple samples per prompt: Self-BLEU and Distinct-n.
 
-Lower self-BLEU means more diverse samples; 100 means every sample for a
-prompt is identical. Used to detect mode collapse in distilled students.
+Lower Self-BLEU means more diverse samples; 100 means every sample for a
+prompt is identical. Distinct-n is the share of a prompt's sample n-grams
+(whitespace tokens) that are distinct, averaged over prompts: 1 when no
+n-gram repeats across the k samples, 1/k when all k samples are the same.
+Both are used to detect mode collapse in distilled students.
 """
 
 from __future__ import annotations
@@ -30,3 +33,17 @@ def self_bleu(samples: list[list[str]]) -> float:
             )
     per_prompt = [_prompt_self_bleu(list(group)) for group in samples]
     return sum(per_prompt) / len(per_prompt)
+
+
+def distinct_n(samples: list[list[str]], n: int) -> float:
+    """Distinct-n (0-1) averaged over prompts (module docstring); a prompt whose samples hold no n-gram is
+    skipped, 0 if none has one."""
+    if n < 1:
+        raise ValueError(f"distinct_n needs n >= 1, got {n}")
+    ratios = []
+    for group in samples:
+        grams = [tuple(tokens[i:i + n]) for text in group for tokens in [text.split()]
+                 for i in range(len(tokens) - n + 1)]
+        if grams:
+            ratios.append(len(set(grams)) / len(grams))
+    return sum(ratios) / len(ratios) if ratios else 0.0

@@ -71,5 +71,6 @@ def accuracy(predictions: list[str], references: list[str]) -> float:
         )
     if not predictions:
         raise ValueError("accuracy needs at least one prediction/reference pair")
-    correct = sum(is_correct(p, r) for p, r in zip(predictions, references))
+    correct = sum(any(is_correct(p, one) for one in ([r] if isinstance(r, str) else r))
+                  for p, r in zip(predictions, references))
     return 100.0 * correct / len(predictions)

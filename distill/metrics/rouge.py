@@ -28,8 +28,8 @@ def rouge_fmeasures(predictions: list[str], references: list[str]) -> list[dict[
     scorer = _scorer()
     out = []
     for pred, ref in zip(predictions, references):
-        # rouge_score's signature is score(target, prediction).
-        scores = scorer.score(ref, pred)
+        # rouge_score's signature is score(target, prediction); several references: the best of each type.
+        scores = scorer.score(ref, pred) if isinstance(ref, str) else scorer.score_multi(list(ref), pred)
         out.append({key: scores[key].fmeasure for key in ROUGE_TYPES})
     return out
 

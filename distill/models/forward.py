@@ -152,7 +152,7 @@ def _seq2seq_view(model, batch: dict[str, torch.Tensor], output_hidden: bool, ze
     decoder_attention = _decoder_attention(batch)
     if output_hidden:  # one more decoder position: the hidden state at the last output token's own position
         decoder_input_ids = torch.cat([decoder_input_ids, labels[:, -1:].clamp(min=0)], 1)
-        decoder_attention = torch.cat([decoder_attention, batch["loss_mask"][:, -1:]], 1)
+        decoder_attention = torch.cat([decoder_attention, _output_tokens(batch)[:, -1:]], 1)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                 decoder_input_ids=decoder_input_ids, decoder_attention_mask=decoder_attention,
                 output_hidden_states=output_hidden)
@@ -170,8 +170,14 @@ def _zero_masked(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return logits.masked_fill_(mask[..., None] == 0, 0.0)
 
 
+def _output_tokens(batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """1 on every output token: ``output_mask`` where a method trains on some of them only (OSD's kept
+    positions, weighted, in ``loss_mask``), else ``loss_mask``."""
+    return (batch.get("output_mask", batch["loss_mask"]) > 0).long()
+
+
 def _decoder_attention(batch: dict[str, torch.Tensor]) -> torch.Tensor:
     # The decoder input is labels shifted right by one (start token first), so
     # the attention mask covers the start token plus all but the last label.
-    mask = batch["loss_mask"]
+    mask = _output_tokens(batch)
     return torch.cat([torch.ones_like(mask[:, :1]), mask[:, :-1]], dim=1)

@@ -141,6 +141,7 @@ class SpeculativeResult:
     alphas: list[float] = field(default_factory=list)  # α's term at each decided proposal position (module doc)
     overlaps_t1: list[float] = field(default_factory=list)  # Σ_v min(p, q) at T = 1 at the same positions
     records: list[tuple[int, torch.Tensor]] = field(default_factory=list)  # (output position, target logits row)
+    corrections: list[int] = field(default_factory=list)  # output position of each round's correction or bonus
 
 
 def _probs(logits: torch.Tensor, temperature: float | None) -> torch.Tensor:
@@ -221,6 +222,7 @@ def speculative_generate(target, draft, prompt_ids: list[int], max_new_tokens: i
         n, token, alphas, overlaps = _verify(proposals, q_rows, p_rows, sampling_temperature, draws)
         start = len(result.tokens)
         new = proposals[:n] + [token]
+        result.corrections.append(start + n)
         if record == "all":
             result.records.extend((start + i, p_rows[i]) for i in range(len(new)))
         elif record == "mismatch":

@@ -61,7 +61,7 @@ def whole_split(task: TaskSpec) -> TaskSpec:
 def bootstrap_view(task: TaskSpec, role: str) -> TaskSpec:
     """The teacher comes from elsewhere and saw every label; a student starts from the labelled part only."""
     whole = whole_split(task)
-    return replace(whole, labeled_fraction=1.0) if role == "teacher" else whole
+    return replace(whole, labeled_fraction=1.0, start_examples=None) if role == "teacher" else whole
 
 
 def tiny_tokenizer(sources: ModelSources):
@@ -90,6 +90,9 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
     task = {k: v for k, v in asdict(bootstrap_view(sources.task, role)).items() if k not in EVAL_ONLY_TASK_FIELDS}
     if task.get("labeled_fraction") == 1.0:  # defaults leave the keys of earlier caches unchanged
         task.pop("labeled_fraction")
+    for key in ("references_field", "start_examples"):  # unset: the keys of earlier caches stay
+        if task.get(key) is None:
+            task.pop(key, None)
     if task.get("generator") and task["generator"].get("shift", 0) is None:
         task["generator"] = {k: v for k, v in task["generator"].items() if k != "shift"}
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}

@@ -17,7 +17,8 @@ METHODS = ["sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd"]
 EXPECTED_TERMS = {
     "sft": {"loss/ce"}, "supervised_kd": {"loss/kd"}, "seqkd": {"loss/ce"}, "gkd": {"loss/kd", "frac_on_policy"},
     "minillm": {"loss/single_step", "loss/pg", "loss/ptx", "importance_weight"},
-    "xkd": {"loss/kd", "loss/td_student", "loss/td_teacher", "loss/reward_kl", "reward/mu", "reward/sigma"},
+    "xkd": {"loss/kd", "loss/td_student", "loss/td_teacher", "loss/reward_kl", "reward/mu", "reward/sigma",
+            "reward/corr_mu_delta_teacher", "reward/inv_var_eff", "grad_ratio/alpha_to_base"},
 }
 SHORT = ["task.max_target_length=24", "trainer.max_steps=2", "trainer.save_every=2", "trainer.eval_every=2"]
 
@@ -30,6 +31,8 @@ def test_method_runs_and_writes_a_loadable_final(tmp_path, cache_dir, method, ar
             f"method={method}", f"student={arch}", f"teacher={arch}"]
     if method in ("gkd", "xkd"):
         args.append("method.lmbda=1")  # exercise on-policy sampling
+    if method == "xkd":
+        args.append("method.diagnostics_every=2")  # the gradient ratio, on its own graph, then the training backward
     assert cli(*args) == 0
     auto_class.from_pretrained(run / "final")
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]

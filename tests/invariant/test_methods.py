@@ -354,10 +354,14 @@ def osd(**kw):
     return OSD(**{**args, **kw})
 
 
-@pytest.mark.parametrize("positions", ["mismatch", "all"])
+@pytest.mark.parametrize("positions", ["mismatch", "all", "anchored"])
 def test_osd_trains_on_the_kept_positions_with_the_verification_logits(make_ctx, items, positions):
     """The update batch: served outputs, mask on the kept positions, the target's logits there (no second pass)."""
     ctx = make_ctx()
+    if positions == "anchored":  # a draft that is the target: its proposals are accepted, weighted 0.25
+        import copy
+
+        ctx.student = copy.deepcopy(ctx.teacher).train()
     method = osd(positions=positions)
     with torch.no_grad():
         batch = method.trajectories(items, ctx)
@@ -369,10 +373,15 @@ def test_osd_trains_on_the_kept_positions_with_the_verification_logits(make_ctx,
     view_mask = token_view(ctx.student, batch).mask.bool()
     assert view_mask.any()
     assert torch.allclose(batch["teacher_logits"][view_mask], full.logits[view_mask], atol=1e-4)
-    if positions == "all":
+    weights = token_view(ctx.student, batch).mask
+    if positions in ("all", "anchored"):
         assert int(view_mask.sum()) == sum(r["tokens"] for r in records)
-    else:  # one kept position per verification round: its correction or bonus token
-        assert int(view_mask.sum()) == sum(r["target_forwards"] for r in records)
+    if positions in ("mismatch", "anchored"):  # one correction or bonus token per verification round, weight 1
+        assert int((weights == 1).sum()) == sum(r["target_forwards"] for r in records)
+    if positions == "anchored":  # the accepted ones at anchor_weight
+        assert set(weights[view_mask].unique().tolist()) <= {0.25, 1.0}
+        accepted = sum(r["tokens"] - r["target_forwards"] for r in records)
+        assert accepted > 0 and int((weights == 0.25).sum()) == accepted
     out = method.loss_terms(batch, ctx)
     assert out.terms["kd"].per_token.shape == view_mask.shape
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from distill.losses.reduction import reduce_tokens
+from distill.models.forward import token_view
 from distill.train.loop import _window_totals
 
 from .test_estimators import EOS, PROMPT, VOCAB, _ctx, _flat_grad
@@ -58,11 +59,12 @@ def _terms_and_grads(method, ctx, items, shift: bool):
     return {k: v.detach() for k, v in values.items()}, {k: p.grad.clone() for k, p in params.items() if p.grad is not None}
 
 
-@pytest.mark.parametrize("q_form, level", [("logprob", "token"), ("shaped", "token"), ("logprob", "sequence"),
-                                           ("shaped", "sequence")])
-def test_per_state_logit_shifts_change_no_term_and_no_gradient(make_ctx, items, q_form, level):
+@pytest.mark.parametrize("q_form, level, td", [("logprob", "token", None), ("shaped", "token", None),
+                                               ("logprob", "sequence", None), ("shaped", "sequence", None),
+                                               ("logprob", "token", "sarsa")])
+def test_per_state_logit_shifts_change_no_term_and_no_gradient(make_ctx, items, q_form, level, td):
     ctx = make_ctx()
-    method = xkd(base="supervised_kd", alpha=0.5, q_form=q_form, reward_level=level)
+    method = xkd(base="supervised_kd", alpha=0.5, q_form=q_form, reward_level=level, td_target=td)
     plain_values, plain_grads = _terms_and_grads(method, ctx, items, shift=False)
     shifted_values, shifted_grads = _terms_and_grads(method, ctx, items, shift=True)
     for name in plain_values:
@@ -149,3 +151,67 @@ def test_on_policy_alpha_term_gradient_matches_alpha_times_reverse_kl():
     cosine = float(estimate @ exact / (estimate.norm() * exact.norm()))
     assert cosine > 0.97 and math.isclose(float(estimate.norm()), float(exact.norm()), rel_tol=0.1), (cosine,)
     assert VOCAB == 6
+
+
+def _one_batch(method, ctx, items, step: int = 0):
+    method.setup(ctx, items, progress=False)
+    ctx.step = step
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    return batch, _window_totals([batch])
+
+
+def test_the_oracle_arm_uses_the_teachers_implied_reward_and_has_no_head(make_ctx, items):
+    from distill.losses.avril import gaussian_nll, implied_rewards
+
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", alpha=0.5, reward_source="oracle", oracle_std=2.0, min_reward_std=1.0)
+    batch, _ = _one_batch(method, ctx, items)
+    out = method.loss_terms(batch, ctx)
+    assert ctx.extra_modules == {} and set(out.terms) == {"kd", "td_student"}
+    view = token_view(ctx.student, batch)
+    delta_s = implied_rewards(view.logits, view.targets, view.mask, "logprob")
+    delta_t = implied_rewards(batch["teacher_logits"], view.targets, view.mask, "logprob")
+    expected = gaussian_nll(delta_s, delta_t, torch.full_like(delta_t, math.log(2.0)))
+    assert torch.allclose(out.terms["td_student"].per_token, expected, atol=1e-5)
+    assert float(out.stats["reward/corr_mu_delta_teacher"]) == pytest.approx(1.0, abs=1e-5)
+    assert float(out.stats["reward/inv_var_eff"]) == pytest.approx(0.25)
+
+
+def test_the_closed_form_control_is_the_base_plus_alpha_reverse_kl(make_ctx, items):
+    from distill.losses.divergences import rkl
+
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", alpha=0.3, reward_source="rkl")
+    batch, _ = _one_batch(method, ctx, items)
+    out = method.loss_terms(batch, ctx)
+    view = token_view(ctx.student, batch)
+    assert ctx.extra_modules == {} and set(out.terms) == {"kd", "rkl"} and out.terms["rkl"].weight == 0.3
+    assert torch.allclose(out.terms["rkl"].per_token, rkl(view.logits, batch["teacher_logits"]), atol=1e-6)
+
+
+@pytest.mark.parametrize("source", ["head", "rkl"])
+def test_the_gradient_ratio_is_logged_every_n_steps_and_is_the_ratio_of_norms(make_ctx, items, source):
+    ctx = make_ctx()
+    method = xkd(base="supervised_kd", alpha=0.5, reward_source=source, diagnostics_every=5)
+    batch, _ = _one_batch(method, ctx, items, step=3)
+    assert "grad_ratio/alpha_to_base" not in method.loss_terms(batch, ctx).stats
+    ctx.step = 4  # the 5th step
+    out = method.loss_terms(batch, ctx)
+    name = "rkl" if source == "rkl" else "td_student"
+    norms = []
+    for term in (out.terms[name], out.terms["kd"]):
+        ctx.student.zero_grad()
+        (term.weight * (term.per_token * term.mask).sum() / term.mask.sum()).backward(retain_graph=True)
+        norms.append(_flat_grad(ctx.student).norm())
+    ratio = float(out.stats["grad_ratio/alpha_to_base"])
+    assert ratio > 0 and ratio == pytest.approx(float(norms[0] / norms[1]), rel=1e-4)
+
+
+def test_reward_sources_without_a_head_refuse_the_shaped_q(make_ctx):
+    from distill.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="reward_source=oracle has no head"):
+        xkd(q_form="shaped", reward_source="oracle")
+    with pytest.raises(ConfigError, match="td_target='soft' does not apply to q_form=logprob"):
+        xkd(td_target="soft")

@@ -94,3 +94,71 @@ def test_sequence_returns_average_the_rewards_of_each_output():
     delta = torch.tensor([[1.0, 2.0, 9.0], [4.0, 9.0, 9.0]])
     mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
     assert torch.allclose(sequence_returns(delta, mask), torch.tensor([1.5, 4.0]))
+
+
+def test_logprob_sarsa_subtracts_the_next_demonstrated_log_probability():
+    logits = torch.tensor([[[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])  # nothing follows the second token
+    targets = torch.tensor([[0, 1, 0]])
+    delta = implied_rewards(logits, targets, mask, "logprob", gamma=0.5, td_target="sarsa")
+    first, second = 2.0 - math.log(math.exp(2.0) + 1.0), math.log(0.5)
+    assert torch.allclose(delta[:, :2], torch.tensor([[first - 0.5 * second, second]]))
+    assert torch.equal(implied_rewards(logits, targets, mask, "logprob"), implied_rewards(
+        logits, targets, mask, "logprob", td_target="none"))
+    with pytest.raises(ValueError, match="does not apply"):
+        implied_rewards(logits, targets, mask, "logprob", td_target="soft")
+
+
+def test_logprob_sarsa_is_shift_invariant():
+    logits, targets, mask, _ = _case(3)
+    shifted = logits + 20.0 * torch.randn(*logits.shape[:-1], 1, generator=torch.Generator().manual_seed(4))
+    plain = implied_rewards(logits, targets, mask, "logprob", gamma=0.9, td_target="sarsa")
+    assert torch.allclose(plain, implied_rewards(shifted, targets, mask, "logprob", gamma=0.9, td_target="sarsa"),
+                          atol=1e-4)
+
+
+def test_masked_correlation_on_hand_values():
+    from distill.losses.avril import masked_correlation
+
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0, 0.0]])  # the masked outlier does not count
+    assert math.isclose(float(masked_correlation(x, -2 * x, mask)), -1.0, abs_tol=1e-6)
+    assert float(masked_correlation(x, torch.ones_like(x), mask)) == 0.0  # constant: 0, not NaN
+
+
+def _fit_head(prior_std: float, steps: int = 3000):
+    """A linear reward head fitted by X-KD's η and KL terms (η = 1) to fixed δ^T spread over [−10, 0]."""
+    from distill.losses.avril import gaussian_kl_to_prior, gaussian_nll
+    from distill.models.reward_head import RewardHead
+
+    g = torch.Generator().manual_seed(0)
+    features = torch.randn(512, 8, generator=g)
+    delta = -10.0 * torch.sigmoid(features @ torch.randn(8, generator=g))  # smooth in the features: learnable
+    torch.manual_seed(0)
+    head = RewardHead(8, hidden=32)
+    optimizer = torch.optim.Adam(head.parameters(), lr=1e-2)
+    for _ in range(steps):
+        mu, log_sigma = head(features)
+        loss = (gaussian_nll(delta, mu, log_sigma) + gaussian_kl_to_prior(mu, log_sigma, prior_std)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        mu, _ = head(features)
+    return delta, mu
+
+
+def test_the_default_prior_lets_the_head_track_teacher_log_probabilities_down_to_minus_ten():
+    """Revision 3: with η = 1 the head's optimum is clip(δ^T, −σ0, σ0). The default σ0 covers δ^T ∈ [−10, 0]
+    (corr ≥ 0.95, no plateau); revision 2's σ0 = 1 saturates at −1, the flaw this default removes."""
+    import yaml
+
+    from tests.conftest import REPO
+
+    default = yaml.safe_load((REPO / "conf" / "method" / "xkd.yaml").read_text())["prior_std"]
+    delta, mu = _fit_head(default)
+    corr = float(torch.corrcoef(torch.stack([delta, mu]))[0, 1])
+    low = delta < -8
+    assert corr >= 0.95 and float(mu[low].mean()) < -7.0, (corr, float(mu[low].mean()))
+    delta, mu = _fit_head(1.0)
+    assert float(mu.min()) > -1.5  # the plateau of revision 2's prior

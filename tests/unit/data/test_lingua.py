@@ -1,0 +1,58 @@
+"""The Lingua task generator: several correct renderings per source, all listed, one trained on."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from distill.data.lingua import ENGLISH, LinguaSpec, generate_lingua, lexicon
+from distill.errors import ConfigError
+
+SPEC = LinguaSpec(seed=7, max_adjectives=1, synonym_rate=0.5, place_rate=0.5)
+SIZES = {"train": 400, "validation": 50, "test": 60}
+
+
+def test_the_data_set_is_a_pure_function_of_the_knobs_and_splits_are_disjoint():
+    first, second = generate_lingua(SPEC, SIZES), generate_lingua(SPEC, SIZES)
+    assert first == second
+    sources = {split: {r["source"] for r in records} for split, records in first.items()}
+    assert {len(r) for r in first.values()} == {400, 50, 60}
+    assert not (sources["train"] & sources["test"]) and not (sources["validation"] & sources["test"])
+    assert generate_lingua(LinguaSpec(8, 1, 0.5, 0.5), SIZES) != first
+
+
+def test_every_record_trains_on_one_of_its_listed_renderings_and_lists_them_all():
+    words = lexicon(SPEC)
+    for record in generate_lingua(SPEC, SIZES)["test"]:
+        references = record["references"]
+        assert record["target"] in references and references == sorted(set(references))
+        lemmas = [w if w in words else w[:-1] for w in record["source"].split() if w != "the"]  # plural "s" off
+        synonymous = sum(len(words[w]) == 2 for w in lemmas)
+        place = any(p in record["source"].split() for p in ENGLISH["prepositions"])
+        assert len(references) == 2 ** synonymous * (2 if place else 1), record
+        lengths = {len(r.split()) for r in references}
+        assert len(lengths) == 1  # synonyms and the place phrase's position never add or drop a word
+
+
+def test_the_targets_of_one_source_are_drawn_so_the_teacher_sees_several_modes():
+    records = generate_lingua(SPEC, {"train": 2000})["train"]
+    many = [r for r in records if len(r["references"]) >= 4]
+    share = sum(r["target"] != r["references"][0] for r in many) / len(many)
+    assert 0.5 < share < 0.9  # a uniform draw among >= 4 renderings differs from the first about 3/4 of the time
+
+
+def test_the_lexicon_gives_synonyms_at_the_set_rate_and_distinct_forms():
+    words = lexicon(LinguaSpec(3, 1, 1.0, 0.5))
+    assert all(len(words[w]) == 2 for w in ENGLISH["nouns"] + ENGLISH["verbs"])
+    forms = [f for fs in words.values() for f in fs]
+    assert len(forms) == len(set(forms))
+    assert all(len(words[w]) == 1 for w in ENGLISH["nouns"] for words in [lexicon(LinguaSpec(3, 1, 0.0, 0.5))])
+
+
+@pytest.mark.parametrize("knobs, named", [(dict(max_adjectives=3), "max_adjectives"),
+                                          (dict(synonym_rate=math.nan), "synonym_rate"),
+                                          (dict(place_rate=1.5), "place_rate")])
+def test_bad_knobs_are_named(knobs, named):
+    with pytest.raises(ConfigError, match=f"task.generator.{named}"):
+        generate_lingua(LinguaSpec(**{**SPEC.__dict__, **knobs}), SIZES)
