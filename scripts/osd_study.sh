@@ -13,7 +13,11 @@
 #   offline   drafts distilled before serving by supervised_kd and by gkd (λ = 1) on A, with OSD's budget
 #             (300 optimizer steps of 8), then serving without learning;
 #   osd       the SFT draft distilled online: an update every 8 requests on every generated position
-#             (method.positions=all), and on the mismatched positions only (osd_mismatch; the OSD paper's choice).
+#             (method.positions=all), and on the mismatched positions only (osd_mismatch; the OSD paper's choice);
+#   ARMS (issue 22, on when ARMS=all): osd_mismatch_replay (mismatch positions, the last 16 requests replayed:
+#             about as many tokens per update as osd), osd_anchored (every position, the accepted ones at weight
+#             0.25), and sampled serving at T = 1: before_sampled, osd_sampled (all positions),
+#             osd_mismatch_sampled. Greedy serving's measure is the accepted fraction, sampled serving's α.
 # Greedy serving, stream order and updates have no randomness: one run per variant. The speedups are measured
 # last, one evaluation at a time, so no other job shares the CPU with the timings.
 # Then `distill eval` with each final draft against the target on the test split (A): acceptance rate,
@@ -31,6 +35,7 @@ SHIFT_AT=${SHIFT_AT:-9600}            # the first train problem from distributio
 STREAM_START=${STREAM_START:-9000}    # the stream's first request
 BOOTSTRAP_STEPS=${BOOTSTRAP_STEPS:-1000}
 OFFLINE=${OFFLINE:-supervised_kd gkd}  # the offline distillation methods compared
+ARMS=${ARMS:-}                          # all: the issue-22 arms too (replay, anchored, sampled serving)
 JOBS=${JOBS:-2}                         # parallel chains of runs (each one thread)
 read -r -a EXTRA_ARGS <<< "${EXTRA:-}"            # overrides for training runs (the CI test shrinks models)
 read -r -a EVAL_EXTRA_ARGS <<< "${EVAL_EXTRA:-}"  # overrides for `distill eval` (eval.* and task.* keys only)
@@ -68,7 +73,19 @@ chain_b() {  # OSD on the mismatched positions only (the paper's choice, our def
   [ ${#METHODS[@]} -gt 1 ] && first=1
   for m in "${METHODS[@]:$first}"; do offline "$m"; done
 }
+arm() { local name=$1; shift; $DISTILL train "${COMMON[@]}" "${DRAFT[@]}" "${SERVE[@]}" "$@" hydra.run.dir="$OUT/stream/$name"; }
+SAMPLED=(method.sampling_temperature=1.0)
+chain_c() {
+  arm osd_mismatch_replay method.positions=mismatch method.replay_size=16
+  arm before_sampled method.update=false "${SAMPLED[@]}"
+  arm osd_mismatch_sampled method.positions=mismatch "${SAMPLED[@]}"
+}
+chain_d() {
+  arm osd_anchored method.positions=anchored method.anchor_weight=0.25
+  arm osd_sampled method.positions=all "${SAMPLED[@]}"
+}
 run_chains "$OUT" chain_a chain_b
+[ "$ARMS" = all ] && run_chains "$OUT" chain_c chain_d
 stamp "OSD and the offline drafts served the stream"
 
 # Speedup on this CPU, alone on the machine: each draft against the target on the test split.

@@ -10,8 +10,9 @@
 #   1. start: the start: the student's own SFT data (task.start_examples) × its length (bootstrap steps), each scored on
 #      validation after one step at warm-up lr (the start itself); the teacher beside it;
 #   2. tune: the learning rate of the distillation runs: gkd (λ = 1) and seqkd × LRS, seed 0, val/loss every 50 steps;
-#      and X-KD diagnostics (on gkd λ = 1, seed 0 and 1): revision 2's prior (σ0 = 1) and revision 3's (σ0 = 10),
-#      α ∈ {0.1, 0.5}, the SARSA target, the oracle arm and the closed-form control; metrics.jsonl holds
+#      and X-KD diagnostics (on gkd λ = 1): revision 2's prior (σ0 = 1) and revision 3's (σ0 = 10), seeds 0 and 1
+#      (gkd itself at seed 1 beside phase 2's seed 0); α = 0.5, the SARSA target, the oracle arm and the
+#      closed-form control at seed 0; metrics.jsonl holds
 #      corr(μ, δ^T), 1/σ_eff² and the gradient ratio ‖∇ α-term‖ / ‖∇ base‖.
 # Environment: STARTS (start_examples list), START_STEPS, LRS, JOBS (parallel jobs, one thread each), EXTRA.
 set -euo pipefail
@@ -47,12 +48,12 @@ fi
 sweep lr_gkd method=gkd method.lmbda=1 trainer.lr="$LRS" seed=0
 sweep lr_seqkd method=seqkd trainer.lr="$LRS" seed=0
 stamp "learning rates"
-XKD=(method=xkd method.lmbda=1 method.diagnostics_every=10 seed=0,1)
-sweep xkd_prior "${XKD[@]}" method.prior_std=1.0,10.0
-sweep xkd_alpha "${XKD[@]}" method.alpha=0.5
-sweep xkd_sarsa "${XKD[@]}" method.td_target=sarsa
-sweep xkd_oracle "${XKD[@]}" method.reward_source=oracle,rkl
-sweep gkd_base method=gkd method.lmbda=1 seed=0,1
+XKD=(method=xkd method.lmbda=1 method.diagnostics_every=10)
+sweep xkd_prior "${XKD[@]}" method.prior_std=1.0,10.0 seed=0,1
+sweep xkd_variants "${XKD[@]}" method.alpha=0.5 seed=0
+sweep xkd_sarsa "${XKD[@]}" method.td_target=sarsa seed=0
+sweep xkd_oracle "${XKD[@]}" method.reward_source=oracle,rkl seed=0
+sweep gkd_base method=gkd method.lmbda=1 seed=1
 stamp "X-KD diagnostics"
 $DISTILL report "$OUT"/lr_* "$OUT"/xkd_* "$OUT"/gkd_base --out "$OUT/report_tune" --baseline gkd
 stamp "report written to $OUT/report_tune"

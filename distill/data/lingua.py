@@ -10,8 +10,10 @@ learns a distribution with several modes, BLEU counts any correct rendering
 (multi-reference), and samples can differ while all being right, which is
 what a performance–diversity trade-off needs (arith has one answer each).
 
-Target order: NOUN ADJ* VERB NUM NOUN-en ADJ* (with the place phrase
-PREP PLACE ADJ first or last); plural nouns take "-en" after a number above one.
+Target order: NOUN ADJ* VERB NUM NOUN-en ADJ-en* (with the place phrase
+PREP PLACE ADJ first or last); a plural noun and its adjectives take "-en"
+after a number above one. ``extra_words`` adds made-up English words, so the
+lexicon can outgrow what a small student memorises in a short run.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class LinguaSpec:
     max_adjectives: int
     synonym_rate: float
     place_rate: float
+    extra_words: int  # made-up English nouns on top of the 20 real ones (and a third as many verbs, adjectives)
 
     def validate(self) -> None:
         section = "task.generator"
@@ -51,6 +54,7 @@ class LinguaSpec:
         check_count(section, "max_adjectives", self.max_adjectives, low=0)
         check_range(section, "synonym_rate", self.synonym_rate, 0.0, 1.0)
         check_range(section, "place_rate", self.place_rate, 0.0, 1.0)
+        check_count(section, "extra_words", self.extra_words, low=0)
         if self.max_adjectives > 2:
             raise ConfigError(f"task.generator.max_adjectives must be at most 2, got {self.max_adjectives}")
 
@@ -62,10 +66,36 @@ def lingua_spec(values: dict, splits: dict) -> tuple[LinguaSpec, dict[str, int]]
                required=(*LinguaSpec.__dataclass_fields__, "sizes"))
     spec = LinguaSpec(**knobs)
     spec.validate()
+    if spec.extra_words > 600:
+        raise ConfigError(f"task.generator.extra_words must be at most 600, got {spec.extra_words}")
     check_keys(values["sizes"], tuple(splits), "task.generator.sizes")
     for split, size in values["sizes"].items():
         check_count("task.generator.sizes", split, size)
     return spec, values["sizes"]
+
+
+ONSETS = ("b", "bl", "br", "d", "dr", "f", "fl", "g", "gr", "k", "l", "m", "n", "p", "pl", "r", "s", "sk", "st",
+          "t", "tr", "v", "w")
+CODAS = ("ck", "mp", "nd", "nt", "rt", "sh", "st", "p", "t", "m", "n", "g")
+
+
+def english(spec: LinguaSpec) -> dict[str, tuple[str, ...]]:
+    """The source vocabulary: the real words, plus ``extra_words`` made-up nouns (CVC, like "blint") and a third as
+    many verbs (with "s") and adjectives (with "y"), none equal to a real word or to each other."""
+    rng = random.Random(f"lingua-english:{spec.seed}")
+    taken = {w for words in ENGLISH.values() for w in words} | set(NUMBERS) | {"the"}
+
+    def made_up(suffix: str) -> str:
+        while True:
+            word = rng.choice(ONSETS) + rng.choice("aeiou") + rng.choice(CODAS) + suffix
+            if word not in taken and word.rstrip("s") not in taken:
+                taken.add(word)
+                return word
+
+    extra = {"nouns": [made_up("") for _ in range(spec.extra_words)],
+             "verbs": [made_up("s") for _ in range(spec.extra_words // 3)],
+             "adjectives": [made_up("y") for _ in range(spec.extra_words // 3)]}
+    return {kind: words + tuple(extra.get(kind, ())) for kind, words in ENGLISH.items()}
 
 
 def lexicon(spec: LinguaSpec) -> dict[str, tuple[str, ...]]:
@@ -81,35 +111,37 @@ def lexicon(spec: LinguaSpec) -> dict[str, tuple[str, ...]]:
                 return form
 
     out: dict[str, tuple[str, ...]] = {}
-    for kind, words in ENGLISH.items():
-        for english in words:
+    for kind, words in english(spec).items():
+        for source in words:
             forms = 2 if kind in ("nouns", "verbs") and rng.random() < spec.synonym_rate else 1
-            out[english] = tuple(word(2 if kind != "prepositions" else 1) for _ in range(forms))
+            out[source] = tuple(word(2 if kind != "prepositions" else 1) for _ in range(forms))
     for number in NUMBERS:
         out[number] = (word(1),)
     return out
 
 
-def _noun_phrase(rng: random.Random, spec: LinguaSpec, count: str | None) -> tuple[list[str], list[str]]:
-    """(English words, the parts of the Lingua phrase: the noun's English lemma, then its adjectives)."""
-    noun = rng.choice(ENGLISH["nouns"])
-    adjectives = rng.sample(ENGLISH["adjectives"], rng.randint(0, spec.max_adjectives))
+def _noun_phrase(rng: random.Random, spec: LinguaSpec, vocabulary: dict, count: str | None):
+    """(English words, the parts of the Lingua phrase: the noun's English lemma, then its adjectives; after a
+    plural noun they agree with it: "+pl", rendered with "-en" like the noun)."""
+    noun = rng.choice(vocabulary["nouns"])
     plural = count is not None and count != "one"
-    english = ([count] if count else ["the"]) + adjectives + [noun + ("s" if plural else "")]
-    return english, [noun + ("+pl" if plural else ""), *adjectives]
+    adjectives = rng.sample(vocabulary["adjectives"], rng.randint(0, spec.max_adjectives))
+    source = ([count] if count else ["the"]) + adjectives + [noun + ("s" if plural else "")]
+    mark = "+pl" if plural else ""
+    return source, [noun + mark, *(a + mark for a in adjectives)]
 
 
-def make_sentence(rng: random.Random, spec: LinguaSpec, words: dict) -> dict:
+def make_sentence(rng: random.Random, spec: LinguaSpec, words: dict, vocabulary: dict) -> dict:
     """One record: source, one drawn target and every correct rendering (sorted)."""
-    subject_en, subject = _noun_phrase(rng, spec, None)
+    subject_en, subject = _noun_phrase(rng, spec, vocabulary, None)
     count = rng.choice(NUMBERS)
-    object_en, obj = _noun_phrase(rng, spec, count)
-    verb = rng.choice(ENGLISH["verbs"])
+    object_en, obj = _noun_phrase(rng, spec, vocabulary, count)
+    verb = rng.choice(vocabulary["verbs"])
     source = subject_en + [verb] + object_en
     place = None
     if rng.random() < spec.place_rate:
-        preposition, where, adjective = (rng.choice(ENGLISH["prepositions"]), rng.choice(ENGLISH["places"]),
-                                         rng.choice(ENGLISH["adjectives"]))
+        preposition, where, adjective = (rng.choice(vocabulary["prepositions"]), rng.choice(vocabulary["places"]),
+                                         rng.choice(vocabulary["adjectives"]))
         source += [preposition, "the", adjective, where]
         place = [preposition, where, adjective]
     renderings = sorted(set(_renderings(subject, verb, count, obj, place, words)))
@@ -122,8 +154,8 @@ def _forms(lemma: str, words: dict) -> list[str]:
 
 
 def _renderings(subject, verb, count, obj, place, words):
-    slots = [_forms(subject[0], words), *[list(words[a]) for a in subject[1:]], list(words[verb]),
-             list(words[count]), _forms(obj[0], words), *[list(words[a]) for a in obj[1:]]]
+    slots = [_forms(subject[0], words), *[_forms(a, words) for a in subject[1:]], list(words[verb]),
+             list(words[count]), _forms(obj[0], words), *[_forms(a, words) for a in obj[1:]]]
     place_forms = [list(words[w]) for w in place] if place else []
     for core in itertools.product(*slots):
         for tail in itertools.product(*place_forms) if place else [()]:
@@ -137,7 +169,7 @@ def _renderings(subject, verb, count, obj, place, words):
 def generate_lingua(spec: LinguaSpec, sizes: dict[str, int]) -> dict[str, list[dict]]:
     """All requested splits, disjoint in their sources (test first, so held-out sentences are reserved)."""
     spec.validate()
-    words = lexicon(spec)
+    words, vocabulary = lexicon(spec), english(spec)
     seen: set[str] = set()
     splits: dict[str, list[dict]] = {}
     for split in sorted(sizes, key=lambda s: -SPLIT_OFFSETS.get(s, 3)):
@@ -149,7 +181,7 @@ def generate_lingua(spec: LinguaSpec, sizes: dict[str, int]) -> dict[str, list[d
             if attempts > 50 * sizes[split] + 1000:
                 raise ConfigError(f"task lingua: cannot make {sizes[split]} distinct {split} sentences; raise "
                                   "task.generator.max_adjectives or place_rate")
-            record = make_sentence(rng, spec, words)
+            record = make_sentence(rng, spec, words, vocabulary)
             if record["source"] not in seen:
                 seen.add(record["source"])
                 records.append(record)
