@@ -288,6 +288,21 @@ def paired_differences(groups: list[dict], swept: list[str], baseline: str) -> l
             continue
         mean, std = mean_std(diffs)
         se = None if std is None else std / math.sqrt(len(diffs))
+        half = None if se is None else t_quantile_975(len(diffs) - 1) * se
         out.append({"group": group, "baseline": baseline, "n": len(diffs), "mean": mean, "se": se,
-                    "t": None if se is None or se < 1e-9 else mean / se, "seeds": seeds})  # equal diffs: no t
+                    "t": None if se is None or se < 1e-9 else mean / se, "seeds": seeds,  # equal diffs: no t
+                    "ci95": None if half is None else (mean - half, mean + half)})
     return out
+
+
+# Two-sided 95 % quantiles of Student's t for 1-30 degrees of freedom (standard tables, 3 decimals).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile_975(df: int) -> float:
+    """t_{0.975, df}: the 95 % confidence interval of a mean of df + 1 paired differences is mean ± t·SE."""
+    if df < 1:
+        raise ValueError(f"a confidence interval needs at least 2 values, got df={df}")
+    # beyond the table, the first Cornish-Fisher term around 1.96 is within 0.002
+    return _T975[df - 1] if df <= len(_T975) else 1.95996 + 2.372 / df

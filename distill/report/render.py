@@ -65,23 +65,25 @@ def results_section(groups: list[dict], swept: list[str]) -> list[str]:
 
 
 def paired_section(pairs: list[dict], swept: list[str]) -> list[str]:
-    """Per-seed differences from each baseline method: mean, its standard error, t = mean / SE."""
+    """Per-seed differences from each baseline method: mean, its standard error, t = mean / SE, 95 % CI."""
     if not pairs:
         return []
     own = [k for k in swept if k != "seed" and k.startswith(("method.", "divergence."))]
     names = short_names(own)
     lines = ["## Paired differences", "",
              "Each configuration minus the baseline method on the same seeds (same teacher, start, data and "
-             "budget): mean of the per-seed differences, its standard error (std / √n) and t = mean / SE. "
-             "|t| ≥ 3 is a difference well beyond seed noise.", ""]
-    header = ["method", "settings", "baseline", "task", "eval", "variant", "metric", "mean diff", "SE", "t", "n"]
+             "budget): mean of the per-seed differences, its standard error (std / √n), t = mean / SE and the 95 % "
+             "confidence interval mean ± t(0.975, n − 1)·SE. |t| ≥ 3 is a difference well beyond seed noise.", ""]
+    header = ["method", "settings", "baseline", "task", "eval", "variant", "metric", "mean diff", "SE", "t", "95% CI",
+              "n"]
     body = []
     for p in pairs:
         g = p["group"]
         settings = ", ".join(f"{names[k]}={format_value(g[k])}" for k in own if g.get(k) is not None)
         body.append([g["method"], settings, p["baseline"], g["task"], g["eval"], variant_label(g["variant"]),
                      g["metric"], f"{p['mean']:+.2f}", "" if p["se"] is None else f"{p['se']:.2f}",
-                     "" if p["t"] is None else f"{p['t']:+.1f}", p["n"]])
+                     "" if p["t"] is None else f"{p['t']:+.1f}",
+                     "" if p["ci95"] is None else f"[{p['ci95'][0]:+.2f}, {p['ci95'][1]:+.2f}]", p["n"]])
     return lines + _table(header, body) + [""]
 
 

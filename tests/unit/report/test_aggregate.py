@@ -177,6 +177,18 @@ def test_paired_differences_ignore_settings_the_baseline_does_not_vary():
     assert [(p["group"]["method.alpha"], p["mean"], p["n"]) for p in pairs][:2] == [(0.1, 1.0, 3), (0.5, -1.0, 2)]
     assert pairs[2]["mean"] == pytest.approx(-4 / 3) and pairs[2]["t"] is None  # equal diffs: SE ~1e-16, no t
     assert pairs[0]["se"] == pytest.approx(math.sqrt(1.0) / math.sqrt(3))  # diffs 1, 2, 0: std 1
+    # 95 % CI: 1 ± t(0.975, 2)·(1/√3) = 1 ± 4.303 · 0.57735 = 1 ± 2.4843; diffs -1, -1 have SE 0: the CI is a point
+    assert pairs[0]["ci95"] == pytest.approx((1 - 2.48434, 1 + 2.48434), abs=1e-4)
+    assert pairs[1]["ci95"] == pytest.approx((-1.0, -1.0))
+
+
+def test_the_t_quantile_is_the_table_value_and_its_tail_tends_to_the_normal():
+    from distill.report.aggregate import t_quantile_975
+
+    assert [t_quantile_975(df) for df in (1, 4, 30)] == [12.706, 2.776, 2.042]
+    assert t_quantile_975(60) == pytest.approx(2.000, abs=2e-3) and t_quantile_975(120) == pytest.approx(1.980, abs=2e-3)
+    with pytest.raises(ValueError):
+        t_quantile_975(0)
 
 
 def test_roots_with_the_same_name_keep_their_runs_apart(tmp_path):

@@ -113,5 +113,5 @@ def test_paired_differences_by_hand(sweep, tmp_path):
     """gkd − supervised_kd at the same β and seed is (50 − 40) + 10·λ = 15 on every seed (conftest formulas)."""
     assert _cli("report", str(sweep), f"--out={tmp_path}", "--baseline", "supervised_kd") == 0
     section = (tmp_path / "report.md").read_text().split("## Paired differences")[1].split("## ")[0]
-    assert "| gkd | beta=0.1 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | 2 |" in section
-    assert "| gkd | beta=0.9 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | 2 |" in section
+    assert "| gkd | beta=0.1 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | [+15.00, +15.00] | 2 |" in section
+    assert "| gkd | beta=0.9 | supervised_kd | arith | arith-test | student | accuracy | +15.00 | 0.00 |  | [+15.00, +15.00] | 2 |" in section
