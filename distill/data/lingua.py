@@ -112,9 +112,11 @@ def lexicon(spec: LinguaSpec) -> dict[str, tuple[str, ...]]:
 
     out: dict[str, tuple[str, ...]] = {}
     for kind, words in english(spec).items():
-        for source in words:
+        for index, source in enumerate(words):
             forms = 2 if kind in ("nouns", "verbs") and rng.random() < spec.synonym_rate else 1
-            out[source] = tuple(word(2 if kind != "prepositions" else 1) for _ in range(forms))
+            # 16 syllables make 256 two-syllable forms: made-up words take three (4 096), real ones keep two
+            syllables = 1 if kind == "prepositions" else 2 if index < len(ENGLISH[kind]) else 3
+            out[source] = tuple(word(syllables) for _ in range(forms))
     for number in NUMBERS:
         out[number] = (word(1),)
     return out

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import torch
+import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
@@ -47,6 +48,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         runs = sweep_runs(Path(cfg.ckpt).expanduser())
         if not runs:
             path = resolve_checkpoint(cfg.ckpt)
+            warn_other_task(path, task.name)
             loaded = load_model(str(path))  # a checkpoint that does not load is refused before anything is written
             check_lengths(loaded[0], task, eval_settings)
             draft = _draft(eval_settings, task, loaded[1], loaded[0])
@@ -61,6 +63,18 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
             results[str(run_path)] = _evaluate_one(cfg, task, eval_settings, run_path / "final", out_dir,
                                                    records=records, device=device)
         return results
+
+
+def warn_other_task(path: Path, task: str) -> None:
+    """A run evaluated on another task than it trained on is legitimate (transfer, shift) but easy to do by
+    accident (``task`` defaults to arith): say so, with the override that evaluates its own task."""
+    for config in (path / "run_config.yaml", path.parent / "run_config.yaml"):
+        if config.is_file():
+            trained = (yaml.safe_load(config.read_text()) or {}).get("task", {}).get("name")
+            if trained and trained != task:
+                log.warning("%s trained on task %s; evaluating it on task %s (task=%s and its generator settings "
+                            "evaluate its own task)", path, trained, task, trained)
+            return
 
 
 def check_lengths(model, task, eval_settings: EvalSettings) -> None:

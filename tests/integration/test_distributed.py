@@ -170,4 +170,4 @@ def test_a_setting_every_rank_refuses_is_one_line_from_rank_0(tmp_path):
     errors = [line for line in refused.stderr.splitlines() if line.startswith("error: ")]
     assert refused.returncode != 0 and len(errors) == 1, refused.stderr[-3000:]
     assert "method osd serves one request stream" in errors[0]
-    assert "[rank" not in refused.stderr and not (tmp_path / "run").exists()
+    assert "[rank" not in refused.stderr and not (tmp_path / "run").exists(), refused.stderr

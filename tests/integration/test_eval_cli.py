@@ -52,6 +52,16 @@ def test_real_tasks_produce_their_metric_keys(trained_run, shared_dir, task, key
     assert "self_bleu" not in metrics
 
 
+def test_a_run_evaluated_on_another_task_is_told_so(trained_run, capsys):
+    capsys.readouterr()
+    assert _eval(trained_run, "task=lingua", "task.generator.sizes.test=4", "task.generator.sizes.train=40",
+                 "task.generator.sizes.validation=4", "eval.max_new_tokens=4") == 0
+    assert "trained on task arith; evaluating it on task lingua" in "".join(capsys.readouterr())
+    assert _eval(trained_run, "task.generator.sizes.train=300", "task.generator.sizes.test=4",
+                 "task.generator.sizes.validation=4", "eval.max_new_tokens=4") == 0
+    assert "trained on task" not in "".join(capsys.readouterr())
+
+
 def test_num_samples_adds_self_bleu_and_temperatures_add_entries(trained_run, capsys):
     """Issue 14.2: every number sits next to the decoding that produced it, in metrics.json and on the console."""
     capsys.readouterr()

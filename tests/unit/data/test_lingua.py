@@ -72,6 +72,13 @@ def test_extra_words_are_new_distinct_and_used():
     assert english(spec) == vocabulary and english(SPEC) == {k: tuple(v) for k, v in ENGLISH.items()}
 
 
+def test_the_largest_lexicon_has_distinct_forms_and_the_real_words_keep_theirs_without_extra_words():
+    words = lexicon(LinguaSpec(**{**SPEC.__dict__, "extra_words": 600, "synonym_rate": 1.0}))  # 2 000 forms
+    forms = [f for fs in words.values() for f in fs]
+    assert len(forms) == len(set(forms)) and len(words) == 600 + 200 + 200 + sum(map(len, ENGLISH.values())) + len(NUMBERS)
+    assert lexicon(SPEC)["river"] == ("vopo",)  # real words keep the forms they had before extra_words
+
+
 def test_adjectives_of_a_plural_noun_agree_with_it():
     spec = LinguaSpec(**{**SPEC.__dict__, "max_adjectives": 2, "synonym_rate": 0.0, "place_rate": 0.0})
     words, checked = lexicon(spec), 0
