@@ -9,7 +9,7 @@
 #   0. the start (the SFT student, one step at warm-up lr) and the teacher, scored; the teacher's repair rate
 #      on the start's wrong outputs (scripts/teacher_on_student_prefixes.py);
 #   1. the arms × SEEDS: sft (reference), supervised_kd on gold targets, seqkd, supervised KD on teacher
-#      outputs (gkd λ = 0 with seq_kd), gkd at λ = 0.5 and 1, minillm, xkd at its defaults on the gkd λ = 1 base; the oracle arm
+#      outputs (gkd λ = 0 with seq_kd), gkd at λ = 0.5 and 1, minillm, xkd at its defaults on the gkd λ = 1 base, and at σ0 = 1 (secondary); the oracle arm
 #      (reward_source=oracle) and the closed-form control (reward_source=rkl) × CONTROL_SEEDS;
 #   2. data efficiency: gkd (λ = 1) and xkd at 2 000 and 5 000 of the 20 000 problems (task.train_fraction
 #      FRACTIONS) × EFFICIENCY_SEEDS, from the same start (the 20 000 point is phase 1);
@@ -79,6 +79,7 @@ chain_a() {
   serial supervised_kd method=supervised_kd seed="$SEEDS"
   serial kd_teacher_outputs method=gkd method.lmbda=0 method.seq_kd=true seed="$SEEDS"
   serial gkd method=gkd method.lmbda=1 seed="$SEEDS"
+  serial xkd_prior1 method=xkd method.lmbda=1 method.prior_std=1.0 seed="$SEEDS"  # secondary (PLAN.md amendment 2)
   serial xkd_oracle method=xkd method.lmbda=1 method.reward_source=oracle seed="$CONTROL_SEEDS"
   serial efficiency_gkd method=gkd method.lmbda=1 task.train_fraction="$FRACTIONS" seed="$EFFICIENCY_SEEDS"
   tradeoff sft supervised_kd kd_teacher_outputs gkd
@@ -96,7 +97,7 @@ run_chains "$OUT" chain_a chain_b
 stamp "arms, controls, data efficiency and trade-off done"
 
 # 4. The report: means, SEs and paired differences against gkd and seqkd.
-$DISTILL report "$OUT"/start "$OUT"/sft "$OUT"/supervised_kd "$OUT"/kd_teacher_outputs "$OUT"/gkd "$OUT"/xkd_oracle \
+$DISTILL report "$OUT"/start "$OUT"/sft "$OUT"/supervised_kd "$OUT"/kd_teacher_outputs "$OUT"/gkd "$OUT"/xkd_prior1 "$OUT"/xkd_oracle \
   "$OUT"/efficiency_gkd "$OUT"/seqkd "$OUT"/gkd_half "$OUT"/minillm "$OUT"/xkd "$OUT"/xkd_control \
   "$OUT"/efficiency_xkd --out "$OUT/report" --baseline gkd --baseline seqkd
 stamp "report written to $OUT/report"

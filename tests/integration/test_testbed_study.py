@@ -32,7 +32,7 @@ def test_the_testbed_study_runs_every_phase_and_reports_every_arm(tmp_path, cach
     report = (out / "report" / "report.md").read_text()
     for arm in ("| sft |", "| supervised_kd |", "| seqkd |", "| gkd |", "| minillm |", "| xkd |", "| teacher |"):
         assert arm in report, arm
-    assert "reward_source" in report and "train_fraction" in report and "seq_kd" in report
+    assert "reward_source" in report and "train_fraction" in report and "seq_kd" in report and "prior_std" in report
     sampled = list(out.glob("gkd/*/*/eval/lingua-test/*/metrics.json"))
     entries = [e for m in sampled for e in json.loads(m.read_text())["by_decoding"] if e["strategy"] == "sample"]
     assert {e["sampling_temperature"] for e in entries} == {0.5, 1.0, 1.5}
