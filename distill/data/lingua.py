@@ -22,6 +22,9 @@ import itertools
 import random
 from dataclasses import dataclass
 
+from distill.data.arith import (
+    SPLIT_OFFSETS,  # one seed offset per split, shared by the generators
+)
 from distill.errors import ConfigError
 from distill.fields import check_count, check_field_types, check_keys, check_range
 
@@ -35,7 +38,6 @@ ENGLISH = {
 }
 NUMBERS = ("one", "two", "three", "four", "five")
 SYLLABLES = ("ka", "lo", "mi", "ru", "te", "vo", "za", "ne", "si", "po", "da", "fu", "gi", "be", "xo", "ya")
-SPLIT_OFFSETS = {"train": 0, "validation": 1, "test": 2}
 
 
 @dataclass(frozen=True)
