@@ -15,6 +15,7 @@ import torch
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, load_split
 from distill.eval.generate import generate_texts
+from distill.provenance import code_version
 from distill.models.generation import Decoding
 from distill.eval.settings import EvalSettings, decodings
 from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
@@ -92,7 +93,7 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
         _speculative(model, draft.to(device), tokenizer, items, plan[0], settings, draft_path, generations)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out_dir / "generations.jsonl", generations)
-    metrics = summarise(generations)
+    metrics = {**summarise(generations), "code": code_version()}  # the code that generated and scored
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
 
@@ -137,7 +138,7 @@ def rescore(generations_path: Path) -> dict:
         raise DataError(f"{generations_path} holds no generations")
     for number, record in enumerate(records, start=1):
         _check_generation(generations_path, number, record, records[0])
-    metrics = summarise(records)
+    metrics = {**summarise(records), "code": code_version()}  # the code that scored (generations may be older)
     atomic_write_json(generations_path.parent / "metrics.json", metrics)
     return metrics
 

@@ -12,6 +12,7 @@ import statistics
 from collections import defaultdict
 
 from distill.errors import DataError
+from distill.provenance import short
 
 TEACHER = "teacher"
 # Display and colour order of the known methods (conf/method/*.yaml); others follow by name.
@@ -137,7 +138,8 @@ def run_rows(run: dict, hp: dict, swept: list[str]) -> list[dict]:
             "eval": None, "variant": None, "metric": None, "value": None,
             **{k: hp.get(k) for k in swept if k != "seed"},
             "seed": config.get("seed"), "status": run_status(run), "steps": max(steps) if steps else None,
-            "train_seconds": summary.get("train_seconds"), "_path": run["path"]}
+            "train_seconds": summary.get("train_seconds"), "commit": short(summary.get("code")),
+            "_path": run["path"]}
     base["model"] = base["student"]
     student = [_eval_row(base, e) for e in run["evals"] if e["variant"] != TEACHER]
     teacher = [_teacher_row(base, e, swept) for e in run["evals"] if e["variant"] == TEACHER]
@@ -161,7 +163,7 @@ def _teacher_row(base: dict, evaluation: dict, swept: list[str]) -> dict:
     row = _eval_row(base, evaluation)
     row.update({k: None for k in swept if k != "seed"})
     row.update({"method": TEACHER, "student": None, "model": base["teacher"], "status": "complete",
-                "steps": None, "train_seconds": None})
+                "steps": None, "train_seconds": None, "commit": None})
     return row
 
 
@@ -194,6 +196,7 @@ def group_rows(rows: list[dict], swept: list[str]) -> list[dict]:
                        "by_seed": {m["seed"]: m["value"] for m in members},
                        "seeds": sorted({m["seed"] for m in members}, key=sort_key),
                        "train_seconds": statistics.fmean(seconds) if seconds else None,
+                       "commits": sorted({m["commit"] for m in members if m.get("commit")}),
                        "runs": [m["run"] for m in members]})
     order = ("task", "method", "model", *fields[len(GROUP_FIELDS):], "eval", "variant", "metric")
     return sorted(groups, key=lambda g: tuple(sort_key(g[f]) for f in order))

@@ -125,7 +125,8 @@ def _config_problem(config) -> str | None:
 
 
 # summary.json fields the report reads, with the type each must have (others are ignored).
-SUMMARY_FIELDS = {"method": str, "task": str, "student": str, "teacher": str, "train_seconds": (int, float)}
+SUMMARY_FIELDS = {"method": str, "task": str, "student": str, "teacher": str, "train_seconds": (int, float),
+                  "code": dict}
 
 
 def _summary(path: Path, warnings: list[str]) -> dict | None:
@@ -137,8 +138,8 @@ def _summary(path: Path, warnings: list[str]) -> dict | None:
     for key, value in summary.items():
         expected = SUMMARY_FIELDS.get(key)
         if expected and value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
-            warnings.append(f"{path}: '{key}' is {_kind(value)}, not a {'number' if expected != str else 'string'}; "
-                            "ignored")
+            wanted = {str: "string", dict: "mapping"}.get(expected, "number")
+            warnings.append(f"{path}: '{key}' is {_kind(value)}, not a {wanted}; ignored")
             continue
         typed[key] = value
     return typed

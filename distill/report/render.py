@@ -10,7 +10,7 @@ from distill.report.aggregate import METRIC_KEYS
 from distill.report.series import format_value, short_names
 
 LEADING = ["run", "method", "task", "student", "teacher", "eval", "variant"]
-TRAILING = ["self_bleu", "status", "steps", "train_seconds"]
+TRAILING = ["self_bleu", "status", "steps", "train_seconds", "commit"]
 
 
 def csv_columns(rows: list[dict], swept: list[str]) -> list[str]:
@@ -56,11 +56,12 @@ def results_section(groups: list[dict], swept: list[str]) -> list[str]:
     if not groups:
         return lines + ["No run has an evaluation yet (see below).", ""]
     header = ["method", "task", "model", *[names[k] for k in params], "eval", "variant", "metric",
-              "score", "SE", "n", "seeds", "train s"]
+              "score", "SE", "n", "seeds", "train s", "commit"]
     body = [[g["method"], g["task"], g["model"], *[g[k] for k in params], g["eval"], variant_label(g["variant"]), g["metric"],
              score_text(g), "" if g["se"] is None else f"{g['se']:.2f}", g["n"],
              ", ".join(format_value(s) for s in g["seeds"]),
-             None if g["train_seconds"] is None else f"{g['train_seconds']:.1f}"] for g in groups]
+             None if g["train_seconds"] is None else f"{g['train_seconds']:.1f}", ", ".join(g["commits"])]
+            for g in groups]
     return lines + _table(header, body) + [""]
 
 

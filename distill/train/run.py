@@ -22,6 +22,7 @@ from distill.eval.settings import decodings
 from distill.models.forward import fused_linear_choice
 from distill.models.load import check_pair, check_same_vocabulary, parameter_count
 from distill.io import atomic_write_text
+from distill.provenance import code_version
 from distill.rundir import RunDir
 from distill.train import distributed as D
 from distill.train import resume
@@ -137,7 +138,8 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
                     "student_parameters": parameter_count(job.ctx.student),
                     "student_init": _model_id(job.ctx.student, student_spec, cfg.seed),
                     "teacher_id": _model_id(job.ctx.teacher, teacher_spec, init_seed(teacher_spec, job.sources)),
-                    "wall_seconds": time.perf_counter() - started, "world_size": dist_.world})
+                    "wall_seconds": time.perf_counter() - started, "world_size": dist_.world,
+                    "code": code_version()})
     weights = D.full_weights(dist_, job.ctx.student)  # FSDP2: every rank takes part; rank 0 writes
     if not dist_.main:
         return summary

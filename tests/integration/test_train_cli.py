@@ -137,6 +137,7 @@ def test_training_time_adds_up_across_resumes_and_a_finished_run_is_not_rewritte
     assert cli(*train_args(run, cache_dir, *steps)) == 0
     summary = json.loads((run / "summary.json").read_text())
     assert summary["resumed_from_step"] == 4 and summary["train_seconds"] >= 1.0  # the first session's second counts
+    assert set(summary["code"]) == {"commit", "dirty", "version"}  # which code trained it (docs/design.md)
     before = {p: p.stat().st_mtime_ns for p in (run / "summary.json", run / "final" / "model.safetensors")}
     capsys.readouterr()
     assert cli(*train_args(run, cache_dir, *steps)) == 0

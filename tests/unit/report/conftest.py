@@ -15,6 +15,7 @@ import yaml
 
 BASE = {"gkd": 50.0, "supervised_kd": 40.0, "sft": 30.0}
 TEACHER_SCORE = 80.0
+COMMITS = ("0123456789" * 4, "fedcba9876" * 4)  # even seeds ran at the first, odd ones at the second (with local changes)
 TARGETS = {"gkd": "distill.methods.gkd.GKD", "supervised_kd": "distill.methods.supervised_kd.SupervisedKD",
            "sft": "distill.methods.sft.SFT"}
 TEMPERATURES = (0.5, 1.0)
@@ -79,7 +80,7 @@ def write_run(run: Path, method: str, seed: int, beta: float = 0.5, lmbda: float
     (run / "final" / "config.json").write_text("{}")
     summary = {"steps": 100, "resumed_from_step": 0, "train_seconds": 10.0 + seed, "method": method,
                "task": "arith", "student": "tiny", "teacher": "tiny", "wall_seconds": 12.0,
-               "final": str(run / "final")}
+               "final": str(run / "final"), "code": {"commit": COMMITS[seed % 2], "dirty": seed % 2 == 1}}
     (run / "summary.json").write_text(json.dumps(summary))
     for variant in variants:
         out = run / "eval" / "arith-test" / variant

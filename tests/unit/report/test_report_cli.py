@@ -43,12 +43,14 @@ def test_runs_csv_rows_and_columns(report):
         rows = list(reader)
     assert reader.fieldnames == ["run", "method", "task", "student", "teacher", "eval", "variant",
                                  "divergence.beta", "seed", "metric", "accuracy", "self_bleu", "status", "steps",
-                                 "train_seconds"]
+                                 "train_seconds", "commit"]
     assert len(rows) == 13
     assert sum(r["method"] == "teacher" for r in rows) == 3
     by_run = {(r["run"], r["variant"]): r for r in rows}
     row = by_run[("supervised_kd-arith-tiny/divergence.beta=0.9,seed=1", "student")]
     assert (row["accuracy"], row["seed"], row["status"], row["train_seconds"]) == ("62.0", "1", "complete", "11.0")
+    assert row["commit"] == "fedcba9+"
+    assert by_run[("supervised_kd-arith-tiny/divergence.beta=0.9,seed=0", "student")]["commit"] == "0123456"
     partial = by_run[("gkd-arith-tiny/divergence.beta=0.1,seed=2", "")]
     assert (partial["status"], partial["accuracy"], partial["steps"]) == ("partial", "", "50")
 
@@ -56,6 +58,8 @@ def test_runs_csv_rows_and_columns(report):
 def test_report_md_tables_missing_runs_and_images(report):
     text = (report / "report.md").read_text()
     assert "| gkd | arith | tiny | 0.1 | arith-test | student | accuracy | 67.50 ± 2.12 | 1.50 | 2 | 0, 1 |" in text
+    rows = [line.split(" | ") for line in text.split("## Results")[1].split("## ")[0].splitlines() if "| student |" in line]
+    assert {row[-1].rstrip(" |") for row in rows} == {"0123456, fedcba9+"}  # every group names its commits
     assert "| teacher | arith | tiny |  | arith-test | teacher | accuracy | 80.00 ± 0.00 | 0.00 | 2 | 0, 1 |" in text
     missing = text.split("## Missing or partial runs")[1].split("## Plots")[0]
     assert "gkd-arith-tiny/divergence.beta=0.1,seed=2 | partial | no final/" in missing
