@@ -272,7 +272,8 @@ def _report(args: list[str]) -> int:
     return 0
 
 
-# DeepSpeed's engine owns backward and the optimizer step, which distill's loop does itself (SPEC §11).
+# DeepSpeed's engine owns backward and the optimizer step, which distill's loop does itself
+# (docs/design.md, More than one process).
 NOT_SHIPPED = {"zero2": "distill accelerate-config fsdp2, with fsdp_reshard_after_forward: false in a copy of it",
                "zero3": "distill accelerate-config fsdp2"}
 

@@ -1,4 +1,4 @@
-"""User-facing errors: one line naming what to fix (SPEC §9).
+"""User-facing errors: one line naming what to fix (docs/design.md, Errors).
 
 Entry points catch :class:`DistillError`, print ``error: <message>`` on one
 line and exit non-zero; anything else is a bug and keeps its traceback.

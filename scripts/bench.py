@@ -5,7 +5,7 @@
 
 Section 1, divergence kernels: forward + backward of every divergence on
 [B × T × V] logits, ours (chunked, closed-form gradient) against a naive
-full-materialisation reference written here from the SPEC formulas, and
+full-materialisation reference written here from the definitions (docs/methods.md), and
 against TRL's ``generalized_jsd_loss`` when ``trl`` is installed (the
 ``bench`` extra). Each measurement runs in a fresh child process so its peak
 memory is its own (CPU: peak RSS above the inputs; CUDA:
@@ -62,7 +62,7 @@ TRL_BETA = {"fkl": 0.0, "rkl": 1.0, "jsd(0.5)": 0.5}  # TRL's β=0 is KL(p‖q),
 
 
 def naive(kind: dict, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
-    """Per-token values straight from SPEC §4, every [tokens × vocab] intermediate materialised."""
+    """Per-token values straight from the definitions, every [tokens × vocab] intermediate materialised."""
     log_q, log_p = torch.log_softmax(student, -1), torch.log_softmax(teacher, -1)
     q, p = log_q.exp(), log_p.exp()
     name = kind["name"]

@@ -1,4 +1,4 @@
-"""scripts/bench.py section 4: steps/s with 1 and 2 processes (issue 12, SPEC §11), side by side in one run.
+"""scripts/bench.py section 4: steps/s with 1 and 2 processes (issue 12, docs/design.md, More than one process), side by side in one run.
 
 The same global batch every way: 1 process × micro-batch M × 2 accumulation steps, and ``torchrun
 --nproc_per_node 2`` × micro-batch M (DDP, and FSDP2), each ``distill train`` on the tiny presets with random

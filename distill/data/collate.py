@@ -22,7 +22,7 @@ class Encoded:
     target_ids: list[int]  # ends with EOS unless truncated away by max_target_length
     index: int = 0  # position in the training set: names the example's random stream (keyed_random)
     # The dataset's reference text: sequence rewards compare with it even when a method replaced
-    # target_ids with teacher outputs (SPEC §5).
+    # target_ids with teacher outputs (docs/design.md, Methods).
     reference: str | None = None
 
 

@@ -1,4 +1,6 @@
-"""`distill eval`: generate on a task split, write generations.jsonl and metrics.json (SPEC §7).
+"""`distill eval`: generate on a task split, write generations.jsonl and metrics.json.
+
+Contract: docs/design.md, Evaluation.
 
 Scoring reads only the generations file, so ``distill rescore FILE``
 recomputes metrics without a model.

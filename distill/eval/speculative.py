@@ -1,4 +1,6 @@
-"""`distill eval ckpt=TARGET eval.speculative.draft=DRAFT`: speculative decoding and its measures (SPEC §10).
+"""`distill eval ckpt=TARGET eval.speculative.draft=DRAFT`: speculative decoding and its measures.
+
+Contract: docs/design.md, Speculative decoding and OSD.
 
 Every request is decoded twice, one at a time and through the same runner
 code: speculatively (draft proposes k, target verifies), and by the target

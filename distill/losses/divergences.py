@@ -1,4 +1,4 @@
-"""Token-level divergences between student and teacher distributions (SPEC §4).
+"""Token-level divergences between student and teacher distributions (docs/design.md, Divergences).
 
 Pure functions on logits, student first, teacher second; the teacher is a
 fixed target (no gradient). Each returns per-token float32 values of the

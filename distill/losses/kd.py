@@ -1,7 +1,7 @@
 """Loss terms shared by the methods: cross-entropy, divergence to the teacher, REINFORCE.
 
 Each returns a ``Term`` (per-token values + the mask they live on); methods
-combine them, and the loop reduces each once (SPEC §3).
+combine them, and the loop reduces each once (docs/design.md, Reduction).
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def reinforce_term(view: TokenView, advantage: torch.Tensor, weight: float, samp
     """REINFORCE: −A·log q_T(y_t) on every output token; ``advantage`` is one detached scalar per sequence.
 
     The samples were drawn from q_T = softmax(z / T), so the score function is
-    ∇ log q_T, not that of the T = 1 model (SPEC §5): otherwise the estimate
+    ∇ log q_T, not that of the T = 1 model (docs/design.md, Methods): otherwise the estimate
     of ∇ E_{q_T}[r] is biased at T ≠ 1.
     """
     advantage = advantage.detach().to(view.mask.device)

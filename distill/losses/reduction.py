@@ -1,4 +1,4 @@
-"""The one reduction every loss goes through (SPEC §3).
+"""The one reduction every loss goes through (docs/design.md, Reduction).
 
 Per-token losses are summed over output tokens and divided by N, the number
 of output tokens in the whole optimizer step (all micro-batches of the

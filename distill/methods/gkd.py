@@ -25,6 +25,7 @@ from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
 from distill.losses.policy import leave_one_out_advantage
 from distill.losses.terms import LossTerms
+from distill.methods.base import SUM_PREFIX, WINDOW_PREFIX, Method
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos
 from distill.models.keyed_random import step_coin
@@ -32,7 +33,7 @@ from distill.models.keyed_random import step_coin
 METRICS = ("accuracy", "rouge", "bleu")  # the task metrics GKD+RL turns into sequence rewards
 
 
-class GKD:
+class GKD(Method):
     needs_teacher = True
 
     def __init__(self, divergence: dict, lmbda: float, seq_kd: bool, sampling_temperature: float, max_new_tokens: int,
@@ -81,8 +82,8 @@ class GKD:
         references = [i.reference.strip() if i.reference is not None else decode([i.target_ids])[0] for i in items]
         rewards = torch.tensor(sequence_rewards(self.reward_metric, decode(samples), references),
                                dtype=torch.float32, device=ctx.device)
-        # "sum/" entries are summed over the whole optimizer step by the loop ("window/" in every micro-batch).
-        return {"rewards": rewards, "sum/reward": rewards.sum(), "sum/sequences": torch.tensor(
+        # The trainer sums SUM_PREFIX entries over the whole optimizer step (WINDOW_PREFIX in every micro-batch).
+        return {"rewards": rewards, SUM_PREFIX + "reward": rewards.sum(), SUM_PREFIX + "sequences": torch.tensor(
             float(len(items)), device=ctx.device)}
 
     def loss_terms(self, batch, ctx) -> LossTerms:
@@ -90,7 +91,8 @@ class GKD:
         terms = {"kd": divergence_term(self.divergence, view, teacher_target(ctx, batch), weight=self.alpha)}
         stats = {"frac_on_policy": batch["on_policy"]}
         if "rewards" in batch:
-            advantage = leave_one_out_advantage(batch["rewards"], batch["window/reward"], batch["window/sequences"])
+            advantage = leave_one_out_advantage(batch["rewards"], batch[WINDOW_PREFIX + "reward"],
+                                                 batch[WINDOW_PREFIX + "sequences"])
             terms["pg"] = reinforce_term(view, advantage, 1.0 - self.alpha, self.sampling.sampling_temperature)
             stats["reward"] = batch["rewards"].mean()
         return LossTerms(terms, stats)

@@ -29,10 +29,11 @@ from distill.losses.divergences import rkl
 from distill.losses.kd import ce_term, shared_vocabulary, target_log_probs
 from distill.losses.policy import clipped_policy_gradient, discounted_future, importance_weights
 from distill.losses.terms import LossTerms, Term
+from distill.methods.base import Method
 from distill.models.forward import TokenView, token_view
 
 
-class MiniLLM:
+class MiniLLM(Method):
     needs_teacher = True
     # The teacher decodes token by token beside the student (mixture sampling): a sharded teacher is held
     # gathered for the whole generation, like the student (distill.train.distributed.gathered).

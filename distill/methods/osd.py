@@ -1,4 +1,6 @@
-"""Online speculative decoding (Liu et al., 2023; SPEC §10): distil the draft while it serves.
+"""Online speculative decoding (Liu et al., 2023): distil the draft while it serves.
+
+Contract: docs/design.md, Speculative decoding and OSD.
 
 The training split, in order, is a stream of requests (``data_order="stream"``;
 ``task.generator.shift`` switches distributions mid-stream). Each request is
@@ -30,14 +32,16 @@ from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term
 from distill.losses.terms import LossTerms
+from distill.methods.base import LOG_RECORDS, Method
 from distill.models.forward import token_view
 from distill.models.keyed_random import row_keys
 from distill.models.speculative import speculative_generate
 
 
-class OSD:
+class OSD(Method):
     needs_teacher = True
     prompts_only = True  # requests are prompts: the target decides every output token
+    single_stream = True  # one request stream, served in order: one process, update_interval requests a step
     data_order = "stream"  # the requests in their own order, not shuffled
 
     def __init__(self, divergence: dict, num_proposals: int, update_interval: int, positions: str,
@@ -76,7 +80,7 @@ class OSD:
         draft.train(was_training)
         batch = self._batch(list(self._replay) + served, ctx)
         self._replay.extend(served)
-        batch["log_records"] = records
+        batch[LOG_RECORDS] = records
         return batch
 
     def _weighted(self, result) -> list[tuple[int, torch.Tensor, float]]:

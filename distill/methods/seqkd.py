@@ -1,7 +1,7 @@
 """Sequence-level KD (Kim & Rush, 2016): cross-entropy on the teacher's own outputs.
 
 The teacher's outputs for every training prompt are generated once per
-(teacher, task split, decoding settings) and cached on disk (SPEC §5);
+(teacher, task split, decoding settings) and cached on disk (docs/design.md, Methods);
 training then needs no teacher pass at all.
 """
 
@@ -11,11 +11,12 @@ from distill.data.trajectories import teacher_outputs
 from distill.fields import check_count
 from distill.losses.kd import ce_term
 from distill.losses.terms import LossTerms
+from distill.methods.base import Method
 from distill.models.forward import token_view
 from distill.models.generation import Decoding
 
 
-class SeqKD:
+class SeqKD(Method):
     needs_teacher = True
     prompts_only = True  # the teacher writes the targets: any prompt will do
 

@@ -1,4 +1,4 @@
-"""SFT: cross-entropy on the dataset's outputs (SPEC §5).
+"""SFT: cross-entropy on the dataset's outputs (docs/design.md, Methods).
 
 Also the recipe that bootstraps tiny teachers and SFT-initialised students.
 """
@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from distill.losses.kd import ce_term
 from distill.losses.terms import LossTerms
+from distill.methods.base import Method
 from distill.models.forward import token_view
 
 
-class SFT:
+class SFT(Method):
     needs_teacher = False
     prompts_only = False  # trains on the dataset's targets: never on unlabelled prompts
 

@@ -1,7 +1,7 @@
 """Word-level supervised KD (Hinton et al., 2015; Kim & Rush, 2016): D(p, q) on the dataset's outputs.
 
 Loss per output token: D(p, q) from the divergence group, plus ``ce_weight`` × CE
-on the dataset token (SPEC §5).
+on the dataset token (docs/design.md, Methods).
 """
 
 from __future__ import annotations
@@ -11,10 +11,11 @@ from distill.fields import check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import ce_term, divergence_term
 from distill.losses.terms import LossTerms
+from distill.methods.base import Method
 from distill.models.forward import token_view
 
 
-class SupervisedKD:
+class SupervisedKD(Method):
     needs_teacher = True
     prompts_only = False  # the divergence is taken on the dataset's outputs
 

@@ -44,6 +44,7 @@ from distill.losses.avril import (Q_FORMS, TD_TARGETS, gaussian_kl_to_prior, gau
 from distill.losses.divergences import Divergence, rkl
 from distill.losses.kd import ce_term, divergence_term, shared_vocabulary
 from distill.losses.terms import LossTerms, Term
+from distill.methods.base import Method
 from distill.models.forward import token_view
 from distill.models.generation import Decoding
 from distill.models.keyed_random import step_coin
@@ -53,7 +54,7 @@ BASES = ("sft", "seqkd", "supervised_kd", "gkd")
 REWARD_SOURCES = ("head", "oracle", "rkl")
 
 
-class XKD:
+class XKD(Method):
     needs_teacher = True
 
     def __init__(self, base: str, divergence: dict, lmbda: float, sampling_temperature: float, max_new_tokens: int,

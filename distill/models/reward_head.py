@@ -1,4 +1,4 @@
-"""X-KD's heads (SPEC §6): the variational reward q_φ(r | s, a) = N(μ, σ²), and the potential Φ_ψ(s).
+"""X-KD's heads (docs/design.md, X-KD): the reward q_φ(r | s, a) = N(μ, σ²), and the potential Φ_ψ(s).
 
 Small on purpose (linear or one hidden layer). They read detached features,
 so they never back-propagate into either model's body. Trained with the

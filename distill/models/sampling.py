@@ -99,7 +99,7 @@ class TeacherMixture:
     sampling policy's own log-probabilities of each drawn token, log q_T and
     log p_T at the sampling temperature T, are kept too (``sampled()``):
     importance weights and rewards must use the distribution actually
-    sampled from (SPEC §5), from the student in eval mode (no dropout).
+    sampled from (docs/design.md, Methods), from the student in eval mode (no dropout).
     """
 
     def __init__(self, teacher, prompts: dict[str, torch.Tensor], teacher_mix: float, sampling_temperature: float,

@@ -1,4 +1,6 @@
-"""Speculative decoding (Leviathan et al., 2023; Chen et al., 2023; SPEC §10), one request at a time.
+"""Speculative decoding (Leviathan et al., 2023; Chen et al., 2023), one request at a time.
+
+Contract: docs/design.md, Speculative decoding and OSD.
 
 The draft q proposes up to k tokens autoregressively (it stops after proposing
 EOS: nothing after an EOS is ever output); the target p scores all proposals

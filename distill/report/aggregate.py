@@ -13,32 +13,17 @@ from collections import defaultdict
 
 from distill.errors import DataError
 from distill.provenance import short
+from distill.settings_keys import NON_RESULT_KEYS, covers
 
 TEACHER = "teacher"
-# Display and colour order of the known methods (conf/method/*.yaml); others follow by name.
-METHODS = ("teacher", "sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd")
+# Display and colour order of the known methods: every conf/method/*.yaml (a test checks); others follow by name.
+METHODS = ("teacher", "sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd", "osd")
 # Mirrors distill.metrics.METRIC_KEYS (importing that pulls in the scorers); a test checks they agree.
 METRIC_KEYS = {"accuracy": ("accuracy",), "bleu": ("bleu",), "rouge": ("rouge1", "rouge2", "rougeL")}
 # The number a metric is summarised by; ROUGE-2 as in the GKD paper (and the gkd reward).
 MAIN_KEY = {"accuracy": "accuracy", "bleu": "bleu", "rouge": "rouge2"}
-# Runs are grouped (and their scores averaged over seeds) by their whole resolved config except the
-# seed and the keys below, which cannot change what a run learns. This is the one place they are listed.
-NON_RESULT_KEYS = (
-    "seed",
-    # how the run is operated, observed and stored
-    "trainer.device", "trainer.progress", "trainer.progress_interval", "trainer.resume", "trainer.resume_from",
-    "trainer.log_every", "trainer.eval_every", "trainer.eval_batches", "trainer.save_every",
-    "trainer.keep_checkpoints", "eval", "logger", "cache_dir",
-    # placement across processes (the same update, up to float order: tested)
-    "trainer.distributed", "teacher.sharding",
-    # losses from hidden states and the projection instead of full logits (the same values: tested)
-    "fused_linear",
-    # batching of generation and chunking of the divergence kernels (results do not depend on them: tested)
-    "teacher_generation.batch_size", "method.generation_batch_size", "divergence.chunk_size", "method.chunk_size",
-    # copies of other groups inside the method node (method.divergence = divergence, teacher_decoding =
-    # teacher_generation.decoding) and the class path
-    "method._target_", "method.divergence", "method.teacher_decoding",
-)
+# Runs are grouped (and their scores averaged over seeds) by their whole resolved config except the seed and
+# the settings that cannot change what a run learns (distill/settings_keys.py).
 # Methods that never load a teacher: its settings cannot change their results.
 WITHOUT_TEACHER = {"sft"}
 GROUP_FIELDS = ("task", "method", "model", "eval", "variant", "metric")
@@ -57,7 +42,7 @@ def method_name(run: dict) -> str:
 
 
 def _ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NON_RESULT_KEYS)
+    return covers(NON_RESULT_KEYS, key)
 
 
 def hyperparameters(config: dict) -> dict:

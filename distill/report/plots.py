@@ -24,9 +24,9 @@ from distill.report.series import format_value, short_names
 
 # One colour per method in every figure of every report: tab10, fixed by name.
 TAB10 = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf"]
-FIXED = {"sft": 0, "supervised_kd": 1, "seqkd": 2, "gkd": 3, "minillm": 4, "xkd": 5, "teacher": 7}
+FIXED = {"sft": 0, "supervised_kd": 1, "seqkd": 2, "gkd": 3, "minillm": 4, "xkd": 5, "osd": 6, "teacher": 7}
 # Methods not known here get a colour from their name's hash, so it does not depend on the other runs.
-OTHERS = [TAB10[6], TAB10[8], TAB10[9], "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
+OTHERS = [TAB10[8], TAB10[9], "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 LINESTYLES = ["-", "--", "-.", ":"]
 
 

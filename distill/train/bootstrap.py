@@ -25,6 +25,7 @@ from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
 from distill.io import build_once
 from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model, load_tokenizer
 from distill.models.tokenizer import build_tokenizer
+from distill.settings_keys import BOOTSTRAP_IGNORED
 from distill.train.checkpoint import list_checkpoints
 from distill.train.loop import Context, Trainer, TrainerSettings
 
@@ -96,9 +97,7 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
     if task.get("generator") and task["generator"].get("shift", 0) is None:
         task["generator"] = {k: v for k, v in task["generator"].items() if k != "shift"}
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
-    semantic = {k: v for k, v in asdict(recipe).items()
-                if k not in ("device", "log_every", "eval_every", "eval_batches", "save_every", "keep_checkpoints", "resume",
-                             "resume_from", "progress", "progress_interval")}
+    semantic = {k: v for k, v in asdict(recipe).items() if k not in BOOTSTRAP_IGNORED}
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
     blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab,
                        "seed": sources.bootstrap_seed},

@@ -1,4 +1,6 @@
-"""More than one process (SPEC §11): everything rank-aware lives here; methods and losses never ask.
+"""More than one process: everything rank-aware lives here; methods and losses never ask.
+
+Contract: docs/design.md, More than one process.
 
 ``distill train`` is launched unchanged by ``torchrun``, ``accelerate launch`` or a SLURM job. The launcher's
 environment says how many processes there are (``WORLD_SIZE``/``RANK``/``LOCAL_RANK``; under SLURM without a
@@ -212,7 +214,7 @@ def check_teacher_sharding(value) -> None:
 
 def check_single_stream(method, world: int) -> None:
     """Before anything starts: a method serving one request stream runs in one process."""
-    if world > 1 and getattr(method, "examples_per_step", None):
+    if world > 1 and method.single_stream:
         raise ConfigError(f"method {type(method).__name__.lower()} serves one request stream and runs in one process; "
                           "launch it without torchrun/accelerate (WORLD_SIZE=1)")
 

@@ -26,7 +26,7 @@ from distill.data.collate import Encoded, collate
 from distill.errors import ConfigError, Interrupted, TrainingDiverged
 from distill.fields import check_choice, check_count, check_field_types, check_range
 from distill.io import read_manifest, remove_temporaries
-from distill.losses.reduction import reduce_tokens
+from distill.methods.base import LOG_RECORDS, SUM_PREFIX, WINDOW_PREFIX
 from distill.train import checkpoint as ckpt
 from distill.train import distributed as D
 from distill.train.faults import fault, kill_point
@@ -131,17 +131,19 @@ def _to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str
 
 
 def _window_totals(micro: list[dict[str, torch.Tensor]], dist_: D.Dist | None = None) -> dict[str, torch.Tensor]:
-    """Token counts N per mask and the method's ``sum/`` totals, over the whole window of every rank (SPEC §3).
+    """Token counts N per mask and the method's ``sum/`` totals, over the whole window of every rank
+    (docs/design.md, Reduction).
 
     Counted after generation replaced the outputs. The ``sum/`` totals are put
     back into every micro-batch as ``window/<name>``.
     """
     dist_ = dist_ or D.Dist()
-    keys = sorted({key for batch in micro for key in batch if key.endswith("loss_mask") or key.startswith("sum/")})
+    keys = sorted({key for batch in micro for key in batch if key.endswith("loss_mask") or key.startswith(SUM_PREFIX)})
     totals = {key: dist_.sum(sum(b[key].sum() for b in micro if key in b)) for key in keys}
     counts = {key: value.clamp(min=1) for key, value in totals.items() if key.endswith("loss_mask")}
     for batch in micro:
-        batch.update({"window/" + key[4:]: value for key, value in totals.items() if key.startswith("sum/")})
+        batch.update({WINDOW_PREFIX + key.removeprefix(SUM_PREFIX): value for key, value in totals.items()
+                      if key.startswith(SUM_PREFIX)})
     return counts
 
 
@@ -184,7 +186,7 @@ class Trainer:
             return 0, branch
         step, method_state = ckpt.load_training_state(source, self.ctx.student, self.optimizer, self.scheduler,
                                                       self.ctx.extra_modules, self.dist)
-        if method_state is not None and hasattr(self.method, "load_state_dict"):
+        if method_state is not None:
             self.method.load_state_dict(method_state)  # OSD's replay buffer
         self._apply_settings(step)
         self.previous_seconds = float((read_manifest(source) or {}).get("train_seconds", 0.0))
@@ -205,25 +207,24 @@ class Trainer:
 
     def _window_sizes(self) -> tuple[int, int]:
         """(examples per optimizer step on all ranks, per micro-batch); a method may fix them (OSD: its update
-        interval). Global batch = micro_batch_size × grad_accum_steps × world size (SPEC §11)."""
-        fixed = getattr(self.method, "examples_per_step", None)
-        if fixed:
-            return fixed, fixed
+        interval). Global batch = micro_batch_size × grad_accum_steps × world size (docs/design.md,
+        More than one process)."""
+        if self.method.single_stream:
+            return self.method.examples_per_step, self.method.examples_per_step
         return self.s.micro_batch_size * self.s.grad_accum_steps * self.dist.world, self.s.micro_batch_size
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
         window, micro_size = self._window_sizes()
-        order = getattr(self.method, "data_order", "shuffled")
-        start = getattr(self.method, "stream_start", 0)
-        indices = step_indices(step, window, len(self.train_data), self.seed, order, start)
+        indices = step_indices(step, window, len(self.train_data), self.seed, self.method.data_order,
+                               self.method.stream_start)
         # Each rank takes its own contiguous part of the global window; positions (which key every sample)
         # stay global, so samples and the update do not depend on the world size.
         local = window // self.dist.world
         first = self.dist.rank * local
         self.ctx.student.train()
         self.ctx.step = step
-        decoding_teacher = self.ctx.teacher if getattr(self.method, "teacher_decodes", False) else None
+        decoding_teacher = self.ctx.teacher if self.method.teacher_decodes else None
         micro = []
         for start in range(first, first + local, micro_size):
             items = [self.train_data[i] for i in indices[start : min(start + micro_size, first + local)]]
@@ -231,7 +232,7 @@ class Trainer:
             with torch.no_grad(), self._autocast(), D.gathered(self.dist, self.ctx.student, decoding_teacher):
                 micro.append(self.method.trajectories(items, self.ctx))
         # Per-example records a method reports (OSD: per-request acceptance), logged as they are.
-        self._records = [record for batch in micro for record in batch.pop("log_records", [])]
+        self._records = [record for batch in micro for record in batch.pop(LOG_RECORDS, [])]
         counts = _window_totals(micro, self.dist)
         totals: dict[str, torch.Tensor] = {}
         trained = [self.ctx.student, *self.ctx.extra_modules.values()]
@@ -239,10 +240,9 @@ class Trainer:
             D.set_gradient_sync(self.dist, trained, index == len(micro) - 1)
             with self._autocast():
                 out = self.method.loss_terms(batch, self.ctx)
-                loss = torch.zeros((), device=self.ctx.device)
-                for name, term in out.terms.items():
-                    value = reduce_tokens(term.per_token, term.mask, counts[term.count_key])
-                    loss = loss + term.weight * value
+                reduced = out.reduced(counts)
+                loss = out.total(reduced)
+                for name, value in reduced.items():
                     totals[f"loss/{name}"] = totals.get(f"loss/{name}", 0.0) + value.detach()
                 for name, value in out.stats.items():
                     totals[name] = totals.get(name, 0.0) + value.detach().float() / len(micro)
@@ -396,7 +396,7 @@ class Trainer:
         info = {"max_abs_weight": peak, "loss": loss, "branch_from": self.branch_from,
                 "train_seconds": self.train_seconds(), **D.layout(self.dist)}
         origin = self.branch_from.split("@")[0] if self.branch_from else None
-        method_state = self.method.state_dict() if hasattr(self.method, "state_dict") else None
+        method_state = self.method.state_dict()
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
                                     self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin,
                                     method_state, full)

@@ -34,11 +34,11 @@ from pathlib import Path
 
 from distill.errors import ConfigError, ModelError
 from distill.io import atomic_write_bytes, read_manifest, verify_manifest
+from distill.settings_keys import OPTIMIZER_FIELDS
 from distill.train.checkpoint import STEP_DIR, check_loadable, list_checkpoints
 
 log = logging.getLogger(__name__)
 
-OPTIMIZER_FIELDS = ("lr", "weight_decay", "adam_betas", "warmup_steps", "lr_schedule", "min_lr_ratio", "max_grad_norm")
 
 
 @dataclass

@@ -24,6 +24,7 @@ from distill.models.load import check_pair, check_same_vocabulary, parameter_cou
 from distill.io import atomic_write_text
 from distill.provenance import code_version
 from distill.rundir import RunDir
+from distill.settings_keys import OPTIMIZER_KEYS, RESUME_IGNORED
 from distill.train import distributed as D
 from distill.train import resume
 from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
@@ -33,14 +34,6 @@ from distill.train.schedule import used_indices
 
 log = logging.getLogger(__name__)
 
-# Keys that may differ when a run is resumed (they change nothing already trained).
-RESUME_IGNORED = ("trainer.resume", "trainer.resume_from", "trainer.progress", "trainer.progress_interval",
-                  "trainer.log_every",
-                  "trainer.max_steps", "trainer.device", "trainer.distributed", "teacher.sharding", "fused_linear", "eval", "logger",
-                  "cache_dir")
-# Optimiser settings a run may change when it continues from a chosen checkpoint (trainer.resume_from).
-OPTIMIZER_KEYS = ("trainer.lr", "trainer.weight_decay", "trainer.adam_betas", "trainer.warmup_steps",
-                  "trainer.lr_schedule", "trainer.min_lr_ratio", "trainer.max_grad_norm")
 
 
 def run_dir() -> Path:
@@ -177,13 +170,13 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
                  type(method).__name__, len(train_data), task.labeled_fraction)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
     ctx.seed = cfg.seed
-    if hasattr(method, "setup"):  # method-owned trajectories (teacher outputs) and modules (reward head)
-        # Modules a method creates (X-KD's heads) start from the run's seed, not from whatever state earlier
-        # jobs of this process (a parallel sweep's worker) left the global generator in.
-        torch.manual_seed(cfg.seed)
-        window = settings.micro_batch_size * settings.grad_accum_steps * world  # the global batch
-        used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
-        train_data = method.setup(ctx, train_data, settings.progress, used)
+    # Method-owned trajectories (teacher outputs) and modules (reward head). Modules a method creates (X-KD's
+    # heads) start from the run's seed, not from whatever state earlier jobs of this process (a parallel sweep's
+    # worker) left the global generator in; the trainer seeds again before step 1.
+    torch.manual_seed(cfg.seed)
+    window = settings.micro_batch_size * settings.grad_accum_steps * world  # the global batch
+    used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
+    train_data = method.setup(ctx, train_data, settings.progress, used)
     return _Job(ctx, train_data, val_data, sources)
 
 

@@ -1,4 +1,4 @@
-"""More than one process (issue 12, SPEC §11): 2 CPU processes (gloo) against 1 process with accumulation.
+"""More than one process (issue 12, docs/design.md, More than one process): 2 CPU processes (gloo) against 1 process with accumulation.
 
 ``torchrun --nproc_per_node 2`` × micro-batch 4 must make the same updates as one process × micro-batch 4 ×
 2 accumulation steps, for every method (on-policy ones included: samples are keyed by example, not by rank), with

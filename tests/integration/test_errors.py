@@ -1,4 +1,4 @@
-"""SPEC §9: bad input gets one clear line naming what to fix and a non-zero exit."""
+"""docs/design.md, Errors: bad input gets one clear line naming what to fix and a non-zero exit."""
 
 from __future__ import annotations
 

@@ -118,7 +118,7 @@ def draft_run(tmp_path_factory, cache_dir):
 
 
 def test_speculative_eval_writes_its_measures_beside_an_identical_task_metric(trained_run, draft_run, capsys):
-    """SPEC §10: eval with a draft; greedy speculative outputs equal the target's own, so the metric does too."""
+    """docs/design.md, Speculative decoding and OSD: eval with a draft; greedy speculative outputs equal the target's own, so the metric does too."""
     arith = ["task.generator.sizes.train=300", "task.generator.sizes.test=6", "task.generator.sizes.validation=4",
              "eval.max_new_tokens=16"]
     assert _eval(trained_run, *arith, f"eval.speculative.draft={draft_run}", "eval.speculative.num_proposals=3",

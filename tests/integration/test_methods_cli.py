@@ -78,7 +78,7 @@ def test_seqkd_and_gkd_rl_with_k_sampled_teacher_outputs_per_prompt(tmp_path, ca
 
 
 def test_osd_serves_the_stream_logs_alpha_per_request_and_resumes_mid_stream(tmp_path, cache_dir):
-    """SPEC §10: per-request α in metrics.jsonl; a kill mid-stream resumes to the same draft (replay included)."""
+    """docs/design.md, Speculative decoding and OSD: per-request α in metrics.jsonl; a kill mid-stream resumes to the same draft (replay included)."""
     from safetensors.torch import load_file
 
     from .conftest import cli_subprocess

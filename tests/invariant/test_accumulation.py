@@ -1,4 +1,4 @@
-"""SPEC §3: the update depends on the optimizer step's examples, not on how they are split."""
+"""docs/design.md, Reduction: the update depends on the optimizer step's examples, not on how they are split."""
 
 from __future__ import annotations
 

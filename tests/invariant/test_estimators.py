@@ -1,4 +1,4 @@
-"""SPEC §5: policy-gradient estimators are unbiased at sampling temperature T ≠ 1.
+"""docs/design.md, Methods: policy-gradient estimators are unbiased at sampling temperature T ≠ 1.
 
 On a 6-token vocabulary the exact objective is enumerable: every output of
 length ≤ 2. The Monte Carlo mean of the methods' own gradients over K
@@ -18,7 +18,6 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.data.collate import Encoded
-from distill.losses.reduction import reduce_tokens
 from distill.train.loop import Context, _window_totals
 
 from .test_methods import gkd, minillm
@@ -61,7 +60,7 @@ def _estimates(method, ctx, steps: int, batch: int) -> list[tuple[torch.Tensor, 
             trajectories = method.trajectories(items, ctx)
         counts = _window_totals([trajectories])
         terms = method.loss_terms(trajectories, ctx)
-        loss = sum(t.weight * reduce_tokens(t.per_token, t.mask, counts[t.count_key]) for t in terms.terms.values())
+        loss = terms.total(terms.reduced(counts))
         ctx.student.zero_grad()
         loss.backward()
         out.append((_flat_grad(ctx.student), float(counts["loss_mask"])))

@@ -18,10 +18,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from distill.methods.seqkd import SeqKD
 from distill.methods.sft import SFT
 from distill.methods.supervised_kd import SupervisedKD
 
-from .conftest import DIVERGENCE
+from .conftest import DECODING, DIVERGENCE
 from .test_methods import _trainer, gkd, minillm, xkd
 
 SYNCING = ("item", "__bool__", "__float__", "__int__", "__index__", "tolist", "cpu", "numpy")
@@ -51,6 +52,7 @@ def host_syncs(monkeypatch):
 
 METHODS = {
     "sft": (SFT, set()),
+    "seqkd": (lambda: SeqKD(DECODING, 4), set()),  # the teacher's outputs are generated in setup, not in a step
     "supervised_kd": (lambda: SupervisedKD(DIVERGENCE, 0.5), set()),
     "gkd": (lambda: gkd(lmbda=1.0, max_new_tokens=20), {"sampling.py"}),
     "minillm": (lambda: minillm(max_new_tokens=20), {"sampling.py"}),

@@ -8,7 +8,6 @@ import pytest
 import torch
 
 from distill.losses.divergences import rkl
-from distill.losses.reduction import reduce_tokens
 from distill.methods.gkd import GKD
 from distill.methods.minillm import MiniLLM
 from distill.methods.seqkd import SeqKD
@@ -43,15 +42,14 @@ def minillm(**kw):
 
 def loss_and_grads(method, ctx, items, seed=0):
     """Σ weight·term over one batch (N = its own tokens) and the student's gradients."""
-    if hasattr(method, "setup"):
-        items = method.setup(ctx, items, progress=False)
+    items = method.setup(ctx, items, progress=False)
     torch.manual_seed(seed)
     ctx.seed = seed
     with torch.no_grad():
         batch = method.trajectories(items, ctx)
     counts = _window_totals([batch])
     out = method.loss_terms(batch, ctx)
-    loss = sum(t.weight * reduce_tokens(t.per_token, t.mask, counts[t.count_key]) for t in out.terms.values())
+    loss = out.total(out.reduced(counts))
     ctx.student.zero_grad()
     loss.backward()
     grads = {n: p.grad.clone() for n, p in ctx.student.named_parameters() if p.grad is not None}
@@ -98,8 +96,7 @@ def test_reward_head_changes_nothing_in_the_student_when_alpha_and_eta_are_zero(
     with torch.no_grad():
         batch = method.trajectories(items, ctx)
     out = method.loss_terms(batch, ctx)
-    n = batch["loss_mask"].sum()
-    loss = sum(t.weight * reduce_tokens(t.per_token, t.mask, n) for t in out.terms.values())
+    loss = out.total(out.reduced(_window_totals([batch])))
     ctx.student.zero_grad()
     loss.backward()
     assert_same_grads(first, {n_: p.grad for n_, p in ctx.student.named_parameters() if p.grad is not None})
@@ -161,8 +158,7 @@ def _trainer(method, ctx, items, micro, accum, tmp_path):
 
     from .test_accumulation import _settings
 
-    if hasattr(method, "setup"):
-        items = method.setup(ctx, items, progress=False)
+    items = method.setup(ctx, items, progress=False)
     return Trainer(method, ctx, items, [], _settings(micro, accum), tmp_path / f"{micro}x{accum}", 0, None, {})
 
 
@@ -191,7 +187,7 @@ def _step_grads(method, make_ctx, items, tmp_path, micro, accum):
 
 @pytest.mark.parametrize("name", DETERMINISTIC + sorted(ON_POLICY))
 def test_micro_batch_times_accumulation_for_every_method(make_ctx, items, tmp_path, monkeypatch, name):
-    """SPEC §3: 4×1, 2×2 and 1×4 give one update, on-policy methods included: samples are keyed by
+    """docs/design.md, Reduction: 4×1, 2×2 and 1×4 give one update, on-policy methods included: samples are keyed by
     (seed, step, example), the GKD coin is one per step, GKD+RL's baseline spans the window."""
     import distill.metrics
 

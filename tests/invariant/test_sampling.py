@@ -143,8 +143,7 @@ def test_the_teacher_runs_once_per_batch(make_ctx, items, name):
     build, expected = METHODS[name]
     ctx = make_ctx()
     method = build()
-    if hasattr(method, "setup"):
-        items = method.setup(ctx, items, progress=False)  # SeqKD's cached outputs are made here, once per run
+    items = method.setup(ctx, items, progress=False)  # SeqKD's cached outputs are made here, once per run
     ctx.teacher = _CountingTeacher(ctx.teacher)
     for _ in range(2):
         before = ctx.teacher.passes

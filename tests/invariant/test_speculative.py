@@ -1,4 +1,4 @@
-"""Speculative decoding (SPEC §10): exactly the target's output, greedy and in distribution."""
+"""Speculative decoding (docs/design.md, Speculative decoding and OSD): exactly the target's output, greedy and in distribution."""
 
 from __future__ import annotations
 

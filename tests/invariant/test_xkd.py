@@ -1,4 +1,4 @@
-"""X-KD revision 2 invariants through the real method and models (SPEC §6)."""
+"""X-KD revision 2 invariants through the real method and models (docs/design.md, X-KD)."""
 
 from __future__ import annotations
 
@@ -125,7 +125,7 @@ class _FixedHead(torch.nn.Module):
 
 
 def test_on_policy_alpha_term_gradient_matches_alpha_times_reverse_kl():
-    """SPEC §6: with μ = log p and σ = 1, E over on-policy y of the α-term gradient = α·∇KL(q ‖ p)."""
+    """docs/design.md, X-KD: with μ = log p and σ = 1, E over on-policy y of the α-term gradient = α·∇KL(q ‖ p)."""
     ctx, alpha = _ctx(), 0.5
     method = xkd(base="gkd", lmbda=1.0, alpha=alpha, max_new_tokens=1)
     from distill.data.collate import Encoded

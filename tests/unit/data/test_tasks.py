@@ -181,7 +181,7 @@ def test_unknown_split_raises_config_error(make_task_spec):
 
 
 # ---------------------------------------------------------------------------
-# bad local data: one clear DataError naming what to fix (SPEC §9)
+# bad local data: one clear DataError naming what to fix (docs/design.md, Errors)
 
 
 def test_malformed_jsonl_names_file_and_line(make_task_spec, tmp_path):

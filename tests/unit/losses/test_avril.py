@@ -1,4 +1,4 @@
-"""X-KD revision 2 pieces (SPEC §6) on hand-computed values and invariances, as pure functions."""
+"""X-KD revision 2 pieces (docs/design.md, X-KD) on hand-computed values and invariances, as pure functions."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Every divergence against hand-computed values and an independent float64 reference (SPEC §4)."""
+"""Every divergence against hand-computed values and an independent float64 reference (docs/design.md, Divergences)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def _mix(log_a, log_b, w):
 
 
 def reference(name, student, teacher, tau=1.0, beta=0.5, skew=0.1, normalize=False):
-    """Straight from SPEC §4, float64, whole vocabulary at once."""
+    """Straight from docs/design.md, Divergences, float64, whole vocabulary at once."""
     log_q, log_p = _ref_log(student, tau), _ref_log(teacher, tau)
     if name == "fkl":
         return _kl(log_p, log_q)

@@ -61,13 +61,18 @@ def test_bad_teacher_sharding_is_refused():
 
 
 def test_stream_methods_refuse_several_processes():
-    class Stream:  # what the loop reads from OSD: a fixed number of requests per update
-        examples_per_step = 8
+    from distill.methods.base import Method
+    from distill.methods.sft import SFT
 
-    D.check_single_stream(Stream(), 1)
-    with pytest.raises(ConfigError, match="serves one request stream and runs in one process"):
-        D.check_single_stream(Stream(), 2)
-    D.check_single_stream(object(), 2)
+    class Stream(Method):  # what the runner reads from OSD: the explicit single-stream flag
+        needs_teacher, prompts_only, single_stream, examples_per_step = True, True, True, 8
+        trajectories = loss_terms = None
+
+    stream = Stream()
+    D.check_single_stream(stream, 1)
+    with pytest.raises(ConfigError, match="method stream serves one request stream and runs in one process"):
+        D.check_single_stream(stream, 2)
+    D.check_single_stream(SFT(), 2)
 
 
 def test_a_checkpoint_resumes_under_the_layout_that_wrote_it(tmp_path):
