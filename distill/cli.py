@@ -130,7 +130,6 @@ def _run_hydra(job, config_name: str, overrides: list[str]) -> int:
     from hydra.core.global_hydra import GlobalHydra
 
     from distill.config import config_dir, register_resolvers
-
     from distill.rundir import forget_existing, remove_created_if_empty
 
     register_resolvers()

@@ -41,6 +41,16 @@ def run_id(override_dirname: str) -> str:
     return safe if len(safe) <= 120 else safe[:100] + "-" + hashlib.sha256(safe.encode()).hexdigest()[:12]
 
 
+def eval_dir(ckpt: str, task: str, split: str, variant: str) -> str:
+    """Where `distill eval` writes: beside the run that produced the checkpoint when there is one."""
+    path = Path(ckpt).expanduser()
+    run = path.parent if path.name == "final" else path.parent.parent if path.parent.name == "checkpoints" else path
+    name = f"{task}-{split}" + (f"-{path.name}" if path.parent.name == "checkpoints" else "")
+    if not run.is_dir():
+        return str(Path("outputs") / "eval" / run_id(str(ckpt)) / name / run_id(variant))
+    return str(run / "eval" / name / run_id(variant))
+
+
 MIN_POSITIONS = 256  # the tiny presets' position window on the default task (arith: 128 + 96 tokens)
 
 
@@ -53,8 +63,6 @@ def positions(max_source_length: int, max_target_length: int) -> int:
 
 
 def register_resolvers() -> None:
-    from distill.eval.entry import eval_dir
-
     for name, fn in (("distill.run_id", run_id), ("distill.eval_dir", eval_dir), ("distill.positions", positions)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)

@@ -32,7 +32,6 @@ import importlib.util
 import json
 import multiprocessing as mp
 import platform
-import resource
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_steps, bench_trl, bench_setup
 
+from bench_memory import PeakRSS, rss_mib  # noqa: E402
 from distill.losses import divergences as D  # noqa: E402
 
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
@@ -101,11 +101,6 @@ def _inputs(shape, device, dtype, seed=0):
     return student, teacher
 
 
-def _rss_mib() -> float:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
-
-
 def _child(variant: str, div: str, shape, device: str, dtype: str, chunk_size: int, repeats: int, queue) -> None:
     """One variant in a fresh process: median time and peak memory above the inputs."""
     torch.set_num_threads(torch.get_num_threads())
@@ -130,8 +125,8 @@ def _child(variant: str, div: str, shape, device: str, dtype: str, chunk_size: i
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base = _rss_mib()
-    sampler = _PeakRSS() if device != "cuda" else None
+        base = rss_mib()
+    sampler = PeakRSS() if device != "cuda" else None
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -143,27 +138,6 @@ def _child(variant: str, div: str, shape, device: str, dtype: str, chunk_size: i
     else:
         peak = sampler.stop() - base
     queue.put({"time": statistics.median(times), "peak_mib": max(peak, 0.0)})
-
-
-class _PeakRSS:
-    """Samples this process's RSS every millisecond (torch ops release the GIL)."""
-
-    def __init__(self):
-        import threading
-
-        self.peak, self._stop = _rss_mib(), threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _rss_mib())
-            time.sleep(0.001)
-
-    def stop(self) -> float:
-        self._stop.set()
-        self._thread.join()
-        return max(self.peak, _rss_mib())
 
 
 def measure(variant, div, shape, device, dtype, chunk_size, repeats) -> dict:

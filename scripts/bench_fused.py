@@ -16,6 +16,7 @@ import statistics
 import time
 
 import torch
+
 from bench_trl import _run  # one variant in a fresh spawned process, its result through a queue
 
 HEADS = {  # name: (student hidden, teacher hidden, vocabulary)
@@ -52,7 +53,7 @@ def _loss(variant, kind, chunk_size, sh, sw, th, tw, mask):
 
 
 def _child(variant, kind, dims, tokens, device, dtype, chunk_size, repeats, queue) -> None:
-    from bench import _PeakRSS, _rss_mib
+    from bench_memory import PeakRSS, rss_mib
 
     sh, sw, th, tw = _inputs(*dims, tokens, device, getattr(torch, dtype))
     mask = torch.ones(tokens, device=device)
@@ -69,7 +70,7 @@ def _child(variant, kind, dims, tokens, device, dtype, chunk_size, repeats, queu
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
     else:
-        base, sampler = _rss_mib(), _PeakRSS()
+        base, sampler = rss_mib(), PeakRSS()
     times = []
     for _ in range(repeats):
         start = time.perf_counter()

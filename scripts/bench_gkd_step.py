@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 
 import torch
+
 from bench_trl import _ours, _run, _trl
 
 # Qwen/Qwen2.5-0.5B and Qwen/Qwen2.5-1.5B config.json (24 and 28 layers there).

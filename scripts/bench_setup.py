@@ -18,7 +18,8 @@ from hydra import compose, initialize_config_dir
 from distill import config as C
 from distill.train.bootstrap import bootstrap_key, bootstrap_recipe, initial_model, initial_tokenizer, prepare_model
 from distill.train.loop import Context, resolve_device
-from distill.train.run import instantiate_method, model_sources
+from distill.train.run import instantiate_method
+from distill.train.sources import model_sources
 
 logging.getLogger("distill").setLevel(logging.WARNING)
 

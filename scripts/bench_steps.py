@@ -88,7 +88,6 @@ def _instrument(timer: Breakdown, trainer) -> None:
 
 def _child(method: str, steps: int, warmup: int, max_train: int, device: str, queue) -> None:
     from bench_setup import build
-
     from distill import config as C
     from distill.train.loop import Trainer
 

@@ -17,8 +17,8 @@ from distill.data.arith import generate_splits, generator_spec
 from distill.data.lingua import LinguaSpec, generate_lingua, lingua_spec
 from distill.errors import ConfigError, DataError
 from distill.fields import check_choice, check_count, check_field_types, check_keys, check_range
-from distill.models.generation import Decoding
 from distill.io import read_jsonl
+from distill.models.generation import Decoding
 
 log = logging.getLogger(__name__)
 

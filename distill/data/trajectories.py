@@ -15,7 +15,7 @@ from filelock import FileLock
 from distill.data.collate import Encoded, collate_prompts, generated_batch
 from distill.io import atomic_write_jsonl, read_jsonl
 from distill.models.generation import Decoding, cut_at_eos, generate_ids
-from distill.models.keyed_random import row_keys
+from distill.models.keyed_random import row_keys, step_coin
 from distill.models.load import weights_fingerprint
 from distill.models.sampling import TeacherMixture, decode
 from distill.train.progress import progress_bar
@@ -92,6 +92,17 @@ def _sample_batch(ctx, items: list[Encoded], max_new_tokens: int, sampling_tempe
 def student_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float) -> dict[str, torch.Tensor]:
     """The batch of on-policy outputs y ~ q_θ(·|x) (no gradient through sampling), built on the device."""
     return _sample_batch(ctx, items, max_new_tokens, sampling_temperature)
+
+
+def gkd_outputs(ctx, items: list[Encoded], lmbda: float, max_new_tokens: int,
+                sampling_temperature: float) -> tuple[dict[str, torch.Tensor], bool]:
+    """GKD's choice of outputs for one optimizer step: with probability λ the student's own samples, else the
+    items' targets (dataset or teacher outputs). One coin per (seed, step), the same in every micro-batch and on
+    every rank (docs/design.md, Reduction). Returns (batch, on_policy); ``batch["on_policy"]`` records it."""
+    on_policy = step_coin(ctx.seed, ctx.step, lmbda, "gkd_on_policy")
+    batch = student_samples(ctx, items, max_new_tokens, sampling_temperature) if on_policy else ctx.collate(items)
+    batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
+    return batch, on_policy
 
 
 def mixture_samples(ctx, items: list[Encoded], max_new_tokens: int, sampling_temperature: float,

@@ -23,16 +23,6 @@ from distill.train.loop import resolve_device
 log = logging.getLogger(__name__)
 
 
-def eval_dir(ckpt: str, task: str, split: str, variant: str) -> str:
-    """Where `distill eval` writes: beside the run that produced the checkpoint when there is one."""
-    path = Path(ckpt).expanduser()
-    run = path.parent if path.name == "final" else path.parent.parent if path.parent.name == "checkpoints" else path
-    name = f"{task}-{split}" + (f"-{path.name}" if path.parent.name == "checkpoints" else "")
-    if not run.is_dir():
-        return str(Path("outputs") / "eval" / C.run_id(str(ckpt)) / name / C.run_id(variant))
-    return str(run / "eval" / name / C.run_id(variant))
-
-
 def settings(cfg: DictConfig) -> EvalSettings:
     return C.eval_settings(cfg.eval)
 
@@ -59,7 +49,7 @@ def evaluate_checkpoint(cfg: DictConfig) -> dict:
         log.info("evaluating %d runs under %s", len(runs), cfg.ckpt)
         results = {}
         for run_path in runs:
-            out_dir = Path(eval_dir(str(run_path / "final"), task.name, eval_settings.split, variant))
+            out_dir = Path(C.eval_dir(str(run_path / "final"), task.name, eval_settings.split, variant))
             results[str(run_path)] = _evaluate_one(cfg, task, eval_settings, run_path / "final", out_dir,
                                                    records=records, device=device)
         return results
@@ -137,8 +127,8 @@ def _evaluate_one(cfg: DictConfig, task, eval_settings: EvalSettings, path: Path
 
 def evaluate_after_train(cfg: DictConfig) -> dict:
     """Score the run's final/ (and the teacher, with eval.compare_teacher) and print a table."""
-    from distill.train.run import model_sources, run_dir
     from distill.train.bootstrap import prepare_model
+    from distill.train.sources import model_sources, run_dir
 
     task, eval_settings = C.task_spec(cfg), settings(cfg)
     directory = run_dir()

@@ -16,16 +16,16 @@ import torch
 
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, load_split
-from distill.eval.generate import generate_texts
-from distill.provenance import code_version
-from distill.models.generation import Decoding
-from distill.eval.settings import EvalSettings, decodings
-from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
 from distill.errors import ConfigError, DataError
-from distill.metrics import METRIC_KEYS, is_correct, pass_at_k, score
-from distill.models.load import fit_lengths
-from distill.metrics.diversity import distinct_n, self_bleu
+from distill.eval.generate import generate_texts
+from distill.eval.settings import EvalSettings, decodings
 from distill.eval.speculative import speculative_records, summarise_speculative
+from distill.io import atomic_write_json, atomic_write_jsonl, read_jsonl
+from distill.metrics import METRIC_KEYS, is_correct, item_scores, pass_at_k, score
+from distill.metrics.diversity import distinct_n, self_bleu
+from distill.models.generation import Decoding
+from distill.models.load import fit_lengths
+from distill.provenance import code_version
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,22 @@ def evaluate(model, tokenizer, task: TaskSpec, settings: EvalSettings, out_dir: 
             record["decoding"][decoding.name] = asdict(decoding)
     if draft is not None:
         _speculative(model, draft.to(device), tokenizer, items, plan[0], settings, draft_path, generations)
+    _add_item_scores(generations, task.metric)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_jsonl(out_dir / "generations.jsonl", generations)
     metrics = {**summarise(generations), "code": code_version()}  # the code that generated and scored
     atomic_write_json(out_dir / "metrics.json", metrics)
     return metrics
+
+
+def _add_item_scores(generations: list[dict], metric: str) -> None:
+    """Each record's ``scores``: per decoding, one score dict per sample (lm-eval's --log_samples convention)."""
+    references = [r.get("references") or r["reference"] for r in generations]
+    for name in generations[0]["outputs"]:
+        k = len(generations[0]["outputs"][name])
+        columns = [item_scores(metric, [r["outputs"][name][j] for r in generations], references) for j in range(k)]
+        for i, record in enumerate(generations):
+            record.setdefault("scores", {})[name] = [column[i] for column in columns]
 
 
 def check_speculative_decoding(primary: Decoding) -> None:

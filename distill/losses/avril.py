@@ -63,12 +63,6 @@ def implied_rewards(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Ten
     return q_taken - gamma * _next(next_value, mask)
 
 
-def td_rewards(logits: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor, kd_temperature: float,
-               gamma: float, td_target: str) -> torch.Tensor:
-    """Revision 1's δ_t = Q(s_t, y_t) − γ·Q(s_{t+1}, ·) with Q = logits / τ (``q_form="logits"``)."""
-    return implied_rewards(logits, targets, mask, "logits", kd_temperature, gamma, td_target=td_target)
-
-
 def gaussian_nll(value: torch.Tensor, mu: torch.Tensor, log_sigma: torch.Tensor) -> torch.Tensor:
     """−log N(value; μ, σ²) per element."""
     return 0.5 * math.log(2 * math.pi) + log_sigma + 0.5 * ((value - mu) * torch.exp(-log_sigma)) ** 2

@@ -22,29 +22,8 @@ import torch
 
 from distill.errors import ConfigError
 from distill.fields import build, check_choice, check_count, check_field_types, check_range
-
-
-def _log_probs(logits: torch.Tensor, kd_temperature: float, work: torch.Tensor | None = None) -> torch.Tensor:
-    """float32 log-probabilities whose normaliser is carried in float64.
-
-    ``log_softmax`` in float32 leaves log q off by ~1e-6 at a 32k vocabulary,
-    a ~5e-5 relative error in gradients built from log-ratios (jsd, tvd,
-    srkl). Here the sum of exponentials is a cascade sum, the per-row
-    log-sum-exp is formed in float64 and subtracted as a float32 (hi, lo)
-    pair: errors stay under 1e-5 for about the cost of ``log_softmax``.
-    With ``work`` (a float32 buffer shaped like ``logits``), float32 ``logits``
-    that the caller owns become the log-probabilities in place and no new
-    [rows × V] buffer is allocated (distill.losses.fused_linear).
-    """
-    scaled = logits.float()
-    if kd_temperature != 1.0:  # x / 1 == x exactly: skip a pass and a [rows × V] buffer
-        scaled = scaled.div_(kd_temperature) if work is not None else scaled / kd_temperature
-    peak = scaled.amax(-1, keepdim=True)
-    total = torch.sub(scaled, peak, out=work).exp_().sum(-1, keepdim=True)
-    lse = peak.double() + total.double().log()
-    hi = lse.float()
-    out = scaled.sub_(hi) if work is not None else scaled - hi
-    return out.sub_((lse - hi.double()).float())
+from distill.losses.fused_linear import fused_divergence
+from distill.losses.logspace import check_kernel_settings, log_probs
 
 
 def _xlogy_diff(weight: torch.Tensor, log_a: torch.Tensor, log_b: torch.Tensor) -> torch.Tensor:
@@ -122,8 +101,8 @@ class _ChunkedDivergence(torch.autograd.Function):
         unit_grad = torch.empty_like(zs) if ctx.needs_input_grad[0] else None
         for start in range(0, zs.size(0), chunk_size):
             rows = slice(start, start + chunk_size)
-            log_q = _log_probs(zs[rows], tau)
-            value, h = chunk_fn(log_q, _log_probs(zt[rows], tau), param)
+            log_q = log_probs(zs[rows], tau)
+            value, h = chunk_fn(log_q, log_probs(zt[rows], tau), param)
             values[rows] = value * scale
             if unit_grad is not None:
                 unit_grad[rows] = ((h - log_q.exp() * h.sum(-1, keepdim=True)) * (scale / tau)).to(unit_grad.dtype)
@@ -142,8 +121,7 @@ class _ChunkedDivergence(torch.autograd.Function):
 def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale=1.0):
     if student_logits.shape != teacher_logits.shape:
         raise ValueError(f"student logits {tuple(student_logits.shape)} and teacher logits {tuple(teacher_logits.shape)} differ")
-    check_range("divergence", "kd_temperature", kd_temperature, 0.0, low_open=True)
-    check_count("divergence", "chunk_size", chunk_size)
+    check_kernel_settings(chunk_size, kd_temperature)
     return _ChunkedDivergence.apply(student_logits, teacher_logits.detach(), chunk_fn, param, kd_temperature,
                                     chunk_size, scale)
 
@@ -166,18 +144,22 @@ def jsd(student_logits, teacher_logits, beta: float, normalize: bool = False, kd
     vanishes at both ends. ``normalize`` divides by β(1−β), which is
     continuous on [0, 1] with fkl at β=0 and rkl at β=1 (computed exactly).
     """
+    chunk_fn, param, scale = _jsd_kernel(beta, normalize)
+    return _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale)
+
+
+def _jsd_kernel(beta: float, normalize: bool) -> tuple:
+    """(chunk function, its parameter, value scale) of JSD(β): the one place its endpoints are decided.
+    Normalised, β = 0 and β = 1 are exactly fkl and rkl, not limits approached through β(1−β) → 0."""
     if normalize:
         if not 0.0 <= beta <= 1.0:
             raise ConfigError(f"divergence.beta must be in [0, 1] with normalize=true, got {beta}")
-        if beta == 0.0:
-            return fkl(student_logits, teacher_logits, kd_temperature, chunk_size)
-        if beta == 1.0:
-            return rkl(student_logits, teacher_logits, kd_temperature, chunk_size)
-        return _apply(_jsd_chunk, student_logits, teacher_logits, beta, kd_temperature, chunk_size,
-                      scale=1.0 / (beta * (1.0 - beta)))
+        if beta in (0.0, 1.0):
+            return (_fkl_chunk, None, 1.0) if beta == 0.0 else (_rkl_chunk, None, 1.0)
+        return _jsd_chunk, beta, 1.0 / (beta * (1.0 - beta))
     if not 0.0 < beta < 1.0:
         raise ConfigError(f"divergence.beta must be in (0, 1), got {beta}; use divergence.normalize=true for the endpoints")
-    return _apply(_jsd_chunk, student_logits, teacher_logits, beta, kd_temperature, chunk_size)
+    return _jsd_chunk, beta, 1.0
 
 
 def tvd(student_logits, teacher_logits, kd_temperature: float = 1.0, chunk_size: int = 64):
@@ -242,17 +224,13 @@ class Divergence:
 
     def _kernel(self) -> tuple:
         """(chunk function, its parameter, value scale) of this divergence, as ``__call__`` picks them."""
-        if self.name == "jsd" and self.normalize and self.beta in (0.0, 1.0):
-            return (_fkl_chunk, None, 1.0) if self.beta == 0.0 else (_rkl_chunk, None, 1.0)
         if self.name == "jsd":
-            return _jsd_chunk, self.beta, 1.0 / (self.beta * (1.0 - self.beta)) if self.normalize else 1.0
+            return _jsd_kernel(self.beta, self.normalize)
         chunks = {"fkl": _fkl_chunk, "rkl": _rkl_chunk, "tvd": _tvd_chunk, "skl": _skl_chunk, "srkl": _srkl_chunk}
         return chunks[self.name], self.skew, 1.0
 
     def fused(self, student_hidden, student_weight, teacher_hidden, teacher_weight, mask) -> torch.Tensor:
         """The same per-token values from hidden states and output projections (distill.losses.fused_linear)."""
-        from distill.losses.fused_linear import fused_divergence
-
         chunk_fn, param, scale = self._kernel()
         return fused_divergence(chunk_fn, student_hidden, student_weight, teacher_hidden, teacher_weight, mask,
                                 param, self.kd_temperature, self.chunk_size, scale)

@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.errors import ConfigError
-from distill.losses.divergences import _log_probs
+from distill.losses.logspace import check_kernel_settings, log_probs
 
 
 def _ce_chunk(log_q: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,7 +62,7 @@ class _Spec:
         logits = torch.mm(weight, hidden.T, out=self._buffer(role, rows, vocab, hidden)).T
         if logits.dtype != torch.float32:
             logits = self._buffer(role + "32", rows, vocab, hidden, torch.float32).T.copy_(logits)
-        return _log_probs(logits, self.tau, work=self._buffer("work", rows, vocab, hidden, torch.float32).T)
+        return log_probs(logits, self.tau, work=self._buffer("work", rows, vocab, hidden, torch.float32).T)
 
     def _buffer(self, name: str, rows: int, vocab: int, like: torch.Tensor, dtype=None) -> torch.Tensor:
         """A contiguous [V × rows] tensor (``like``'s device, ``dtype`` or its dtype) from this call's buffer
@@ -167,13 +166,6 @@ def _flat(hidden: torch.Tensor) -> torch.Tensor:
     return hidden.reshape(-1, hidden.size(-1))
 
 
-def _check(chunk_size: int, kd_temperature: float) -> None:
-    if chunk_size < 1:
-        raise ConfigError(f"divergence.chunk_size must be >= 1, got {chunk_size}")
-    if kd_temperature <= 0:
-        raise ConfigError(f"divergence.kd_temperature must be > 0, got {kd_temperature}")
-
-
 def fused_divergence(chunk_fn, student_hidden: torch.Tensor, student_weight: torch.Tensor,
                      teacher_hidden: torch.Tensor, teacher_weight: torch.Tensor, mask: torch.Tensor, param=None,
                      kd_temperature: float = 1.0, chunk_size: int = 64, scale: float = 1.0) -> torch.Tensor:
@@ -182,7 +174,7 @@ def fused_divergence(chunk_fn, student_hidden: torch.Tensor, student_weight: tor
     ``chunk_fn`` is one of ``divergences._*_chunk`` (student log q first, teacher log p second). The teacher is a
     fixed target: its hidden states and weight get no gradient.
     """
-    _check(chunk_size, kd_temperature)
+    check_kernel_settings(chunk_size, kd_temperature)
     if student_weight.size(0) != teacher_weight.size(0):
         raise ValueError(f"student vocabulary {student_weight.size(0)} != teacher vocabulary {teacher_weight.size(0)}")
     spec = _Spec(chunk_fn, param, kd_temperature, scale, chunk_size, teacher_weight.detach(), None)
@@ -195,7 +187,7 @@ def fused_cross_entropy(student_hidden: torch.Tensor, student_weight: torch.Tens
                         mask: torch.Tensor, temperature: float = 1.0, chunk_size: int = 64) -> torch.Tensor:
     """Per-token −log q_T(y) [leading shape], q_T = softmax(h Wᵀ / T), from hidden states and the projection;
     0 where ``mask`` is 0."""
-    _check(chunk_size, temperature)
+    check_kernel_settings(chunk_size, temperature)
     spec = _Spec(None, None, temperature, 1.0, chunk_size, None, targets.reshape(-1).clamp(min=0))
     values = _FusedLinear.apply(_flat(student_hidden), student_weight, None, mask.reshape(-1).float(), spec)
     return values.view(mask.shape)

@@ -26,6 +26,9 @@ optional (defaults here)
                        ``stream_start``, instead of the trainer's batch size and accumulation.
     teacher_decodes    the teacher generates token by token beside the student (MiniLLM's mixture sampling):
                        a sharded teacher is held gathered during ``trajectories``.
+    fuses_linear       the method's losses can come from hidden states and output projections (it passes
+                       ``ctx.fused_linear`` to ``token_view``/``teacher_forward``); False: it needs full logits
+                       and the run never fuses.
     state_dict() / load_state_dict(state)
                        the method's own state that a resumed run needs (OSD's replay buffer), saved in every
                        checkpoint; ``None`` when there is none.
@@ -49,6 +52,7 @@ class Method:
     data_order: str = "shuffled"
     stream_start: int = 0  # single-stream methods only: the train example the stream begins at
     teacher_decodes: bool = False
+    fuses_linear: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

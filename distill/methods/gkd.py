@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs, teacher_target
+from distill.data.trajectories import gkd_outputs, teacher_forward, teacher_outputs, teacher_target
 from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import divergence_term, reinforce_term
@@ -28,12 +28,12 @@ from distill.losses.terms import LossTerms
 from distill.methods.base import SUM_PREFIX, WINDOW_PREFIX, Method
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos
-from distill.models.keyed_random import step_coin
 
 METRICS = ("accuracy", "rouge", "bleu")  # the task metrics GKD+RL turns into sequence rewards
 
 
 class GKD(Method):
+    fuses_linear = True  # its losses come from hidden states when the run fuses
     needs_teacher = True
 
     def __init__(self, divergence: dict, lmbda: float, seq_kd: bool, sampling_temperature: float, max_new_tokens: int,
@@ -62,13 +62,9 @@ class GKD(Method):
         return teacher_outputs(ctx, train_items, self.teacher_decoding, self.generation_batch_size, progress, used)
 
     def trajectories(self, items, ctx):
-        on_policy = step_coin(ctx.seed, ctx.step, self.lmbda, "gkd_on_policy")
-        if on_policy:
-            batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
-        else:
-            batch = ctx.collate(items)
+        batch, on_policy = gkd_outputs(ctx, items, self.lmbda, self.sampling.max_new_tokens,
+                                       self.sampling.sampling_temperature)
         teacher_forward(ctx, batch, fused=ctx.fused_linear)
-        batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if on_policy and self.alpha < 1.0:
             batch.update(self._rewards(batch, items, ctx))
         return batch

@@ -17,6 +17,7 @@ from distill.models.generation import Decoding
 
 
 class SeqKD(Method):
+    fuses_linear = True  # its losses come from hidden states when the run fuses
     needs_teacher = True
     prompts_only = True  # the teacher writes the targets: any prompt will do
 

@@ -12,6 +12,7 @@ from distill.models.forward import token_view
 
 
 class SFT(Method):
+    fuses_linear = True  # its losses come from hidden states when the run fuses
     needs_teacher = False
     prompts_only = False  # trains on the dataset's targets: never on unlabelled prompts
 

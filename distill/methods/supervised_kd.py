@@ -16,6 +16,7 @@ from distill.models.forward import token_view
 
 
 class SupervisedKD(Method):
+    fuses_linear = True  # its losses come from hidden states when the run fuses
     needs_teacher = True
     prompts_only = False  # the divergence is taken on the dataset's outputs
 

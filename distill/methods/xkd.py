@@ -36,18 +36,26 @@ import math
 
 import torch
 
-from distill.data.trajectories import student_samples, teacher_forward, teacher_outputs
+from distill.data.trajectories import gkd_outputs, teacher_forward, teacher_outputs
 from distill.errors import ConfigError
 from distill.fields import check_choice, check_count, check_keys, check_range
-from distill.losses.avril import (Q_FORMS, TD_TARGETS, gaussian_kl_to_prior, gaussian_nll, gradient_norm_ratio,
-                                  implied_rewards, masked_correlation, sequence_returns, student_consistency)
+from distill.losses.avril import (
+    Q_FORMS,
+    TD_TARGETS,
+    gaussian_kl_to_prior,
+    gaussian_nll,
+    gradient_norm_ratio,
+    implied_rewards,
+    masked_correlation,
+    sequence_returns,
+    student_consistency,
+)
 from distill.losses.divergences import Divergence, rkl
 from distill.losses.kd import ce_term, divergence_term, shared_vocabulary
 from distill.losses.terms import LossTerms, Term
 from distill.methods.base import Method
 from distill.models.forward import token_view
 from distill.models.generation import Decoding
-from distill.models.keyed_random import step_coin
 from distill.models.reward_head import PotentialHead, RewardHead
 
 BASES = ("sft", "seqkd", "supervised_kd", "gkd")
@@ -108,13 +116,13 @@ class XKD(Method):
         return train_items
 
     def trajectories(self, items, ctx):
-        on_policy = self.base == "gkd" and step_coin(ctx.seed, ctx.step, self.lmbda, "gkd_on_policy")
-        if on_policy:
-            batch = student_samples(ctx, items, self.sampling.max_new_tokens, self.sampling.sampling_temperature)
+        if self.base == "gkd":  # GKD's own coin and samples
+            batch, _ = gkd_outputs(ctx, items, self.lmbda, self.sampling.max_new_tokens,
+                                   self.sampling.sampling_temperature)
         else:
             batch = ctx.collate(items)
+            batch["on_policy"] = torch.tensor(0.0, device=ctx.device)
         teacher_forward(ctx, batch, hidden=self._uses_features and self.head_settings["features"] == "teacher")
-        batch["on_policy"] = torch.tensor(float(on_policy), device=ctx.device)
         if self.reward_level == "sequence":  # one term per output: counted over the window's sequences
             batch["sequence_loss_mask"] = (batch["loss_mask"].sum(1, keepdim=True) > 0).float()
         return batch

@@ -24,6 +24,7 @@ __all__ = [
     "distinct_n",
     "extract_answer",
     "is_correct",
+    "item_scores",
     "pass_at_k",
     "rouge",
     "rouge_fmeasures",
@@ -71,6 +72,18 @@ def sequence_rewards(
     if metric == "bleu":
         return [sentence_bleu(p, refs) / 100.0 for p, refs in zip(predictions, lists)]
     return [float(any(is_correct(p, r) for r in refs)) for p, refs in zip(predictions, lists)]
+
+
+def item_scores(metric: str, predictions: list[str], references: list) -> list[dict[str, float]]:
+    """Each output's own score (0-100), for finding which examples a method got right without re-scoring:
+    ``correct`` (accuracy; any listed reference), sentence ``bleu``, or ``rouge1/2/L`` F-measures."""
+    _validate(metric, predictions, references)
+    lists = [[r] if isinstance(r, str) else list(r) for r in references]
+    if metric == "rouge":
+        return rouge_per_example(predictions, references)
+    if metric == "bleu":
+        return [{"bleu": sentence_bleu(p, refs)} for p, refs in zip(predictions, lists)]
+    return [{"correct": 100.0 * any(is_correct(p, r) for r in refs)} for p, refs in zip(predictions, lists)]
 
 
 def pass_at_k(correct: list[list[bool]], k: int) -> float:

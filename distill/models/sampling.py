@@ -19,6 +19,7 @@ import torch
 
 from distill.models.keyed_random import keyed_uniform
 
+
 def _cache_kwarg(model) -> str:
     """The KV-cache argument's name: ``cache`` from transformers 5.24 on, ``past_key_values`` before."""
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"

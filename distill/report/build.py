@@ -10,8 +10,15 @@ from distill.errors import ConfigError
 from distill.io import TMP_PREFIX, atomic_dir, atomic_write_text
 from distill.report import plots as P
 from distill.report import series as S
-from distill.report.aggregate import (build_rows, group_rows, method_name, missing_runs, paired_differences,
-                                      primary_rows, sort_key)
+from distill.report.aggregate import (
+    build_rows,
+    group_rows,
+    method_name,
+    missing_runs,
+    paired_differences,
+    primary_rows,
+    sort_key,
+)
 from distill.report.collect import collect
 from distill.report.render import render_csv, render_markdown
 

@@ -58,12 +58,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def max_abs_weight(modules) -> float:
-    """Largest |w| over the modules' parameters (inf or nan if any is not finite); one host sync."""
-    peaks = [p.detach().abs().max() for m in modules for p in m.parameters() if p.numel()]
-    return float(torch.stack(peaks).max()) if peaks else 0.0
-
-
 def save_checkpoint(directory: Path, step: int, student, tokenizer, optimizer, scheduler,
                     extra_modules: dict[str, torch.nn.Module], keep: int, info: dict | None = None,
                     protect: str | None = None, method_state: dict | None = None, full=None) -> Path:
@@ -104,11 +98,6 @@ def list_checkpoints(directory: Path) -> list[Path]:
     # A link would lead resume to load, and prune to delete, whatever it points to outside the run.
     found = [p for p in directory.iterdir() if STEP_DIR.match(p.name) and p.is_dir() and not p.is_symlink()]
     return sorted(found, key=lambda p: int(STEP_DIR.match(p.name).group(1)))
-
-
-def latest_checkpoint(directory: Path) -> Path | None:
-    found = list_checkpoints(directory)
-    return found[-1] if found else None
 
 
 def load_training_state(path: Path, student, optimizer, scheduler, extra_modules: dict[str, torch.nn.Module],

@@ -29,11 +29,11 @@ from distill.io import read_manifest, remove_temporaries
 from distill.methods.base import LOG_RECORDS, SUM_PREFIX, WINDOW_PREFIX
 from distill.train import checkpoint as ckpt
 from distill.train import distributed as D
+from distill.train import resume
 from distill.train.faults import fault, kill_point
 from distill.train.loggers import MetricsLogger
 from distill.train.progress import Progress
-from distill.train import resume
-from distill.train.schedule import SCHEDULES, lr_factor, make_scheduler, step_indices
+from distill.train.schedule import SCHEDULES, lr_factor, make_scheduler, micro_batches, step_indices
 from distill.train.signals import StopSignals, signal_name
 from distill.train.validation import validation_loss
 
@@ -154,7 +154,7 @@ class Trainer:
                  settings: TrainerSettings, run_dir: Path, seed: int, logger_settings: dict | None, config: dict,
                  plan: resume.ResumePlan | None = None, diverged_hint: str | None = None, description: str = "train",
                  dist_: D.Dist | None = None):
-        self.method, self.ctx, self.s = method, ctx, settings
+        self.method, self.ctx, self.settings = method, ctx, settings
         self.dist = dist_ or D.Dist()  # this process's place in a multi-process job (rank 0 alone writes)
         self.train_data, self.val_data = train_data, val_data
         self.run_dir, self.seed = run_dir, seed
@@ -196,14 +196,14 @@ class Trainer:
     def _apply_settings(self, step: int) -> None:
         """The optimizer state restores the saved lr, betas and weight decay: the current settings win
         (identical values on a plain resume; the new ones with ``trainer.resume_from``)."""
-        factor = lr_factor(step, self.s.warmup_steps, self.s.max_steps, self.s.lr_schedule, self.s.min_lr_ratio)
-        self.scheduler.base_lrs = [self.s.lr for _ in self.optimizer.param_groups]
+        s = self.settings
+        factor = lr_factor(step, s.warmup_steps, s.max_steps, s.lr_schedule, s.min_lr_ratio)
+        self.scheduler.base_lrs = [s.lr for _ in self.optimizer.param_groups]
         for group in self.optimizer.param_groups:
-            group.update(initial_lr=self.s.lr, lr=self.s.lr * factor, betas=tuple(self.s.adam_betas),
-                         weight_decay=self.s.weight_decay)
+            group.update(initial_lr=s.lr, lr=s.lr * factor, betas=tuple(s.adam_betas), weight_decay=s.weight_decay)
 
     def _autocast(self):
-        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.s.precision == "bf16")
+        return torch.autocast(self.ctx.device.type, dtype=torch.bfloat16, enabled=self.settings.precision == "bf16")
 
     def _window_sizes(self) -> tuple[int, int]:
         """(examples per optimizer step on all ranks, per micro-batch); a method may fix them (OSD: its update
@@ -211,24 +211,21 @@ class Trainer:
         More than one process)."""
         if self.method.single_stream:
             return self.method.examples_per_step, self.method.examples_per_step
-        return self.s.micro_batch_size * self.s.grad_accum_steps * self.dist.world, self.s.micro_batch_size
+        micro = self.settings.micro_batch_size
+        return micro * self.settings.grad_accum_steps * self.dist.world, micro
 
     def train_step(self, step: int) -> dict[str, torch.Tensor]:
         """One optimizer step over the accumulation window; returns unsynchronised loss tensors."""
         window, micro_size = self._window_sizes()
         indices = step_indices(step, window, len(self.train_data), self.seed, self.method.data_order,
                                self.method.stream_start)
-        # Each rank takes its own contiguous part of the global window; positions (which key every sample)
-        # stay global, so samples and the update do not depend on the world size.
-        local = window // self.dist.world
-        first = self.dist.rank * local
         self.ctx.student.train()
         self.ctx.step = step
         decoding_teacher = self.ctx.teacher if self.method.teacher_decodes else None
         micro = []
-        for start in range(first, first + local, micro_size):
-            items = [self.train_data[i] for i in indices[start : min(start + micro_size, first + local)]]
-            self.ctx.positions = [step * window + start + slot for slot in range(len(items))]
+        for chosen, positions in micro_batches(indices, step, self.dist.rank, self.dist.world, micro_size):
+            items = [self.train_data[i] for i in chosen]
+            self.ctx.positions = positions
             with torch.no_grad(), self._autocast(), D.gathered(self.dist, self.ctx.student, decoding_teacher):
                 micro.append(self.method.trajectories(items, self.ctx))
         # Per-example records a method reports (OSD: per-request acceptance), logged as they are.
@@ -251,9 +248,9 @@ class Trainer:
         # Clip the student and each method-owned module (reward head) separately: a head whose
         # gradient is large early on must not shrink the student's update through a shared norm.
         clip = torch.nn.utils.clip_grad_norm_
-        totals["grad_norm"] = D.local_value(clip(self.ctx.student.parameters(), self.s.max_grad_norm))
+        totals["grad_norm"] = D.local_value(clip(self.ctx.student.parameters(), self.settings.max_grad_norm))
         for name, module in self.ctx.extra_modules.items():
-            totals[f"grad_norm/{name}"] = D.local_value(clip(module.parameters(), self.s.max_grad_norm))
+            totals[f"grad_norm/{name}"] = D.local_value(clip(module.parameters(), self.settings.max_grad_norm))
         totals["tokens"] = counts["loss_mask"]
         return totals
 
@@ -275,7 +272,7 @@ class Trainer:
         described = ", ".join(f"{p.name} (max |w| {(read_manifest(p) or {}).get('max_abs_weight', float('nan')):.3g})"
                               for p in kept)
         return TrainingDiverged(f"{reason}; checkpoints kept: {described}; to continue with a lower lr, add "
-                                f"trainer.lr={self.s.lr / 10:g} trainer.resume_from={kept[-1].resolve()} "
+                                f"trainer.lr={self.settings.lr / 10:g} trainer.resume_from={kept[-1].resolve()} "
                                 "(or an older one: the newest may already hold exploded weights)")
 
     def _raise_if_diverged(self) -> None:
@@ -291,15 +288,16 @@ class Trainer:
         except RuntimeError as exc:  # e.g. lr=1e38: the update itself overflows float32
             if "overflow" not in str(exc):
                 raise
-            raise self._diverged(f"the optimizer step overflowed at step {step + 1} (trainer.lr={self.s.lr:g})") from None
+            raise self._diverged(f"the optimizer step overflowed at step {step + 1} "
+                                 f"(trainer.lr={self.settings.lr:g})") from None
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     def run(self) -> dict:
         # The step itself never waits for the device: the token count and the "diverged" flag stay
         # on it and are read only at logging, validation and checkpoint steps.
-        s, self._started = self.s, time.perf_counter()
-        self._window = (torch.zeros((), device=self.ctx.device), time.perf_counter())
+        s, self._started = self.settings, time.perf_counter()
+        self._throughput = (torch.zeros((), device=self.ctx.device), time.perf_counter())
         self.progress = Progress(s.progress and self.dist.main, s.max_steps, self.start_step, self.description, "step",
                                  s.progress_interval)
         with self.progress, StopSignals() as stop:
@@ -338,8 +336,8 @@ class Trainer:
 
     def _after_step(self, done: int, totals: dict) -> bool:
         """Log, validate and save as due; returns whether a checkpoint of step ``done`` was written."""
-        s = self.s
-        tokens, since = self._window
+        s = self.settings
+        tokens, since = self._throughput
         tokens += totals["tokens"]
         log_now, validate_now = done % s.log_every == 0, done % s.eval_every == 0
         save_now = done % s.save_every == 0 or done == s.max_steps
@@ -348,7 +346,7 @@ class Trainer:
         if log_now or done == s.max_steps:
             self._log(done, self.dist.job_totals(totals), float(self.dist.sum(tokens)) / max(time.perf_counter() - since, 1e-9))
             tokens, since = torch.zeros((), device=self.ctx.device), time.perf_counter()
-        self._window = (tokens, since)
+        self._throughput = (tokens, since)
         if validate_now or done == s.max_steps:
             self._validate(done)
         if save_now:
@@ -362,7 +360,8 @@ class Trainer:
             self.save(done)
         self._close_logger()
         path = self.ckpt_dir / f"step-{done:08d}"
-        raise Interrupted(f"stopped by {signal_name(signum)} at step {done} of {self.s.max_steps}; checkpoint saved "
+        raise Interrupted(f"stopped by {signal_name(signum)} at step {done} of {self.settings.max_steps}; "
+                          "checkpoint saved "
                           f"({path}); re-run the same command to resume", signum)
 
     def _log(self, step: int, totals: dict, tokens_per_s: float) -> None:
@@ -377,7 +376,8 @@ class Trainer:
         if not self.val_data:
             return
         # Every rank runs it (an FSDP2 forward is a collective); rank 0 writes it.
-        value = validation_loss(self.ctx, self.val_data, self.s.micro_batch_size, self.s.eval_batches, self._autocast)
+        value = validation_loss(self.ctx, self.val_data, self.settings.micro_batch_size, self.settings.eval_batches,
+                                self._autocast)
         if self.dist.main:
             self.logger.log({"step": step, "val/loss": value})
 
@@ -398,5 +398,5 @@ class Trainer:
         origin = self.branch_from.split("@")[0] if self.branch_from else None
         method_state = self.method.state_dict()
         return ckpt.save_checkpoint(self.ckpt_dir, step, self.ctx.student, self.ctx.tokenizer, self.optimizer,
-                                    self.scheduler, self.ctx.extra_modules, self.s.keep_checkpoints, info, origin,
+                                    self.scheduler, self.ctx.extra_modules, self.settings.keep_checkpoints, info, origin,
                                     method_state, full)

@@ -19,48 +19,22 @@ from distill import config as C
 from distill.config import instantiate_method  # noqa: F401  (scripts and tests import it from here)
 from distill.errors import ConfigError
 from distill.eval.settings import decodings
+from distill.io import atomic_write_text
 from distill.models.forward import fused_linear_choice
 from distill.models.load import check_pair, check_same_vocabulary, parameter_count
-from distill.io import atomic_write_text
 from distill.provenance import code_version
 from distill.rundir import RunDir
 from distill.settings_keys import OPTIMIZER_KEYS, RESUME_IGNORED
 from distill.train import distributed as D
 from distill.train import resume
-from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model, whole_split
+from distill.train.bootstrap import ModelSources, encode_records, init_seed, prepare_model
 from distill.train.finalize import save_final
 from distill.train.loop import Context, Trainer, resolve_device
 from distill.train.schedule import used_indices
+from distill.train.sources import model_sources, run_dir
 
 log = logging.getLogger(__name__)
 
-
-
-def run_dir() -> Path:
-    return Path(HydraConfig.get().runtime.output_dir)
-
-
-def model_sources(cfg: DictConfig, task) -> ModelSources:
-    """The run's records, split into labelled and prompt-only by ``task.labeled_fraction`` (the first
-    records of the whole split keep their targets), and what each bootstrap trains on. With
-    ``task.start_examples`` = N the SFT-initialised student bootstraps on the first N records and the run
-    trains on the records after them, every one labelled: all methods see the same data."""
-    from distill.data.tasks import full_split, labeled_count, load_split, subset_split
-
-    full = full_split(task, "train")  # read once: the run and the bootstraps take different prefixes
-    whole = subset_split(whole_split(task), "train", full)
-    if task.start_examples:  # the student's own SFT data first; the run's labelled data after it, disjoint
-        start = task.start_examples
-        run, student, labeled = subset_split(task, "train", full[start:]), whole[:start], None
-    else:
-        run, labeled = subset_split(task, "train", full), labeled_count(task, len(whole))
-        student = whole[:labeled]
-    return ModelSources(task=task, train_records=run[:labeled], bootstrap_records=whole,
-                        val_records=load_split(task, "validation"),
-                        unlabeled_records=run[labeled:] if labeled is not None else [], student_records=student,
-                        tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
-                        seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
-                        bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
 
 
 def _guard_resume(cfg: DictConfig, directory: Path) -> None:
@@ -114,7 +88,8 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
     if plan.source is not None:
         resume.check_compatible(plan.source, job.ctx.student)
         D.check_layout(dist_, plan.source)
-    fused, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2")
+    fused, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
+                                     method.fuses_linear)
     run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))

@@ -53,6 +53,20 @@ def step_indices(step: int, batch_size: int, num_examples: int, seed: int, order
 _PERM_CACHE: dict[tuple[int, int, int], list[int]] = {}
 
 
+def micro_batches(indices: list[int], step: int, rank: int, world: int, micro_size: int):
+    """This rank's micro-batches of one optimizer step's window ``indices``: (example indices, positions) each.
+
+    Each rank takes its own contiguous part of the window. A position is the example's place in the run's
+    stream (step · window + slot): it keys every sample, and stays global, so what is drawn for an example does
+    not depend on the micro-batch size or the world size."""
+    window = len(indices)
+    local = window // world
+    first = rank * local
+    for start in range(first, first + local, micro_size):
+        chosen = indices[start : min(start + micro_size, first + local)]
+        yield chosen, [step * window + start + slot for slot in range(len(chosen))]
+
+
 def _permutation(epoch: int, num_examples: int, seed: int) -> list[int]:
     key = (epoch, num_examples, seed)
     if key not in _PERM_CACHE:

@@ -8,8 +8,14 @@ from pathlib import Path
 import yaml
 
 from distill import config as C
-from distill.settings_keys import (BOOTSTRAP_IGNORED, NON_RESULT_KEYS, OPTIMIZER_FIELDS, OPTIMIZER_KEYS,
-                                   RESUME_IGNORED, covers)
+from distill.settings_keys import (
+    BOOTSTRAP_IGNORED,
+    NON_RESULT_KEYS,
+    OPTIMIZER_FIELDS,
+    OPTIMIZER_KEYS,
+    RESUME_IGNORED,
+    covers,
+)
 from distill.train.loop import TrainerSettings
 
 TRAIN_YAML = Path(C.config_dir()) / "train.yaml"

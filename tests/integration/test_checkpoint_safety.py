@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from distill.io import read_manifest, verify_manifest, write_manifest
-
 from tests.links import outside_dir, untouched
 
 from .conftest import cli, train_args

@@ -35,6 +35,9 @@ def test_arith_eval_writes_generations_and_metrics(trained_run):
     assert len(records) == 8
     assert {"prompt", "reference", "outputs", "decoding"} <= set(records[0])
     assert records[0]["reference"].endswith(records[0]["reference"].split("####")[-1])
+    # per-item scores: which examples it got right, without re-scoring; they average to the reported number
+    per_item = [r["scores"]["greedy"][0]["correct"] for r in records]
+    assert set(per_item) <= {0.0, 100.0} and sum(per_item) / len(per_item) == pytest.approx(metrics["accuracy"])
 
 
 @pytest.mark.parametrize("task, keys, strategy", [
@@ -84,6 +87,7 @@ def test_num_samples_adds_self_bleu_and_temperatures_add_entries(trained_run, ca
         assert len(lines) == 1 and f"{temps[t]['self_bleu']:.2f}" in lines[0] and f"{temps[t]['accuracy']:.2f}" in lines[0]
     record = json.loads(out.with_name("generations.jsonl").read_text().splitlines()[0])
     assert len(record["outputs"]["sample_t0.5_k4"]) == 4
+    assert len(record["scores"]["sample_t0.5_k4"]) == 4 and set(record["scores"]["sample_t0.5_k4"][0]) == {"correct"}
 
 
 def test_rescore_needs_no_model_and_reproduces_metrics(trained_run, tmp_path):

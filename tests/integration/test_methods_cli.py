@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-
-import torch
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM
 

@@ -81,8 +81,8 @@ def test_every_method_class_keeps_the_contract():
 
     for name, cls in method_targets(METHOD_CONF).items():
         target = yaml.safe_load((METHOD_CONF / f"{name}.yaml").read_text())["_target_"]
-        module, attr = target.rsplit(".", 1)
-        assert issubclass(getattr(importlib.import_module(module), attr), Method), name
+        module = target.rsplit(".", 1)[0]
+        assert issubclass(getattr(importlib.import_module(module), cls), Method), name
         assert module == f"distill.methods.{name}", f"{name}.yaml builds {target}: a method is one file of its name"
 
 

@@ -47,6 +47,20 @@ def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
     assert fused_linear_choice(False, ctx.student, ctx.teacher, sharded=False) == (False, "fused_linear=false")
     with pytest.raises(ConfigError, match="FSDP2 shards the output projection"):
         fused_linear_choice(True, ctx.student, ctx.teacher, sharded=True)
+    # a method that needs full logits never fuses, and the log line says so (not "fused")
+    assert fused_linear_choice("auto", ctx.student, ctx.teacher, False, method_fuses=False) == (
+        False, "the method needs full logits")
+    with pytest.raises(ConfigError, match="the method needs full logits"):
+        fused_linear_choice(True, ctx.student, ctx.teacher, False, method_fuses=False)
+
+
+def test_the_methods_that_fuse_are_the_fused_suites_methods():
+    from distill.methods.minillm import MiniLLM
+    from distill.methods.osd import OSD
+    from distill.methods.xkd import XKD
+
+    assert all(type(build()).fuses_linear for build in METHODS.values())
+    assert not (MiniLLM.fuses_linear or XKD.fuses_linear or OSD.fuses_linear)
 
 
 def test_an_encoder_decoder_family_other_than_t5_is_named():

@@ -229,7 +229,7 @@ def test_reward_head_gradients_never_throttle_the_student_through_clipping(make_
     for eta in (0.0, 1000.0):
         ctx = make_ctx()
         trainer = _trainer(xkd(alpha=0.0, teacher_reward_weight=eta), ctx, items, 4, 1, tmp_path)
-        trainer.s = dataclasses_replace(trainer.s, max_grad_norm=0.01)  # force clipping on the student
+        trainer.settings = dataclasses_replace(trainer.settings, max_grad_norm=0.01)  # force clipping on the student
         totals = trainer.train_step(0)
         grads.append(({n: p.grad.clone() for n, p in ctx.student.named_parameters()}, float(totals["grad_norm/reward_head"])))
     (student_a, head_a), (student_b, head_b) = grads

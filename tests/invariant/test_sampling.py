@@ -9,14 +9,13 @@ import torch
 
 from distill.data.collate import collate_prompts, generated_batch
 from distill.data.trajectories import mixture_samples, student_samples, teacher_forward
+from distill.methods.seqkd import SeqKD
+from distill.methods.sft import SFT
+from distill.methods.supervised_kd import SupervisedKD
 from distill.models.forward import token_view
 from distill.models.generation import Decoding, cut_at_eos, generate_ids
 from distill.models.sampling import decode, generated_mask
 from distill.train.loop import _window_totals
-
-from distill.methods.seqkd import SeqKD
-from distill.methods.sft import SFT
-from distill.methods.supervised_kd import SupervisedKD
 
 from .conftest import DECODING, DIVERGENCE
 from .test_methods import gkd, minillm, xkd

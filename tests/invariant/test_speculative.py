@@ -10,10 +10,15 @@ import torch
 
 from distill.data.collate import collate_prompts
 from distill.models.generation import cut_at_eos
-from distill.models.sampling import decode
 from distill.models.keyed_random import row_keys
-from distill.models.speculative import (_Draws, _verify, expected_tokens_per_target_forward, speculative_generate,
-                                        speedup_model)
+from distill.models.sampling import decode
+from distill.models.speculative import (
+    _Draws,
+    _verify,
+    expected_tokens_per_target_forward,
+    speculative_generate,
+    speedup_model,
+)
 
 from .test_estimators import EOS, PROMPT, VOCAB, _model
 

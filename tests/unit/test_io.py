@@ -9,7 +9,15 @@ import stat
 import pytest
 
 from distill.errors import DataError
-from distill.io import append_jsonl, atomic_dir, build_once, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_jsonl
+from distill.io import (
+    append_jsonl,
+    atomic_dir,
+    atomic_write_json,
+    atomic_write_jsonl,
+    atomic_write_text,
+    build_once,
+    read_jsonl,
+)
 from tests.links import outside_dir, untouched
 
 

@@ -103,7 +103,7 @@ def test_problems_are_correct_and_within_bounds(knobs):
     spec = KNOBS[knobs]
     splits = generate_splits(spec, {"train": 200, "validation": 50, "test": 100})
     steps = set()
-    for split, records in splits.items():
+    for records in splits.values():
         for record in records:
             steps.add(check_problem(record, spec))
     assert steps <= set(range(spec.min_steps, spec.max_steps + 1))

@@ -7,9 +7,14 @@ import math
 import pytest
 import torch
 
-from distill.losses.avril import gaussian_kl_to_prior, gaussian_nll, td_rewards
+from distill.losses.avril import gaussian_kl_to_prior, gaussian_nll, implied_rewards
 from distill.losses.kd import reinforce_term
-from distill.losses.policy import leave_one_out_advantage, clipped_policy_gradient, discounted_future, importance_weights
+from distill.losses.policy import (
+    clipped_policy_gradient,
+    discounted_future,
+    importance_weights,
+    leave_one_out_advantage,
+)
 from distill.models.forward import TokenView
 
 
@@ -61,18 +66,18 @@ def test_leave_one_out_advantage_by_hand():
     assert torch.allclose(single, torch.tensor([0.7]))
 
 
-def test_td_rewards_sarsa_and_soft():
+def test_revision_1_td_rewards_sarsa_and_soft():
     logits = torch.tensor([[[1.0, 3.0], [2.0, 0.0], [5.0, 5.0]]])
     targets = torch.tensor([[1, 0, 1]])
     mask = torch.tensor([[1.0, 1.0, 0.0]])  # the third position is padding
     # Q(s_t, y_t) = 3, 2; sarsa: δ_0 = 3 − γ·2, δ_1 = 2 (last output token), padding 5 − 0
-    sarsa = td_rewards(logits, targets, mask, kd_temperature=1.0, gamma=0.9, td_target="sarsa")
+    sarsa = implied_rewards(logits, targets, mask, "logits", kd_temperature=1.0, gamma=0.9, td_target="sarsa")
     assert torch.allclose(sarsa[:, :2], torch.tensor([[3 - 0.9 * 2, 2.0]]))
-    soft = td_rewards(logits, targets, mask, kd_temperature=2.0, gamma=1.0, td_target="soft")
+    soft = implied_rewards(logits, targets, mask, "logits", kd_temperature=2.0, gamma=1.0, td_target="soft")
     # τ = 2: Q = logits / 2; δ_0 = 1.5 − logsumexp(1, 0)
     assert soft[0, 0].item() == pytest.approx(1.5 - math.log(math.e + 1.0), rel=1e-6)
     with pytest.raises(ValueError):
-        td_rewards(logits, targets, mask, 1.0, 1.0, "q-learning")
+        implied_rewards(logits, targets, mask, "logits", 1.0, 1.0, td_target="q-learning")
 
 
 def test_gaussian_nll_and_kl_by_hand():

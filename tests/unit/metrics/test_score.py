@@ -74,3 +74,16 @@ def test_sequence_rewards_accuracy_is_binary():
     rewards = sequence_rewards("accuracy", PREDS["accuracy"], REFS["accuracy"])
     assert rewards == [1.0, 0.0]
     assert all(type(r) is float for r in rewards)
+
+
+def test_item_scores_by_hand():
+    from distill.metrics import item_scores
+
+    assert item_scores("accuracy", PREDS["accuracy"], REFS["accuracy"]) == [{"correct": 100.0}, {"correct": 0.0}]
+    assert item_scores("accuracy", ["#### 8"], [["#### 7", "#### 8"]]) == [{"correct": 100.0}]  # any listed answer
+    bleu = item_scores("bleu", PREDS["bleu"], REFS["bleu"])
+    assert bleu[0] == {"bleu": pytest.approx(100.0)} and bleu[1]["bleu"] == pytest.approx(0.0)  # exact / no overlap
+    rouge_items = item_scores("rouge", PREDS["rouge"], REFS["rouge"])
+    # "the cat sat" against 6 reference words: unigram P = 1, R = 1/2, F = 2/3; bigrams P = 1, R = 2/5, F = 4/7
+    assert rouge_items[0]["rouge1"] == pytest.approx(200 / 3) and rouge_items[0]["rouge2"] == pytest.approx(400 / 7)
+    assert rouge_items[1] == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}

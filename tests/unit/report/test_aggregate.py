@@ -8,8 +8,16 @@ import pytest
 import yaml
 
 from distill.errors import DataError
-from distill.report.aggregate import (METRIC_KEYS, build_rows, group_rows, hyperparameters, method_name,
-                                      missing_runs, run_status, swept_keys)
+from distill.report.aggregate import (
+    METRIC_KEYS,
+    build_rows,
+    group_rows,
+    hyperparameters,
+    method_name,
+    missing_runs,
+    run_status,
+    swept_keys,
+)
 from distill.report.collect import collect
 
 from .conftest import TEACHER_SCORE, run_config, write_run

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 from matplotlib.colors import to_rgb
 
+from distill.report import plots as P
 from distill.report import series as S
 from distill.report.aggregate import METHODS, build_rows, primary_rows
 from distill.report.build import make_figures
 from distill.report.collect import collect
-from distill.report import plots as P
 from distill.report.plots import FIXED, method_colour
 
 

@@ -1,5 +1,3 @@
-import math
-
 import pytest
 
 from distill.errors import ConfigError
@@ -36,11 +34,20 @@ def test_step_indices_cover_each_epoch_once_and_are_reproducible():
     assert step_indices(0, batch, n, 3) != step_indices(0, batch, n, 4)
 
 
-def test_window_split_is_independent_of_micro_batching():
-    # 4x1 and 2x2 read the same examples per optimizer step: the window is indexed, not the micro-batch.
-    window = step_indices(5, 4, 13, seed=0)
-    assert len(window) == 4 and len(set(window)) == 4
-    assert math.isclose(len(step_indices(5, 8, 13, seed=0)), 8)
+@pytest.mark.parametrize("world", [1, 2])
+def test_window_split_is_independent_of_micro_batching(world):
+    """4×1, 2×2 and 1×4 (and 2 ranks) read the same examples at the same positions: the window is indexed, then
+    split, so the micro-batch size never changes which example an index or a sample key refers to."""
+    from distill.train.schedule import micro_batches
+
+    window = step_indices(5, 8, 13, seed=0)
+    assert len(window) == 8 and len(set(window)) == 8  # one epoch's permutation: no repeats inside a window
+    splits = {}
+    for micro_size in (1, 2, 4):
+        parts = [part for rank in range(world) for part in micro_batches(window, 5, rank, world, micro_size)]
+        assert all(len(chosen) <= micro_size for chosen, _ in parts)
+        splits[micro_size] = ([i for chosen, _ in parts for i in chosen], [p for _, pos in parts for p in pos])
+    assert all(split == (window, list(range(40, 48))) for split in splits.values())  # step 5 · window 8 = 40
 
 
 @pytest.mark.parametrize("max_steps, batch, n", [(3, 4, 50), (20, 4, 50), (7, 5, 12)])

@@ -1,0 +1,43 @@
+"""What a run's models and data come from: the run directory Hydra made, and the records each part trains on.
+
+Shared by `distill train` and `distill eval` (which loads a teacher the way a run would), so neither entry point
+imports the other.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig
+
+from distill import config as C
+from distill.train.bootstrap import ModelSources, whole_split
+
+
+def run_dir() -> Path:
+    """The directory Hydra made for this command (train or eval)."""
+    return Path(HydraConfig.get().runtime.output_dir)
+
+
+def model_sources(cfg: DictConfig, task) -> ModelSources:
+    """The run's records, split into labelled and prompt-only by ``task.labeled_fraction`` (the first
+    records of the whole split keep their targets), and what each bootstrap trains on. With
+    ``task.start_examples`` = N the SFT-initialised student bootstraps on the first N records and the run
+    trains on the records after them, every one labelled: all methods see the same data."""
+    from distill.data.tasks import full_split, labeled_count, load_split, subset_split
+
+    full = full_split(task, "train")  # read once: the run and the bootstraps take different prefixes
+    whole = subset_split(whole_split(task), "train", full)
+    if task.start_examples:  # the student's own SFT data first; the run's labelled data after it, disjoint
+        first = task.start_examples
+        run, student, labeled = subset_split(task, "train", full[first:]), whole[:first], None
+    else:
+        run, labeled = subset_split(task, "train", full), labeled_count(task, len(whole))
+        student = whole[:labeled]
+    return ModelSources(task=task, train_records=run[:labeled], bootstrap_records=whole,
+                        val_records=load_split(task, "validation"),
+                        unlabeled_records=run[labeled:] if labeled is not None else [], student_records=student,
+                        tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
+                        seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
+                        bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
