@@ -104,3 +104,12 @@ def test_tiny_presets_have_room_for_each_task(task, positions):
     cfg = compose(config_name="train", overrides=[f"task={task}"])
     for role in ("student", "teacher"):
         assert OmegaConf.select(cfg, f"{role}.config.n_positions") == positions
+
+
+@pytest.mark.parametrize("task", options("task"))
+def test_every_tasks_prompt_and_output_fit_the_tiny_presets(task):
+    """Any task in conf/task/, not a hand-kept list: the decoder-only preset's positions hold prompt + output."""
+    cfg = compose(config_name="train", overrides=[f"task={task}"])
+    need = cfg.task.max_source_length + cfg.task.max_target_length
+    for role in ("student", "teacher"):
+        assert OmegaConf.select(cfg, f"{role}.config.n_positions") >= need
