@@ -133,6 +133,14 @@ def bootstrap_trainer(cfg: DictConfig) -> dict:
     return _betas_as_tuple(plain(cfg.bootstrap_trainer))
 
 
+def source_settings(cfg: DictConfig, trainer: TrainerSettings | None = None):
+    """What a run's models and data come from (tokenizer size, caches, seeds, the SFT recipe), typed once."""
+    from distill.train.sources import SourceSettings
+
+    return SourceSettings(cfg.tokenizer.vocab_size, Path(cfg.cache_dir).expanduser(), cfg.seed, cfg.bootstrap_seed,
+                          bootstrap_trainer(cfg), trainer or trainer_settings(cfg))
+
+
 def resume_mismatch(saved: dict, current: dict, ignore: tuple[str, ...]) -> str | None:
     """First dotted key whose value differs between two configs, ignoring keys that may change on resume."""
     def walk(a: Any, b: Any, prefix: str) -> str | None:
@@ -181,6 +189,12 @@ class TrainInputs:
     teacher: ModelSpec
     method: Any
     eval: Any
+    seed: int
+    sources: Any  # distill.train.sources.SourceSettings
+    fused_linear: Any  # auto | true | false
+    wandb: dict | None  # logger.wandb, or None when W&B is off
+    resolved: dict  # the whole resolved config: run_config.yaml, the resume guard
+    files: dict[str, str]  # what the run directory gets once the run is accepted (run_files)
 
 
 def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
@@ -218,7 +232,10 @@ def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
     decodings(task, settings)
     method = instantiate_method(cfg)
     check_single_stream(method, world)
-    return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings)
+    resolved = plain(cfg)
+    return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings, cfg.seed,
+                       source_settings(cfg, trainer), cfg.fused_linear, plain(cfg.logger.wandb) or None, resolved,
+                       run_files(cfg))
 
 
 def eval_inputs(cfg: DictConfig):

@@ -45,7 +45,7 @@ def build(overrides: list[str], device: str = "cpu", max_train: int | None = Non
 
     cfg = compose_config(overrides)
     method = instantiate_method(cfg)
-    sources = model_sources(cfg, C.task_spec(cfg))
+    sources = model_sources(C.source_settings(cfg), C.task_spec(cfg))
     student, tokenizer = initial_model(C.model_spec(cfg.student), sources)
     teacher_spec = C.model_spec(cfg.teacher)
     cached = teacher_is_cached(teacher_spec, sources)

@@ -140,7 +140,8 @@ def evaluate_after_train(cfg: DictConfig) -> dict:
     rows.append(("student", cfg.student.name, evaluate(model, tokenizer, task, eval_settings, split_dir / "student",
                                                        str(directory / "final"), device)))
     if eval_settings.compare_teacher:
-        teacher, teacher_tokenizer = prepare_model(C.model_spec(cfg.teacher), "teacher", model_sources(cfg, task))
+        teacher, teacher_tokenizer = prepare_model(C.model_spec(cfg.teacher), "teacher",
+                                                   model_sources(C.source_settings(cfg), task))
         torch.manual_seed(cfg.seed)
         rows.append(("teacher", cfg.teacher.name, evaluate(teacher, teacher_tokenizer, task, eval_settings,
                                                            split_dir / "teacher", f"teacher:{cfg.teacher.name}", device)))

@@ -37,13 +37,13 @@ log = logging.getLogger(__name__)
 
 
 
-def _guard_resume(cfg: DictConfig, directory: Path) -> None:
+def _guard_resume(inputs: C.TrainInputs, directory: Path) -> None:
     """Refuse to continue a run dir that holds a different experiment (reads only)."""
     saved_path = directory / "run_config.yaml"
-    if not (saved_path.exists() and cfg.trainer.resume):
+    if not (saved_path.exists() and inputs.trainer.resume):
         return
-    ignored = RESUME_IGNORED + (OPTIMIZER_KEYS if cfg.trainer.resume_from is not None else ())
-    mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), C.plain(cfg), ignored)
+    ignored = RESUME_IGNORED + (OPTIMIZER_KEYS if inputs.trainer.resume_from is not None else ())
+    mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), inputs.resolved, ignored)
     if mismatch:
         raise ConfigError(f"{directory} holds a run with a different config: {mismatch}; use another hydra.run.dir, "
                           "trainer.resume=false (moves the earlier run aside) or, for optimiser settings, "
@@ -74,37 +74,36 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
     if inputs.eval.after_train:
         check_pair(student_spec, None, max(d.max_new_tokens for d in decodings(task, inputs.eval)), "eval.max_new_tokens")
     _warn_short_warmup(settings)
-    _guard_resume(cfg, run.path)
+    _guard_resume(inputs, run.path)
     plan = dist_.broadcast(resume.plan_start(settings.resume, settings.resume_from, run.path / "checkpoints",
                                              resume.optimizer_signature(settings)) if dist_.main else None)
     finished = None if plan.new_branch or plan.supersede else _finished(run.path, settings.max_steps)
     if finished is not None:  # re-running a finished command: nothing to train, nothing rewritten
         log.info("%s already finished its %d steps; nothing to train (trainer.resume=false starts afresh)",
                  run.path, settings.max_steps)
-        return _evaluate_if_asked(cfg, run, finished) if dist_.main else finished
+        return _evaluate_if_asked(cfg, inputs, run, finished) if dist_.main else finished
     started = time.perf_counter()
-    job = _prepare(cfg, method, task, settings, student_spec, teacher_spec, D.device_for(dist_, settings.device),
-                   dist_.world)
+    job = _prepare(inputs, D.device_for(dist_, settings.device), dist_.world)
     if plan.source is not None:
         resume.check_compatible(plan.source, job.ctx.student)
         D.check_layout(dist_, plan.source)
-    fused, why = fused_linear_choice(cfg.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
+    fused, why = fused_linear_choice(inputs.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
                                      method.fuses_linear)
-    run.accept(C.run_files(cfg), fresh=not cfg.trainer.resume)
+    run.accept(inputs.files, fresh=not settings.resume)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
     D.wrap(dist_, job.ctx.student, job.ctx.teacher, job.ctx.extra_modules, job.ctx.device)
     job.ctx.fused_linear = fused
     log.info("losses %s (%s)", "from hidden states, fused with the output projection" if fused
              else "from full logits", why)
-    trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, cfg.seed,
-                      _wandb(cfg, run.path, plan.new_branch) if dist_.main else None, C.plain(cfg), plan,
+    trainer = Trainer(method, job.ctx, job.train_data, job.val_data, settings, run.path, inputs.seed,
+                      _wandb(inputs.wandb, run.path, plan.new_branch) if dist_.main else None, inputs.resolved, plan,
                       dist_=dist_)
     summary = trainer.run()
     summary.update({"method": _choice("method"), "task": task.name, "student": student_spec.name,
                     "teacher": teacher_spec.name if job.ctx.teacher is not None else None,
                     "student_parameters": parameter_count(job.ctx.student),
-                    "student_init": _model_id(job.ctx.student, student_spec, cfg.seed),
+                    "student_init": _model_id(job.ctx.student, student_spec, inputs.seed),
                     "teacher_id": _model_id(job.ctx.teacher, teacher_spec, init_seed(teacher_spec, job.sources)),
                     "wall_seconds": time.perf_counter() - started, "world_size": dist_.world,
                     "code": code_version()})
@@ -113,7 +112,7 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
         return summary
     save_final(run.path, job.ctx.student, job.ctx.tokenizer, summary, weights)
     log.info("finished: %s", run.path / "final")
-    return _evaluate_if_asked(cfg, run, summary)
+    return _evaluate_if_asked(cfg, inputs, run, summary)
 
 
 @dataclass
@@ -124,18 +123,18 @@ class _Job:
     sources: ModelSources
 
 
-def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec, device_name: str,
-             world: int = 1) -> _Job:
+def _prepare(inputs: C.TrainInputs, device_name: str, world: int = 1) -> _Job:
     """Models (bootstrapped if asked), data and the method's own setup; nothing is written to the run dir."""
-    sources = model_sources(cfg, task)
-    student, tokenizer = prepare_model(student_spec, "student", sources)
+    method, task, settings, seed = inputs.method, inputs.task, inputs.trainer, inputs.seed
+    sources = model_sources(inputs.sources, task)
+    student, tokenizer = prepare_model(inputs.student, "student", sources)
     teacher = None
     if method.needs_teacher:
-        teacher, teacher_tokenizer = prepare_model(teacher_spec, "teacher", sources)
+        teacher, teacher_tokenizer = prepare_model(inputs.teacher, "teacher", sources)
         check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(device_name)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                  device, extra_modules={}, cache_dir=sources.cache_dir)
+                  device, extra_modules={}, cache_dir=sources.cache_dir, seed=seed)
     train_data = encode_records(task, sources.train_records, tokenizer, student)
     if sources.unlabeled_records and method.prompts_only:  # methods that learn from prompts alone use them all
         prompts = encode_records(task, sources.unlabeled_records, tokenizer, student, prompts_only=True)
@@ -144,13 +143,12 @@ def _prepare(cfg: DictConfig, method, task, settings, student_spec, teacher_spec
         log.info("%s needs dataset targets: it trains on the %d labelled examples only (task.labeled_fraction=%g)",
                  type(method).__name__, len(train_data), task.labeled_fraction)
     val_data = encode_records(task, sources.val_records, tokenizer, student)
-    ctx.seed = cfg.seed
     # Method-owned trajectories (teacher outputs) and modules (reward head). Modules a method creates (X-KD's
     # heads) start from the run's seed, not from whatever state earlier jobs of this process (a parallel sweep's
     # worker) left the global generator in; the trainer seeds again before step 1.
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(seed)
     window = settings.micro_batch_size * settings.grad_accum_steps * world  # the global batch
-    used = lambda n: used_indices(settings.max_steps, window, n, cfg.seed)  # noqa: E731
+    used = lambda n: used_indices(settings.max_steps, window, n, seed)  # noqa: E731
     train_data = method.setup(ctx, train_data, settings.progress, used)
     return _Job(ctx, train_data, val_data, sources)
 
@@ -178,20 +176,21 @@ def _finished(directory: Path, max_steps: int) -> dict | None:
     return summary
 
 
-def _evaluate_if_asked(cfg: DictConfig, run: RunDir, summary: dict) -> dict:
-    if cfg.eval.after_train:
+def _evaluate_if_asked(cfg: DictConfig, inputs: C.TrainInputs, run: RunDir, summary: dict) -> dict:
+    """The evaluation entry point reads its own settings from the config (``distill.eval.entry``)."""
+    if inputs.eval.after_train:
         from distill.eval.entry import evaluate_after_train
 
         if not run.accepted:
-            run.accept(C.run_files(cfg), fresh=False)
+            run.accept(inputs.files, fresh=False)
         summary["eval"] = evaluate_after_train(cfg)
     return summary
 
 
-def _wandb(cfg: DictConfig, directory: Path, new_line: bool) -> dict | None:
+def _wandb(wandb: dict | None, directory: Path, new_line: bool) -> dict | None:
     """W&B settings; without an explicit id, one per line of training: a resumed run keeps its id (stored in
     ``wandb_id``), a fresh start or a ``trainer.resume_from`` branch gets a new one, so histories never mix."""
-    settings = C.plain(cfg.logger.wandb)
+    settings = dict(wandb) if wandb else None
     if settings and not settings["id"]:
         stored = directory / "wandb_id"
         if new_line or not stored.exists():

@@ -6,13 +6,26 @@ imports the other.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
 
-from distill import config as C
 from distill.train.bootstrap import ModelSources, whole_split
+from distill.train.loop import TrainerSettings
+
+
+@dataclass(frozen=True)
+class SourceSettings:
+    """What ``model_sources`` needs from a run's config, converted once by the entry point
+    (``distill.config.source_settings``)."""
+
+    tokenizer_vocab_size: int
+    cache_dir: Path
+    seed: int
+    bootstrap_seed: int
+    bootstrap_trainer: dict  # the SFT recipe's overrides of the trainer settings
+    trainer: TrainerSettings
 
 
 def run_dir() -> Path:
@@ -20,7 +33,7 @@ def run_dir() -> Path:
     return Path(HydraConfig.get().runtime.output_dir)
 
 
-def model_sources(cfg: DictConfig, task) -> ModelSources:
+def model_sources(settings: SourceSettings, task) -> ModelSources:
     """The run's records, split into labelled and prompt-only by ``task.labeled_fraction`` (the first
     records of the whole split keep their targets), and what each bootstrap trains on. With
     ``task.start_examples`` = N the SFT-initialised student bootstraps on the first N records and the run
@@ -38,6 +51,6 @@ def model_sources(cfg: DictConfig, task) -> ModelSources:
     return ModelSources(task=task, train_records=run[:labeled], bootstrap_records=whole,
                         val_records=load_split(task, "validation"),
                         unlabeled_records=run[labeled:] if labeled is not None else [], student_records=student,
-                        tokenizer_vocab_size=cfg.tokenizer.vocab_size, cache_dir=Path(cfg.cache_dir).expanduser(),
-                        seed=cfg.seed, bootstrap_seed=cfg.bootstrap_seed,
-                        bootstrap_trainer=C.bootstrap_trainer(cfg), trainer=C.trainer_settings(cfg))
+                        tokenizer_vocab_size=settings.tokenizer_vocab_size, cache_dir=settings.cache_dir,
+                        seed=settings.seed, bootstrap_seed=settings.bootstrap_seed,
+                        bootstrap_trainer=settings.bootstrap_trainer, trainer=settings.trainer)
