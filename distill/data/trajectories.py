@@ -50,8 +50,8 @@ def _strip_padding(row: list[int], pad_id: int, eos_id: int) -> list[int]:
 def _sample_keys(ctx, items: list[Encoded]) -> torch.Tensor:
     """Each row's sampling noise, keyed by its position in the run's stream of examples (set by the
     training loop), else by (step, example index): samples do not depend on how a window is split."""
-    if ctx.positions is not None and len(ctx.positions) == len(items):
-        return row_keys(ctx.seed, -1, ctx.positions, device=ctx.device)
+    if ctx.stream_positions is not None and len(ctx.stream_positions) == len(items):
+        return row_keys(ctx.seed, -1, ctx.stream_positions, device=ctx.device)
     return row_keys(ctx.seed, ctx.step, [item.index for item in items], device=ctx.device)
 
 

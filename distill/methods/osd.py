@@ -68,15 +68,17 @@ class OSD(Method):
         was_training = draft.training
         draft.eval()  # serving: no dropout
         served, records = [], []
-        positions = ctx.positions if ctx.positions is not None else [item.index for item in items]
-        for item, position in zip(items, positions):
+        # each request's place in the stream (keys its draws, names it in the log); ``self.positions`` is
+        # which token positions of a served request the draft learns from
+        requests = ctx.stream_positions if ctx.stream_positions is not None else [item.index for item in items]
+        for item, request in zip(items, requests):
             result = speculative_generate(target, draft, item.prompt_ids, self.max_new_tokens, self.num_proposals,
                                           ctx.tokenizer.eos_token_id, self.sampling_temperature,
-                                          row_keys(ctx.seed, 0, [position], "osd"),
+                                          row_keys(ctx.seed, 0, [request], "osd"),
                                           record="all" if self.positions == "anchored" else self.positions,
                                           vocab_size=len(ctx.tokenizer))
             served.append((replace(item, target_ids=result.tokens), self._weighted(result)))
-            records.append(self._with_average(_request_record(position, result)))
+            records.append(self._with_average(_request_record(request, result)))
         draft.train(was_training)
         batch = self._batch(list(self._replay) + served, ctx)
         self._replay.extend(served)
@@ -134,9 +136,9 @@ class OSD(Method):
             self._replay.append((Encoded(prompt, target, index), [(*entry, 1.0)[:3] for entry in kept]))
 
 
-def _request_record(position: int, result) -> dict:
+def _request_record(request: int, result) -> dict:
     alphas, overlaps = result.alphas, result.overlaps_t1
-    return {"request": position, "acceptance_rate": sum(alphas) / len(alphas) if alphas else None,
+    return {"request": request, "acceptance_rate": sum(alphas) / len(alphas) if alphas else None,
             "overlap_t1": sum(overlaps) / len(overlaps) if overlaps else None,
             "accepted_fraction": result.accepted / result.proposed if result.proposed else None,
             "tokens_per_target_forward": len(result.tokens) / max(result.target_forwards, 1),

@@ -100,7 +100,7 @@ class Context:
     step: int = 0  # of a method (distill.models.keyed_random); the trainer sets both
     # Position of each item of the current micro-batch in the run's stream of examples (step · window +
     # slot): keys its samples, so a window holding one example twice draws two independent samples.
-    positions: list[int] | None = None
+    stream_positions: list[int] | None = None
     # Losses from the output projection's input and weight, never full logits (distill.losses.fused_linear);
     # resolved from the `fused_linear` setting and what the models allow (distill.models.forward).
     fused_linear: bool = False
@@ -225,7 +225,7 @@ class Trainer:
         micro = []
         for chosen, positions in micro_batches(indices, step, self.dist.rank, self.dist.world, micro_size):
             items = [self.train_data[i] for i in chosen]
-            self.ctx.positions = positions
+            self.ctx.stream_positions = positions
             with torch.no_grad(), self._autocast(), D.gathered(self.dist, self.ctx.student, decoding_teacher):
                 micro.append(self.method.trajectories(items, self.ctx))
         # Per-example records a method reports (OSD: per-request acceptance), logged as they are.

@@ -50,6 +50,21 @@ def make_ctx(request, tokenizer, tmp_path):
     return make
 
 
+def batch_loss(method, ctx, items):
+    """One batch through a method as the trainer runs it (N = this batch's tokens): (loss, terms, batch, counts);
+    the student's gradients are those of this loss alone."""
+    from distill.train.loop import _window_totals
+
+    with torch.no_grad():
+        batch = method.trajectories(items, ctx)
+    counts = _window_totals([batch])
+    terms = method.loss_terms(batch, ctx)
+    loss = terms.total(terms.reduced(counts))
+    ctx.student.zero_grad()
+    loss.backward()
+    return loss, terms, batch, counts
+
+
 @pytest.fixture
 def items(tokenizer):
     examples = [Example(t.split("\nAnswer:")[0] + "\nAnswer:", " " + t.split("\nAnswer: ")[1]) for t in TEXTS[:8:2]]

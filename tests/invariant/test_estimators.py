@@ -18,8 +18,9 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from distill.data.collate import Encoded
-from distill.train.loop import Context, _window_totals
+from distill.train.loop import Context
 
+from .conftest import batch_loss
 from .test_methods import gkd, minillm
 
 PAD, EOS, VOCAB, T = 0, 1, 6, 0.7
@@ -56,13 +57,7 @@ def _estimates(method, ctx, steps: int, batch: int) -> list[tuple[torch.Tensor, 
     out = []
     for step in range(steps):
         ctx.step = step
-        with torch.no_grad():
-            trajectories = method.trajectories(items, ctx)
-        counts = _window_totals([trajectories])
-        terms = method.loss_terms(trajectories, ctx)
-        loss = terms.total(terms.reduced(counts))
-        ctx.student.zero_grad()
-        loss.backward()
+        _, _, _, counts = batch_loss(method, ctx, items)
         out.append((_flat_grad(ctx.student), float(counts["loss_mask"])))
     return out
 

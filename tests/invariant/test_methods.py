@@ -17,7 +17,7 @@ from distill.methods.xkd import XKD
 from distill.models.forward import token_view
 from distill.train.loop import _window_totals
 
-from .conftest import DECODING, DIVERGENCE
+from .conftest import DECODING, DIVERGENCE, batch_loss
 
 
 def gkd(**kw):
@@ -45,13 +45,7 @@ def loss_and_grads(method, ctx, items, seed=0):
     items = method.setup(ctx, items, progress=False)
     torch.manual_seed(seed)
     ctx.seed = seed
-    with torch.no_grad():
-        batch = method.trajectories(items, ctx)
-    counts = _window_totals([batch])
-    out = method.loss_terms(batch, ctx)
-    loss = out.total(out.reduced(counts))
-    ctx.student.zero_grad()
-    loss.backward()
+    loss, out, batch, _ = batch_loss(method, ctx, items)
     grads = {n: p.grad.clone() for n, p in ctx.student.named_parameters() if p.grad is not None}
     return loss.detach(), grads, out, batch
 
