@@ -1,0 +1,124 @@
+"""Divergences against a sparse teacher: a kept support S of teacher tokens plus one tail bucket.
+
+A cached teacher keeps, per position, the log-probabilities of a support S (the top k, or the smallest set whose
+tail mass is at most ε) and the log of the mass outside it, p_tail. The student stays dense. The loss is the
+divergence between the (|S| + 1)-outcome distributions (p_S, p_tail) and (q_S, q_tail), q_tail being the
+student's mass outside S. Every divergence here is an f-divergence, so by data processing the sparse value never
+exceeds the dense one, and with p_tail = 0 (and so nothing of the teacher's outside S) the two are equal.
+
+What the tail bucket cannot know is how the teacher spreads p_tail over the tokens outside S, so the gradient
+differs from the dense one. ``grad_l1_bound`` gives, per position, an upper bound on the L1 distance between the
+two gradients with respect to the student's logits, over every teacher tail of mass p_tail that the cache allows
+(each tail probability between the teacher's smallest and its smallest kept one); derivations in
+docs/methods.md, "Sparse teachers". It is a certificate: tests check it against dense gradients on random and
+adversarial tails.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+import torch
+
+from distill.losses.divergences import Divergence
+
+NEG_INF = float("-inf")
+
+
+@dataclass
+class SparseTeacher:
+    """Cached teacher distributions at the student's positions ([..., k] support, [...] per position)."""
+
+    ids: torch.Tensor  # long [..., k]; -1 marks an empty slot (ragged supports)
+    log_probs: torch.Tensor  # float [..., k]: log p of each kept token (-inf in empty slots)
+    log_tail: torch.Tensor  # float [...]: log of the teacher's mass outside the support (-inf when none)
+    log_min: torch.Tensor | None = None  # float [...]: the teacher's smallest log p over the vocabulary
+
+
+def _in_support(ids: torch.Tensor, vocab: int) -> torch.Tensor:
+    """[..., V] bool: the token is one of the position's kept tokens."""
+    valid = ids >= 0
+    marks = torch.zeros(*ids.shape[:-1], vocab + 1, dtype=torch.bool, device=ids.device)
+    marks.scatter_(-1, torch.where(valid, ids, vocab), True)  # empty slots mark the spare column
+    return marks[..., :vocab]
+
+
+def student_outcomes(student_logits: torch.Tensor, ids: torch.Tensor, kd_temperature: float):
+    """(log q_S [..., k], log q_tail [...]) at ``kd_temperature``, differentiable in the logits; -inf in empty
+    slots, and for the tail when the support holds every token the student can give mass to."""
+    scaled = student_logits.float() / kd_temperature
+    log_z = torch.logsumexp(scaled, -1, keepdim=True)
+    valid = ids >= 0
+    kept = torch.gather(scaled, -1, ids.clamp(min=0)) - log_z
+    log_q_support = torch.where(valid, kept, torch.full_like(kept, NEG_INF))
+    outside = scaled.masked_fill(_in_support(ids, scaled.size(-1)), NEG_INF)
+    empty = torch.isneginf(outside).all(-1, keepdim=True)
+    # an empty tail gets -inf with no gradient path (logsumexp over only -inf has a NaN gradient)
+    tail = torch.logsumexp(torch.where(empty, torch.zeros_like(outside), outside), -1, keepdim=True) - log_z
+    log_q_tail = torch.where(empty, torch.full_like(tail, NEG_INF), tail)
+    return log_q_support, log_q_tail.squeeze(-1)
+
+
+def sparse_divergence(divergence: Divergence, student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
+    """Per-position divergence between (p_S, p_tail) and (q_S, q_tail); the same kernels as the dense path."""
+    log_q_support, log_q_tail = student_outcomes(student_logits, teacher.ids, divergence.kd_temperature)
+    log_q = torch.cat([log_q_support, log_q_tail.unsqueeze(-1)], -1)
+    log_p = torch.cat([teacher.log_probs.float(), teacher.log_tail.float().unsqueeze(-1)], -1).to(log_q.device)
+    # The outcomes are already log-probabilities at the run's temperature: the kernels see them at τ = 1. Their
+    # gradient reaches the logits through student_outcomes, which carries the 1/τ.
+    return replace(divergence, kd_temperature=1.0)(log_q, log_p)
+
+
+def _lipschitz_factor(divergence: Divergence) -> float | None:
+    """L1 bound per unit of Σ_tail |p_v − r_v·p_tail| (docs/methods.md): 1 for fkl (its Δ is 0), 2·max|ψ'| for
+    the others; None where no constant exists (rkl: the bound needs the teacher's smallest probability)."""
+    name, beta, skew = divergence.name, divergence.beta, divergence.skew
+    if name == "jsd" and divergence.normalize and beta in (0.0, 1.0):
+        name = "fkl" if beta == 0.0 else "rkl"
+    if name == "fkl":
+        return 1.0
+    if name == "skl":
+        return 2.0
+    if name == "jsd":
+        factor = 2.0 * beta
+        return factor / (beta * (1.0 - beta)) if divergence.normalize else factor
+    if name == "srkl":
+        return 2.0 * (1.0 - skew) / (4.0 * skew) if skew > 0 else None
+    return None
+
+
+@torch.no_grad()
+def grad_l1_bound(divergence: Divergence, student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
+    """Per position, an upper bound on ‖∇_z D_sparse − ∇_z D_dense‖₁ over every teacher tail the cache allows
+    (z: the student's logits). 0 where the tail mass is 0; inf where nothing bounds it (rkl without the
+    teacher's smallest probability)."""
+    tau = divergence.kd_temperature
+    log_q_support, log_q_tail = student_outcomes(student_logits, teacher.ids, tau)
+    p_tail = teacher.log_tail.float().to(log_q_tail.device).exp()
+    q_tail = log_q_tail.exp()
+    if divergence.name == "tvd":
+        return 2.0 * torch.minimum(p_tail, q_tail) / tau
+    factor = _lipschitz_factor(divergence)
+    if factor is not None:  # Σ_tail |p_v − r_v·p_tail| ≤ 2·p_tail
+        return factor * 2.0 * p_tail / tau
+    return _rkl_bound(student_logits, teacher, log_q_tail, tau)
+
+
+def _rkl_bound(student_logits, teacher: SparseTeacher, log_q_tail, tau: float) -> torch.Tensor:
+    """rkl: 2·Σ_tail q_v·max over p_v ∈ [p_min, p_hi] of |log(r_v·p_tail / p_v)|, r_v = q_v / q_tail."""
+    log_p_tail = teacher.log_tail.float().to(log_q_tail.device)
+    if teacher.log_min is None:
+        bound = torch.full_like(log_q_tail, math.inf)
+        return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)
+    scaled = student_logits.float() / tau
+    log_q = scaled - torch.logsumexp(scaled, -1, keepdim=True)
+    outside = ~_in_support(teacher.ids, scaled.size(-1))
+    kept = torch.where(teacher.ids >= 0, teacher.log_probs.float(), torch.full_like(teacher.log_probs.float(), math.inf))
+    log_hi = torch.minimum(kept.amin(-1), log_p_tail)  # a tail token has p ≤ the smallest kept one, and ≤ p_tail
+    log_lo = teacher.log_min.float().to(log_q.device)
+    log_target = log_q - log_q_tail.unsqueeze(-1) + log_p_tail.unsqueeze(-1)  # log(r_v·p_tail)
+    spread = torch.maximum((log_target - log_lo.unsqueeze(-1)).abs(), (log_target - log_hi.unsqueeze(-1)).abs())
+    terms = torch.where(outside, log_q.exp() * spread, torch.zeros_like(spread))
+    bound = 2.0 * terms.nan_to_num(nan=0.0).sum(-1) / tau
+    return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)

@@ -1,0 +1,137 @@
+"""Sparse teachers: exact at zero tail, never above the dense value, and the gradient bound holds on random and
+adversarial teacher tails (small vocabularies, every divergence)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from distill.losses.divergences import Divergence
+from distill.losses.sparse import SparseTeacher, grad_l1_bound, sparse_divergence, student_outcomes
+
+V, K = 12, 4
+SETTINGS = {
+    "fkl": {}, "rkl": {}, "tvd": {}, "skl": {"skew": 0.1}, "srkl": {"skew": 0.1},
+    "jsd": {"beta": 0.3}, "jsd_normalized": {"beta": 0.7, "normalize": True},
+    "jsd_beta0": {"beta": 0.0, "normalize": True}, "jsd_beta1": {"beta": 1.0, "normalize": True},
+}
+
+
+def divergence(case: str, tau: float = 1.0) -> Divergence:
+    name = case.split("_")[0]
+    return Divergence.from_config({"name": name, "kd_temperature": tau, "chunk_size": 3, "beta": None,
+                                   "normalize": False, "skew": None, **SETTINGS[case]})
+
+
+def sparse_from_dense(teacher_logits: torch.Tensor, k: int, tau: float = 1.0) -> SparseTeacher:
+    """What a top-k cache keeps of a dense teacher at temperature τ."""
+    log_p = torch.log_softmax(teacher_logits.double() / tau, -1)
+    top, ids = log_p.topk(k, -1)
+    rest = log_p.scatter(-1, ids, float("-inf"))
+    return SparseTeacher(ids, top.float(), torch.logsumexp(rest, -1).float(), log_p.amin(-1).float())
+
+
+def grads(fn, student_logits):
+    z = student_logits.clone().requires_grad_(True)
+    fn(z).sum().backward()
+    return z.grad
+
+
+@pytest.mark.parametrize("case", sorted(SETTINGS))
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+def test_with_every_token_kept_it_is_the_dense_divergence(case, tau):
+    torch.manual_seed(0)
+    student, teacher = torch.randn(5, V) * 2, torch.randn(5, V) * 2
+    div = divergence(case, tau)
+    cache = sparse_from_dense(teacher, V, tau)  # k = V: the tail is empty on both sides
+    assert torch.isneginf(cache.log_tail).all()
+    dense, sparse = div(student, teacher), sparse_divergence(div, student, cache)
+    assert torch.allclose(sparse, dense, rtol=1e-5, atol=1e-6)
+    g_dense = grads(lambda z: div(z, teacher), student)
+    g_sparse = grads(lambda z: sparse_divergence(div, z, cache), student)
+    assert torch.allclose(g_sparse, g_dense, rtol=1e-4, atol=1e-6)
+    assert torch.all(grad_l1_bound(div, student, cache) == 0)
+
+
+@pytest.mark.parametrize("case", sorted(SETTINGS))
+def test_the_sparse_value_never_exceeds_the_dense_one(case):
+    torch.manual_seed(1)
+    student, teacher = torch.randn(64, V) * 3, torch.randn(64, V) * 3
+    div = divergence(case)
+    sparse = sparse_divergence(div, student, sparse_from_dense(teacher, K))
+    assert torch.all(sparse <= div(student, teacher) + 1e-5)
+
+
+def _adversarial_teachers(student: torch.Tensor, base: torch.Tensor) -> list[torch.Tensor]:
+    """Teacher logits with the same top-K as ``base`` and tails spread in the ways that hurt most: all tail mass
+    on the tail token the student likes least, or most; tails proportional to the student (no error); and tails
+    at the smallest probability the teacher allows beside one large tail token."""
+    out = [base]
+    kept = base.topk(K, -1).indices
+    floor = base.gather(-1, kept).amin(-1, keepdim=True) - 0.5  # every tail token below the smallest kept
+    tail = torch.ones_like(base, dtype=torch.bool).scatter(-1, kept, False)
+    q = torch.softmax(student, -1).masked_fill(~tail, float("inf"))
+    for pick in (q.argmin(-1, keepdim=True), q.masked_fill(~tail, -1.0).argmax(-1, keepdim=True)):
+        spiked = torch.where(tail, floor - 12.0, base)  # tiny everywhere in the tail ...
+        out.append(spiked.scatter(-1, pick, floor.squeeze(-1).unsqueeze(-1)))  # ... but one token
+    proportional = torch.where(tail, student - student.masked_fill(~tail, -1e9).amax(-1, keepdim=True) + floor, base)
+    out.append(proportional)
+    return out
+
+
+@pytest.mark.parametrize("case", sorted(SETTINGS))
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_the_gradient_error_stays_under_the_logged_bound(case, tau):
+    torch.manual_seed(2)
+    div = divergence(case, tau)
+    checked = 0
+    for trial in range(6):
+        student = torch.randn(16, V) * (1 + trial)
+        for teacher in _adversarial_teachers(student, torch.randn(16, V) * (1 + trial)):
+            cache = sparse_from_dense(teacher, K, tau)
+            error = (grads(lambda z, c=cache: sparse_divergence(div, z, c), student)
+                     - grads(lambda z, t=teacher: div(z, t), student)).abs().sum(-1)
+            bound = grad_l1_bound(div, student, cache)
+            assert torch.all(error <= bound * (1 + 2e-3) + 1e-5), (case, (error - bound).max())  # float32 noise
+            checked += int(torch.isfinite(bound).sum())
+    assert checked > 0
+
+
+def test_fkl_bound_is_twice_the_tail_mass_and_can_be_reached():
+    """fkl: error = Σ_tail |p_v − r_v·p_tail| ≤ 2·p_tail, approached when the tail mass sits on the tail token
+    the student likes least and the student's tail is spread thin."""
+    student = torch.zeros(1, V)
+    student[0, :K] = 5.0
+    student[0, K] = -30.0  # the student gives this tail token almost nothing
+    teacher = torch.full((1, V), -40.0)
+    teacher[0, :K] = 2.0
+    teacher[0, K] = 0.0  # all of the teacher's tail mass on it
+    div = divergence("fkl")
+    cache = sparse_from_dense(teacher, K)
+    error = (grads(lambda z: sparse_divergence(div, z, cache), student)
+             - grads(lambda z: div(z, teacher), student)).abs().sum(-1)
+    bound = grad_l1_bound(div, student, cache)
+    assert float(error / bound) > 0.99
+
+
+def test_rkl_without_the_teachers_floor_is_unbounded_and_with_it_finite():
+    torch.manual_seed(3)
+    student, teacher = torch.randn(4, V), torch.randn(4, V)
+    cache = sparse_from_dense(teacher, K)
+    div = divergence("rkl")
+    assert torch.isfinite(grad_l1_bound(div, student, cache)).all()
+    floorless = SparseTeacher(cache.ids, cache.log_probs, cache.log_tail)
+    assert torch.isinf(grad_l1_bound(div, student, floorless)).all()
+
+
+def test_ragged_supports_and_the_student_outcomes_by_hand():
+    """Empty slots (-1) are no outcome at all; q_S and q_tail partition the student's mass."""
+    student = torch.log(torch.tensor([[0.5, 0.25, 0.125, 0.125]]))
+    ids = torch.tensor([[1, -1, 0]])
+    log_q_support, log_q_tail = student_outcomes(student, ids, 1.0)
+    assert torch.allclose(log_q_support.exp(), torch.tensor([[0.25, 0.0, 0.5]]))
+    assert torch.allclose(log_q_tail.exp(), torch.tensor([0.25]))
+    teacher = SparseTeacher(ids, torch.log(torch.tensor([[0.5, 0.0, 0.25]])), torch.log(torch.tensor([0.25])))
+    # fkl over (0.5, 0.25 | tail 0.25) against (0.25, 0.5 | 0.25): 0.5 ln 2 + 0.25 ln 0.5
+    value = sparse_divergence(divergence("fkl"), student, teacher)
+    assert value.item() == pytest.approx(0.5 * torch.log(torch.tensor(2.0)).item() + 0.25 * torch.log(torch.tensor(0.5)).item(), rel=1e-5)
