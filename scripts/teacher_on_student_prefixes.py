@@ -15,7 +15,7 @@ accuracy(0.5) on the problems the student got wrong. "Right" is the task's
 exact correctness: the final answer for arith, any listed rendering for lingua.
 
     python scripts/teacher_on_student_prefixes.py --teacher T_DIR --student S_DIR [--task arith|lingua]
-        [--split validation|test] [--examples 300] [--temperature 1.0] [--out FILE.json]
+        [--experiment testbed_arith] [--split validation|test] [--examples 300] [--temperature 1.0] [--out FILE.json]
 """
 
 from __future__ import annotations
@@ -35,14 +35,20 @@ from distill.models.sampling import decode
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _task(name: str, examples: int) -> TaskSpec:
-    import yaml
+def _task(name: str, examples: int, experiment: str | None = None) -> TaskSpec:
+    """The task as a run composes it: conf/task/NAME.yaml, with an experiment preset's overrides when named (a
+    testbed's sizes and generator knobs: without them the data would be another task's)."""
+    from dataclasses import replace
 
-    from distill.config import CONF_DIR
+    from hydra import compose, initialize_config_dir
 
-    cfg = yaml.safe_load((CONF_DIR / "task" / f"{name}.yaml").read_text())
-    cfg["max_eval_examples"] = examples
-    return TaskSpec(**cfg)
+    from distill import config as C
+
+    C.register_resolvers()
+    overrides = [f"task={name}"] + ([f"experiment={experiment}"] if experiment else [])
+    with initialize_config_dir(config_dir=C.config_dir(), version_base="1.3"):
+        task = C.task_spec(compose("train", overrides=overrides))
+    return replace(task, max_eval_examples=examples)
 
 
 def _correct(task: TaskSpec, text: str, record: dict) -> bool:
@@ -72,11 +78,13 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=None, help="student sampling temperature (default greedy)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--task", default="arith", help="a conf/task name with a generated data set")
+    parser.add_argument("--experiment", default=None, help="a conf/experiment preset whose task settings apply "
+                        "(testbed_arith, testbed_lingua)")
     parser.add_argument("--split", default="test", choices=("validation", "test"))
     parser.add_argument("--out", default=None, help="also write the result to this JSON file")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    task = _task(args.task, args.examples)
+    task = _task(args.task, args.examples, args.experiment)
     teacher, tokenizer = load_model(args.teacher)
     student, _ = load_model(args.student)
     teacher.eval(), student.eval()
@@ -89,7 +97,7 @@ def main() -> None:
     outputs = [row[:-1] if row and row[-1] == tokenizer.eos_token_id else row
                for row in cut_at_eos(new, tokenizer.eos_token_id)]
     student_right = [_correct(task, tokenizer.decode(o, skip_special_tokens=True), r) for o, r in zip(outputs, records)]
-    result = {"task": args.task, "split": args.split, "examples": len(items), "student_temperature": args.temperature,
+    result = {"task": args.task, "experiment": args.experiment, "split": args.split, "examples": len(items), "student_temperature": args.temperature,
               "student_accuracy": 100.0 * sum(student_right) / len(items), "by_fraction": {}}
     for fraction in FRACTIONS:
         prefixes = [o[: int(round(fraction * len(o)))] for o in outputs]

@@ -53,7 +53,7 @@ $DISTILL train "${COMMON[@]}" method=supervised_kd trainer.max_steps=1 eval.comp
 read -r teacher student < <($PY -c "import json; s = json.load(open('$OUT/start/summary.json')); \
 print(s['teacher_id'], s['student_init'])")
 [ -f "$OUT/repair.json" ] || $PY scripts/teacher_on_student_prefixes.py --teacher "$teacher" --student "$student" \
-  --task "$TASK" --split test --examples "$REPAIR_EXAMPLES" --out "$OUT/repair.json" > /dev/null
+  --task "$TASK" --experiment "testbed_$TASK" --split test --examples "$REPAIR_EXAMPLES" --out "$OUT/repair.json" > /dev/null
 stamp "teacher and start bootstrapped and scored, repair rate measured"
 
 run_task() {  # the overrides that rebuild a run's generated task for `distill eval` (its name and generator knobs)
