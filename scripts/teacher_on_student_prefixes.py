@@ -35,7 +35,7 @@ from distill.models.sampling import decode
 FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)
 
 
-def _task(name: str, examples: int, experiment: str | None = None) -> TaskSpec:
+def _task(name: str, examples: int, experiment: str | None = None, overrides: tuple[str, ...] = ()) -> TaskSpec:
     """The task as a run composes it: conf/task/NAME.yaml, with an experiment preset's overrides when named (a
     testbed's sizes and generator knobs: without them the data would be another task's)."""
     from dataclasses import replace
@@ -45,9 +45,9 @@ def _task(name: str, examples: int, experiment: str | None = None) -> TaskSpec:
     from distill import config as C
 
     C.register_resolvers()
-    overrides = [f"task={name}"] + ([f"experiment={experiment}"] if experiment else [])
+    chosen = [f"task={name}"] + ([f"experiment={experiment}"] if experiment else []) + list(overrides)
     with initialize_config_dir(config_dir=C.config_dir(), version_base="1.3"):
-        task = C.task_spec(compose("train", overrides=overrides))
+        task = C.task_spec(compose("train", overrides=chosen))
     return replace(task, max_eval_examples=examples)
 
 
@@ -82,9 +82,11 @@ def main() -> None:
                         "(testbed_arith, testbed_lingua)")
     parser.add_argument("--split", default="test", choices=("validation", "test"))
     parser.add_argument("--out", default=None, help="also write the result to this JSON file")
+    parser.add_argument("overrides", nargs="*", help="config overrides as `distill train` takes them (the study's "
+                        "EXTRA): only the task's settings matter here")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    task = _task(args.task, args.examples, args.experiment)
+    task = _task(args.task, args.examples, args.experiment, tuple(args.overrides))
     teacher, tokenizer = load_model(args.teacher)
     student, _ = load_model(args.student)
     teacher.eval(), student.eval()

@@ -53,7 +53,8 @@ $DISTILL train "${COMMON[@]}" method=supervised_kd trainer.max_steps=1 eval.comp
 read -r teacher student < <($PY -c "import json; s = json.load(open('$OUT/start/summary.json')); \
 print(s['teacher_id'], s['student_init'])")
 [ -f "$OUT/repair.json" ] || $PY scripts/teacher_on_student_prefixes.py --teacher "$teacher" --student "$student" \
-  --task "$TASK" --experiment "testbed_$TASK" --split test --examples "$REPAIR_EXAMPLES" --out "$OUT/repair.json" > /dev/null
+  --task "$TASK" --experiment "testbed_$TASK" --split test --examples "$REPAIR_EXAMPLES" --out "$OUT/repair.json" \
+  "${EXTRA_ARGS[@]}" > /dev/null
 stamp "teacher and start bootstrapped and scored, repair rate measured"
 
 run_task() {  # the overrides that rebuild a run's generated task for `distill eval` (its name and generator knobs)
@@ -100,5 +101,6 @@ stamp "arms, controls, data efficiency and trade-off done"
 $DISTILL report "$OUT"/start "$OUT"/sft "$OUT"/supervised_kd "$OUT"/kd_teacher_outputs "$OUT"/gkd "$OUT"/xkd_prior1 "$OUT"/xkd_oracle \
   "$OUT"/efficiency_gkd "$OUT"/seqkd "$OUT"/gkd_half "$OUT"/minillm "$OUT"/xkd "$OUT"/xkd_control \
   "$OUT"/efficiency_xkd --out "$OUT/report" --baseline gkd --baseline seqkd
-stamp "report written to $OUT/report"
+$PY scripts/testbed_criteria.py "$OUT" > "$OUT/criteria.md"  # PLAN.md's criteria, met or not
+stamp "report written to $OUT/report, criteria to $OUT/criteria.md"
 echo "[testbed_study $TASK] wall time $(( $(date +%s) - start )) s"

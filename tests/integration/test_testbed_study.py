@@ -29,6 +29,9 @@ def test_the_testbed_study_runs_every_phase_and_reports_every_arm(tmp_path, cach
     assert "[testbed_study lingua] wall time" in result.stdout
     repair = json.loads((out / "repair.json").read_text())
     assert repair["task"] == "lingua" and repair["split"] == "test" and "repair_rate" in repair
+    assert repair["examples"] == 4 and repair["experiment"] == "testbed_lingua"  # the study's own task
+    criteria = (out / "criteria.md").read_text()
+    assert "## Criteria (PLAN.md)" in criteria and "- xkd − gkd:" in criteria
     report = (out / "report" / "report.md").read_text()
     for arm in ("| sft |", "| supervised_kd |", "| seqkd |", "| gkd |", "| minillm |", "| xkd |", "| teacher |"):
         assert arm in report, arm
