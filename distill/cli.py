@@ -2,6 +2,8 @@
 
     distill train [OVERRIDES...]          one run (``-m`` for a sweep)
     distill eval ckpt=DIR [OVERRIDES...]  score a checkpoint on a task split
+    distill teacher-cache [OVERRIDES...]  the teacher's sparse distributions over a run's targets, once for a
+                                          sweep (the run's own overrides; runs read it with teacher.cache=DIR|auto)
     distill rescore GENERATIONS.jsonl     recompute metrics.json, no model
     distill report DIR [DIR...] [--out OUT_DIR]
                                           report.md, runs.csv and plots from runs under DIR
@@ -93,6 +95,25 @@ def _eval_job(cfg) -> dict:
     from distill.eval.entry import evaluate_checkpoint
 
     return evaluate_checkpoint(cfg)
+
+
+@_report_errors(again=f"{RERUN}: the build resumes after its finished shards")
+def _teacher_cache_job(cfg) -> str:
+    from distill import config as C
+    from distill.rundir import remove_created_if_empty
+    from distill.train.teacher_cache import cache_job
+
+    try:
+        inputs = C.train_inputs(cfg)
+        if not inputs.method.reads_teacher_cache:
+            raise ConfigError(f"method {type(inputs.method).__name__.lower()} cannot use a teacher cache (on-policy "
+                              "or live-teacher targets); build one for method=supervised_kd or method=gkd "
+                              "method.lmbda=0")
+        out = cache_job(inputs)
+    finally:
+        remove_created_if_empty()  # the cache has its own directory: the one Hydra made goes, refused or not
+    print(f"teacher cache: {out}")
+    return str(out)
 
 
 def _quiet_libraries() -> None:
@@ -326,13 +347,16 @@ def _dispatch(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     if command in ("train", "eval"):
         return _run_hydra(_train_job if command == "train" else _eval_job, command, rest)
+    if command == "teacher-cache":
+        return _run_hydra(_teacher_cache_job, "train", rest)
     if command == "rescore":
         return _rescore(rest)
     if command == "report":
         return _report(rest)
     if command == "accelerate-config":
         return _accelerate_config(rest)
-    print(f"error: unknown command {command!r}; use one of: train, eval, rescore, report, accelerate-config",
+    print(f"error: unknown command {command!r}; use one of: train, eval, teacher-cache, rescore, report, "
+          "accelerate-config",
           file=sys.stderr)
     return 2
 

@@ -92,6 +92,7 @@ def model_spec(node: DictConfig, role: str | None = None) -> ModelSpec:
     values = plain(node)
     role = role or str(values.get("name", "model"))
     values.pop("sharding", None)  # placement across processes: the trainer's (teacher_sharding), not the model's
+    values.pop("cache", None)  # where the teacher's distributions come from: the run's (teacher_cache_inputs)
     if isinstance(values, dict) and values.get("pretrained") is not None and values.get("config") is not None:
         log.info("%s.pretrained=%s: the model is loaded from there; the %s preset's config is not used%s", role,
                  values["pretrained"], values.get("name"),
@@ -172,7 +173,8 @@ def run_files(cfg: DictConfig, training: bool = True) -> dict[str, str]:
 
 # The blocks of conf/train.yaml and conf/eval.yaml: a top-level key outside these is refused (``+foo=1``).
 TRAIN_KEYS = ("method", "task", "teacher", "student", "divergence", "logger", "eval", "seed", "cache_dir",
-              "fused_linear", "tokenizer", "trainer", "teacher_generation", "bootstrap_seed", "bootstrap_trainer")
+              "fused_linear", "tokenizer", "trainer", "teacher_generation", "bootstrap_seed", "bootstrap_trainer",
+              "teacher_cache")
 EVAL_KEYS = ("ckpt", "seed", "device", "task", "eval")
 MIN_VOCAB = 261  # the byte alphabet (256) and 4 special tokens, plus at least one merge
 
@@ -195,6 +197,8 @@ class TrainInputs:
     wandb: dict | None  # logger.wandb, or None when W&B is off
     resolved: dict  # the whole resolved config: run_config.yaml, the resume guard
     files: dict[str, str]  # what the run directory gets once the run is accepted (run_files)
+    teacher_cache: str | None  # teacher.cache: a cache directory, auto, or None (the live teacher)
+    cache_settings: Any  # distill.data.teacher_cache.CacheSettings (teacher_cache block)
 
 
 def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
@@ -232,10 +236,27 @@ def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
     decodings(task, settings)
     method = instantiate_method(cfg)
     check_single_stream(method, world)
+    cache, cache_settings = teacher_cache_inputs(cfg, method)
     resolved = plain(cfg)
     return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings, cfg.seed,
                        source_settings(cfg, trainer), cfg.fused_linear, plain(cfg.logger.wandb) or None, resolved,
-                       run_files(cfg))
+                       run_files(cfg), cache, cache_settings)
+
+
+def teacher_cache_inputs(cfg: DictConfig, method=None):
+    """(teacher.cache, the teacher_cache block) checked; a method that cannot read a cache is refused here."""
+    from distill.data.teacher_cache import CacheSettings
+
+    settings = build(CacheSettings, plain(cfg.teacher_cache), "teacher_cache")
+    cache = OmegaConf.select(cfg, "teacher.cache", default=None)
+    if cache is None:
+        return None, settings
+    _check_path("teacher.cache", cache)
+    if method is not None and not method.reads_teacher_cache:
+        raise ConfigError(f"method {type(method).__name__.lower()} cannot read teacher.cache: its teacher "
+                          "distributions depend on outputs generated during training (on-policy) or on the live "
+                          "teacher; a cache serves supervised_kd and gkd with method.lmbda=0 (and alpha=1)")
+    return cache, settings
 
 
 def eval_inputs(cfg: DictConfig):

@@ -12,13 +12,13 @@ from __future__ import annotations
 OPERATION = ("trainer.device", "trainer.progress", "trainer.progress_interval", "trainer.resume", "trainer.resume_from",
              "trainer.log_every", "trainer.eval_every", "trainer.eval_batches", "trainer.save_every",
              "trainer.keep_checkpoints")
-OBSERVATION = ("eval", "logger", "cache_dir")
+OBSERVATION = ("eval", "logger", "cache_dir", "teacher_cache.dir")
 # Placement across processes and losses from hidden states instead of full logits: the same update up to float
 # order (tested).
 PLACEMENT = ("trainer.distributed", "teacher.sharding", "fused_linear")
 # Batching of generation and chunking of the divergence kernels (results do not depend on them: tested).
 BATCHING = ("teacher_generation.batch_size", "method.generation_batch_size", "divergence.chunk_size",
-            "method.chunk_size")
+            "method.chunk_size", "teacher_cache.batch_size", "teacher_cache.shard_examples")
 # Copies of other groups inside the method node (method.divergence = divergence, teacher_decoding =
 # teacher_generation.decoding) and the class path: their originals are compared instead.
 COPIES = ("method._target_", "method.divergence", "method.teacher_decoding")

@@ -86,11 +86,12 @@ def support(log_p: torch.Tensor, settings: CacheSettings):
     return ids, values, torch.logsumexp(rest, -1), ordered[:, -1]
 
 
-def items_digest(items) -> str:
-    """sha256 of the examples a cache covers, in order (prompt and target ids): what the run must train on."""
+def items_digest(items, with_targets: bool = True) -> str:
+    """sha256 of the examples a cache covers, in order: their prompts, and their targets when those are the
+    dataset's (the teacher's own outputs come with the cache)."""
     digest = hashlib.sha256()
     for item in items:
-        digest.update(json.dumps([item.index, item.prompt_ids, item.target_ids]).encode())
+        digest.update(json.dumps([item.index, item.prompt_ids, item.target_ids if with_targets else None]).encode())
     return digest.hexdigest()
 
 
@@ -180,14 +181,23 @@ class TeacherCache:
                 by_index[index] = (table, position)
         return by_index
 
+    def _row(self, index: int) -> dict:
+        found = self._rows.get(index)
+        if found is None:
+            raise DataError(f"teacher cache {self.path} has no example {index}; rebuild it for this run")
+        return found[0][found[1]]
+
+    def with_targets(self, items) -> list:
+        """The items with the cached targets (the teacher's outputs the cache was built on)."""
+        from dataclasses import replace
+
+        return [replace(item, target_ids=list(self._row(item.index)["target_ids"])) for item in items]
+
     def sparse_teacher(self, items, targets: torch.Tensor, mask: torch.Tensor) -> SparseTeacher:
         """The cached rows of ``items`` at the view positions ``mask`` (the student's token view), padded."""
         rows = []
         for item in items:
-            found = self._rows.get(item.index)
-            if found is None:
-                raise DataError(f"teacher cache {self.path} has no example {item.index}; rebuild it for this run")
-            row = found[0][found[1]]
+            row = self._row(item.index)
             if row["target_ids"] != list(item.target_ids):
                 raise DataError(f"teacher cache {self.path}: example {item.index} has other targets than this run's; "
                                 "rebuild it (the targets source or the tokenizer changed)")

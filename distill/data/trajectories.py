@@ -142,6 +142,8 @@ def teacher_outputs(ctx, items: list[Encoded], decoding: Decoding, batch_size: i
     only those prompts are generated (the others keep ``target_ids=None``).
     Items keep the dataset's ``reference``.
     """
+    if ctx.teacher_cache is not None:  # the cache was built on these outputs: they come with it, no teacher runs
+        return ctx.teacher_cache.with_targets(items)
     k, path = decoding.num_samples, _cache_path(ctx, decoding)
     wanted = used(len(items) * k) if used is not None else range(len(items) * k)
     prompts = sorted({position // k for position in wanted})
@@ -176,11 +178,21 @@ def _generate_missing(ctx, items: list[Encoded], decoding: Decoding, batch_size:
     return out
 
 
-def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False) -> None:
+SPARSE_KEYS = ("teacher_support_ids", "teacher_support_log_probs", "teacher_log_tail", "teacher_log_min")
+
+
+def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False,
+                    items: list[Encoded] | None = None) -> None:
     """The batch's single teacher pass: its logits (and last hidden states: at the state that predicts y_t,
     and at y_t's own position) serve every term. ``fused`` (``ctx.fused_linear``): the input of its output
-    projection instead of logits; the divergence forms the logits a chunk at a time (``teacher_target``)."""
-    from distill.models.forward import token_view
+    projection instead of logits; the divergence forms the logits a chunk at a time (``teacher_target``).
+    With a teacher cache (``ctx.teacher_cache``) no teacher runs: the cached sparse rows of ``items``."""
+    from distill.models.forward import token_view, view_targets
+
+    if ctx.teacher_cache is not None:
+        sparse = ctx.teacher_cache.sparse_teacher(items, *view_targets(ctx.student, batch))
+        batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
+        return
 
     if fused:
         batch["teacher_head_input"] = token_view(ctx.teacher, batch, fused=True).head_input
@@ -192,8 +204,13 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
 
 
 def teacher_target(ctx, batch: dict[str, torch.Tensor]):
-    """What ``divergence_term`` compares the student with: the teacher's logits, or its fused view."""
+    """What ``divergence_term`` compares the student with: the teacher's logits, its fused view, or its cached
+    sparse distributions (``distill.losses.sparse.SparseTeacher``)."""
+    from distill.losses.sparse import SparseTeacher
     from distill.models.forward import TokenView, view_targets
+
+    if SPARSE_KEYS[0] in batch:
+        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS))
 
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]

@@ -10,6 +10,7 @@ import torch
 
 from distill.losses.ce import token_nll
 from distill.losses.divergences import Divergence
+from distill.losses.sparse import SparseTeacher, grad_l1_bound, sparse_divergence
 from distill.losses.terms import Term
 from distill.models.forward import TokenView
 
@@ -37,6 +38,8 @@ def divergence_term(divergence: Divergence, view: TokenView, teacher: torch.Tens
                     weight: float = 1.0) -> Term:
     """D(p, q) per output token. ``teacher``: its logits from the batch's single teacher pass, or, with a fused
     student view, the teacher's fused view (``distill.data.trajectories.teacher_target``)."""
+    if isinstance(teacher, SparseTeacher):  # a cached teacher: its support plus one tail bucket
+        return Term(sparse_divergence(divergence, view.logits, teacher), view.mask, weight)
     if view.fused:
         size = min(view.head_weight.size(0), teacher.head_weight.size(0))  # padded output layers (see below)
         values = divergence.fused(view.head_input, view.head_weight[:size], teacher.head_input,
@@ -44,6 +47,18 @@ def divergence_term(divergence: Divergence, view: TokenView, teacher: torch.Tens
         return Term(values, view.mask, weight)
     student, teacher_logits = shared_vocabulary(view.logits, teacher)
     return Term(divergence(student, teacher_logits), view.mask, weight)
+
+
+def sparse_stats(divergence: Divergence, view: TokenView, teacher) -> dict[str, torch.Tensor]:
+    """With a cached teacher: the mean over output tokens of the certified gradient-error bound and of the
+    teacher's tail mass (docs/methods.md, "Sparse teachers"); nothing for a live teacher."""
+    if not isinstance(teacher, SparseTeacher):
+        return {}
+    tokens = view.mask.sum().clamp(min=1)
+    bound = grad_l1_bound(divergence, view.logits.detach(), teacher)
+    bound = torch.where(view.mask > 0, bound, torch.zeros_like(bound))  # inf · 0 would be NaN
+    return {"sparse/grad_l1_bound": bound.sum() / tokens,
+            "sparse/tail_mass": (teacher.log_tail.exp() * view.mask).sum() / tokens}
 
 
 def target_log_probs(view: TokenView, temperature: float = 1.0) -> torch.Tensor:

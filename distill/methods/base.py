@@ -26,6 +26,9 @@ optional (defaults here)
                        ``stream_start``, instead of the trainer's batch size and accumulation.
     teacher_decodes    the teacher generates token by token beside the student (MiniLLM's mixture sampling):
                        a sharded teacher is held gathered during ``trajectories``.
+    reads_teacher_cache
+                       the method's teacher distributions are over fixed targets (dataset or cached teacher
+                       outputs), so a `distill teacher-cache` can serve them (``teacher.cache``).
     fuses_linear       the method's losses can come from hidden states and output projections (it passes
                        ``ctx.fused_linear`` to ``token_view``/``teacher_forward``); False: it needs full logits
                        and the run never fuses.
@@ -53,6 +56,7 @@ class Method:
     stream_start: int = 0  # single-stream methods only: the train example the stream begins at
     teacher_decodes: bool = False
     fuses_linear: bool = False
+    reads_teacher_cache: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

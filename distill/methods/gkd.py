@@ -22,7 +22,7 @@ import torch
 from distill.data.trajectories import gkd_outputs, teacher_forward, teacher_outputs, teacher_target
 from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import divergence_term, reinforce_term
+from distill.losses.kd import divergence_term, reinforce_term, sparse_stats
 from distill.losses.policy import leave_one_out_advantage
 from distill.losses.terms import LossTerms
 from distill.methods.base import SUM_PREFIX, WINDOW_PREFIX, Method
@@ -51,6 +51,11 @@ class GKD(Method):
         self.generation_batch_size = generation_batch_size
 
     @property
+    def reads_teacher_cache(self) -> bool:
+        """Off-policy pure distillation (λ = 0, α = 1): fixed targets, so cached teacher distributions serve it."""
+        return self.lmbda == 0.0 and self.alpha == 1.0
+
+    @property
     def prompts_only(self) -> bool:
         """Learns from prompts alone when every output is the student's (λ = 1) or the teacher's (seq_kd),
         and no reward needs a reference."""
@@ -64,7 +69,7 @@ class GKD(Method):
     def trajectories(self, items, ctx):
         batch, on_policy = gkd_outputs(ctx, items, self.lmbda, self.sampling.max_new_tokens,
                                        self.sampling.sampling_temperature)
-        teacher_forward(ctx, batch, fused=ctx.fused_linear)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items)
         if on_policy and self.alpha < 1.0:
             batch.update(self._rewards(batch, items, ctx))
         return batch
@@ -84,8 +89,9 @@ class GKD(Method):
 
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
-        terms = {"kd": divergence_term(self.divergence, view, teacher_target(ctx, batch), weight=self.alpha)}
-        stats = {"frac_on_policy": batch["on_policy"]}
+        teacher = teacher_target(ctx, batch)
+        terms = {"kd": divergence_term(self.divergence, view, teacher, weight=self.alpha)}
+        stats = {"frac_on_policy": batch["on_policy"], **sparse_stats(self.divergence, view, teacher)}
         if "rewards" in batch:
             advantage = leave_one_out_advantage(batch["rewards"], batch[WINDOW_PREFIX + "reward"],
                                                  batch[WINDOW_PREFIX + "sequences"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 from distill.data.trajectories import teacher_forward, teacher_target
 from distill.fields import check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import ce_term, divergence_term
+from distill.losses.kd import ce_term, divergence_term, sparse_stats
 from distill.losses.terms import LossTerms
 from distill.methods.base import Method
 from distill.models.forward import token_view
@@ -17,6 +17,7 @@ from distill.models.forward import token_view
 
 class SupervisedKD(Method):
     fuses_linear = True  # its losses come from hidden states when the run fuses
+    reads_teacher_cache = True  # the teacher's distributions over the dataset's targets never change
     needs_teacher = True
     prompts_only = False  # the divergence is taken on the dataset's outputs
 
@@ -27,12 +28,13 @@ class SupervisedKD(Method):
 
     def trajectories(self, items, ctx):
         batch = ctx.collate(items)
-        teacher_forward(ctx, batch, fused=ctx.fused_linear)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items)
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
-        terms = {"kd": divergence_term(self.divergence, view, teacher_target(ctx, batch))}
+        teacher = teacher_target(ctx, batch)
+        terms = {"kd": divergence_term(self.divergence, view, teacher)}
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
-        return LossTerms(terms)
+        return LossTerms(terms, sparse_stats(self.divergence, view, teacher))

@@ -60,17 +60,18 @@ def fused_head_unsupported(model) -> str | None:
 FUSED_AUTO_VOCAB = 16_384  # fused_linear=auto: from this vocabulary size on, full logits dominate a step's memory
 
 
-def fused_linear_choice(setting, student, teacher, sharded: bool, method_fuses: bool = True) -> tuple[bool, str]:
+def fused_linear_choice(setting, student, teacher, sharded: bool, unfusable: str | None = None) -> tuple[bool, str]:
     """(use the fused path, why) for ``fused_linear`` = auto | true | false; true where it cannot work is an error.
-    ``method_fuses``: the method's losses can come from hidden states (``Method.fuses_linear``)."""
+    ``unfusable``: why this run's losses need full logits whatever the models allow (the method's, or a cached
+    teacher's), None when they can come from hidden states."""
     from distill.errors import ConfigError
 
     if setting is False:
         return False, "fused_linear=false"
     reasons = [f"{role}: {why}" for role, model in (("student", student), ("teacher", teacher)) if model is not None
                for why in [fused_head_unsupported(model)] if why]
-    if not method_fuses:
-        reasons.append("the method needs full logits")
+    if unfusable:
+        reasons.append(unfusable)
     if sharded:
         reasons.append("FSDP2 shards the output projection outside the forward pass")
     if reasons and setting is True:

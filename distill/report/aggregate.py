@@ -55,6 +55,8 @@ def hyperparameters(config: dict) -> dict:
         unused.append("divergence")
     if "teacher_decoding" not in method:
         unused.append("teacher_generation")
+    if not (config.get("teacher") or {}).get("cache"):  # the live teacher: how a cache would be built is moot
+        unused.append("teacher_cache")
     target = str(method.get("_target_", "")).split(".")
     if len(target) >= 2 and target[-2] in WITHOUT_TEACHER:  # distill.methods.<module>.<Class>
         unused.append("teacher")

@@ -104,6 +104,9 @@ class Context:
     # Losses from the output projection's input and weight, never full logits (distill.losses.fused_linear);
     # resolved from the `fused_linear` setting and what the models allow (distill.models.forward).
     fused_linear: bool = False
+    # A `distill teacher-cache` serving the teacher's distributions (distill.data.teacher_cache.TeacherCache):
+    # then ``teacher`` is None and no teacher runs (docs/design.md, Methods).
+    teacher_cache: Any = None
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)

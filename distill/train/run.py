@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -31,7 +31,8 @@ from distill.train.bootstrap import ModelSources, encode_records, init_seed, pre
 from distill.train.finalize import save_final
 from distill.train.loop import Context, Trainer, resolve_device
 from distill.train.schedule import used_indices
-from distill.train.sources import model_sources, run_dir
+from distill.train.sources import model_sources, run_dir, training_items
+from distill.train.teacher_cache import open_for_run
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +88,10 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
     if plan.source is not None:
         resume.check_compatible(plan.source, job.ctx.student)
         D.check_layout(dist_, plan.source)
+    unfusable = ("the method needs full logits" if not method.fuses_linear else
+                 "the teacher comes from a cache (sparse)" if inputs.teacher_cache is not None else None)
     fused, why = fused_linear_choice(inputs.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
-                                     method.fuses_linear)
+                                     unfusable)
     run.accept(inputs.files, fresh=not settings.resume)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))
@@ -125,24 +128,20 @@ class _Job:
 
 def _prepare(inputs: C.TrainInputs, device_name: str, world: int = 1) -> _Job:
     """Models (bootstrapped if asked), data and the method's own setup; nothing is written to the run dir."""
-    method, task, settings, seed = inputs.method, inputs.task, inputs.trainer, inputs.seed
-    sources = model_sources(inputs.sources, task)
+    method, settings, seed = inputs.method, inputs.trainer, inputs.seed
+    sources = model_sources(inputs.sources, inputs.task)
     student, tokenizer = prepare_model(inputs.student, "student", sources)
     teacher = None
-    if method.needs_teacher:
+    if method.needs_teacher and inputs.teacher_cache is None:  # a cache serves the teacher: it is never loaded
         teacher, teacher_tokenizer = prepare_model(inputs.teacher, "teacher", sources)
         check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(device_name)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
                   device, extra_modules={}, cache_dir=sources.cache_dir, seed=seed)
-    train_data = encode_records(task, sources.train_records, tokenizer, student)
-    if sources.unlabeled_records and method.prompts_only:  # methods that learn from prompts alone use them all
-        prompts = encode_records(task, sources.unlabeled_records, tokenizer, student, prompts_only=True)
-        train_data = [replace(item, index=i) for i, item in enumerate(train_data + prompts)]
-    elif sources.unlabeled_records:
-        log.info("%s needs dataset targets: it trains on the %d labelled examples only (task.labeled_fraction=%g)",
-                 type(method).__name__, len(train_data), task.labeled_fraction)
-    val_data = encode_records(task, sources.val_records, tokenizer, student)
+    train_data = training_items(inputs.task, sources, tokenizer, student, method)
+    val_data = encode_records(inputs.task, sources.val_records, tokenizer, student)
+    if inputs.teacher_cache is not None:
+        ctx.teacher_cache = open_for_run(inputs, sources, ctx, train_data)
     # Method-owned trajectories (teacher outputs) and modules (reward head). Modules a method creates (X-KD's
     # heads) start from the run's seed, not from whatever state earlier jobs of this process (a parallel sweep's
     # worker) left the global generator in; the trainer seeds again before step 1.

@@ -6,13 +6,16 @@ imports the other.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import logging
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
-from distill.train.bootstrap import ModelSources, whole_split
+from distill.train.bootstrap import ModelSources, encode_records, whole_split
 from distill.train.loop import TrainerSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -54,3 +57,16 @@ def model_sources(settings: SourceSettings, task) -> ModelSources:
                         tokenizer_vocab_size=settings.tokenizer_vocab_size, cache_dir=settings.cache_dir,
                         seed=settings.seed, bootstrap_seed=settings.bootstrap_seed,
                         bootstrap_trainer=settings.bootstrap_trainer, trainer=settings.trainer)
+
+
+def training_items(task, sources: ModelSources, tokenizer, student, method) -> list:
+    """The run's training examples as the method sees them before its setup: the labelled records, and the
+    unlabelled prompts too for a method that learns from prompts alone. ``student`` only lends its config."""
+    items = encode_records(task, sources.train_records, tokenizer, student)
+    if sources.unlabeled_records and method.prompts_only:  # methods that learn from prompts alone use them all
+        prompts = encode_records(task, sources.unlabeled_records, tokenizer, student, prompts_only=True)
+        return [replace(item, index=i) for i, item in enumerate(items + prompts)]
+    if sources.unlabeled_records:
+        log.info("%s needs dataset targets: it trains on the %d labelled examples only (task.labeled_fraction=%g)",
+                 type(method).__name__, len(items), task.labeled_fraction)
+    return items

@@ -48,10 +48,10 @@ def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
     with pytest.raises(ConfigError, match="FSDP2 shards the output projection"):
         fused_linear_choice(True, ctx.student, ctx.teacher, sharded=True)
     # a method that needs full logits never fuses, and the log line says so (not "fused")
-    assert fused_linear_choice("auto", ctx.student, ctx.teacher, False, method_fuses=False) == (
+    assert fused_linear_choice("auto", ctx.student, ctx.teacher, False, unfusable="the method needs full logits") == (
         False, "the method needs full logits")
     with pytest.raises(ConfigError, match="the method needs full logits"):
-        fused_linear_choice(True, ctx.student, ctx.teacher, False, method_fuses=False)
+        fused_linear_choice(True, ctx.student, ctx.teacher, False, unfusable="the method needs full logits")
 
 
 def test_the_methods_that_fuse_are_the_fused_suites_methods():
