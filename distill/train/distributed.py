@@ -377,6 +377,26 @@ def check_layout(dist_: Dist, checkpoint) -> None:
                           f"the same way (torchrun --nproc_per_node {saved[0]}), not with {dist_.world} ({dist_.strategy})")
 
 
+def _process_start() -> float | None:
+    """When this process started (Linux /proc), or None where that cannot be read."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        boot = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
+                    if line.startswith("btime"))
+        return boot + ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+
+
+def _made_since_this_process(path: Path, margin_s: float = 5.0) -> bool:
+    """``path`` was created after this process started (less a margin: the launcher starts its ranks together)."""
+    started = _process_start()
+    try:
+        return started is not None and path.stat().st_ctime >= started - margin_s
+    except OSError:
+        return False
+
+
 class Follower:
     """A rank other than 0 in a run directory: it reads, never locks or writes (rank 0 holds the directory)."""
 
@@ -396,8 +416,14 @@ class Follower:
         accepted the run, and then it stays)."""
         from distill.rundir import remove_empty
 
-        if exc_type is not None and self._created is not None:
+        if exc_type is None:
+            return
+        if self._created is not None:
             remove_empty(self.path, self._created)
+        elif _made_since_this_process(self.path):
+            # Rank 0's Hydra made it first (so this rank saw it existing), rank 0 refused and removed it, and this
+            # rank's Hydra made it again: made by this launch, still empty, it goes.
+            remove_empty(self.path, self.path)
 
     def accept(self, files: dict, fresh: bool) -> None:
         return None

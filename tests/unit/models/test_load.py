@@ -43,8 +43,9 @@ def test_every_preset_yaml_is_a_valid_modelspec(repo_root):
     assert files
     for path in files:
         values = yaml.safe_load(path.read_text(encoding="utf-8"))
-        if path.parent.name == "teacher":  # placement across processes, read by the trainer (distill.config)
+        if path.parent.name == "teacher":  # placement and a cache: the run's, read by distill.config
             assert values.pop("sharding") in TEACHER_SHARDING, path
+            assert values.pop("cache") is None, path  # a preset never names a cache: a run does
         s = ModelSpec(**values)
         assert s.is_tiny == (s.config is not None), path
 
