@@ -196,9 +196,9 @@ class TrainInputs:
     fused_linear: Any  # auto | true | false
     wandb: dict | None  # logger.wandb, or None when W&B is off
     resolved: dict  # the whole resolved config: run_config.yaml, the resume guard
-    files: dict[str, str]  # what the run directory gets once the run is accepted (run_files)
     teacher_cache: str | None  # teacher.cache: a cache directory, auto, or None (the live teacher)
     cache_settings: Any  # distill.data.teacher_cache.CacheSettings (teacher_cache block)
+    files: dict[str, str] | None = None  # what the run dir gets once accepted (run_files; set inside Hydra)
 
 
 def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
@@ -240,7 +240,7 @@ def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
     resolved = plain(cfg)
     return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings, cfg.seed,
                        source_settings(cfg, trainer), cfg.fused_linear, plain(cfg.logger.wandb) or None, resolved,
-                       run_files(cfg), cache, cache_settings)
+                       cache, cache_settings)
 
 
 def teacher_cache_inputs(cfg: DictConfig, method=None):

@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
     parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
     parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
-                                                          "gkdstep"],
+                                                          "gkdstep", "tcache"],
                         default=None,
                         help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -276,6 +276,11 @@ def main() -> None:
         from bench_gkd_step import gkd_step_section
 
         lines += gkd_step_section(args, has_trl) + [""]
+    if "tcache" in sections:  # not by default: it wants the testbed's cached bootstraps (scripts/bench_teacher_cache.py)
+        from bench_teacher_cache import tcache_section
+
+        lines += tcache_section(argparse.Namespace(experiment="testbed_arith", examples=512,
+                                                   cache_dir="outputs/cache")) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

@@ -7,7 +7,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -57,7 +57,7 @@ def train(cfg: DictConfig) -> dict:
     rank, world, _ = D.launcher_world()
     holder = RunDir(run_dir(), "train.log") if rank == 0 else D.Follower(run_dir())
     with holder as run:  # a refused command leaves the directory as it was
-        inputs = C.train_inputs(cfg, world)
+        inputs = replace(C.train_inputs(cfg, world), files=C.run_files(cfg))
         dist_ = D.setup(inputs.distributed, inputs.trainer.device, inputs.teacher_sharding)
         try:
             return _train(cfg, run, inputs, dist_)
