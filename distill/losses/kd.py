@@ -10,7 +10,13 @@ import torch
 
 from distill.losses.ce import token_nll
 from distill.losses.divergences import Divergence
-from distill.losses.sparse import SparseTeacher, grad_l1_bound, sparse_divergence
+from distill.losses.sparse import (
+    SparseTeacher,
+    fused_grad_l1_bound,
+    fused_sparse_divergence,
+    grad_l1_bound,
+    sparse_divergence,
+)
 from distill.losses.terms import Term
 from distill.models.forward import TokenView
 
@@ -39,6 +45,9 @@ def divergence_term(divergence: Divergence, view: TokenView, teacher: torch.Tens
     """D(p, q) per output token. ``teacher``: its logits from the batch's single teacher pass, or, with a fused
     student view, the teacher's fused view (``distill.data.trajectories.teacher_target``)."""
     if isinstance(teacher, SparseTeacher):  # a cached teacher: its support plus one tail bucket
+        if view.fused:
+            values = fused_sparse_divergence(divergence, view.head_input, view.head_weight, teacher, view.mask)
+            return Term(values, view.mask, weight)
         return Term(sparse_divergence(divergence, view.logits, teacher), view.mask, weight)
     if view.fused:
         size = min(view.head_weight.size(0), teacher.head_weight.size(0))  # padded output layers (see below)
@@ -55,7 +64,8 @@ def sparse_stats(divergence: Divergence, view: TokenView, teacher) -> dict[str, 
     if not isinstance(teacher, SparseTeacher):
         return {}
     tokens = view.mask.sum().clamp(min=1)
-    bound = grad_l1_bound(divergence, view.logits.detach(), teacher)
+    bound = fused_grad_l1_bound(divergence, view.head_input, view.head_weight, teacher, view.mask) if view.fused \
+        else grad_l1_bound(divergence, view.logits.detach(), teacher)
     bound = torch.where(view.mask > 0, bound, torch.zeros_like(bound))  # inf · 0 would be NaN
     return {"sparse/grad_l1_bound": bound.sum() / tokens,
             "sparse/tail_mass": (teacher.log_tail.exp() * view.mask).sum() / tokens}

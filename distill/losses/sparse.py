@@ -122,3 +122,74 @@ def _rkl_bound(student_logits, teacher: SparseTeacher, log_q_tail, tau: float) -
     terms = torch.where(outside, log_q.exp() * spread, torch.zeros_like(spread))
     bound = 2.0 * terms.nan_to_num(nan=0.0).sum(-1) / tau
     return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)
+
+
+def _flat(teacher: SparseTeacher, mask: torch.Tensor):
+    """The cached rows and the mask flattened over positions: ([N, k], [N, k], [N], [N] | None, [N])."""
+    k = teacher.ids.size(-1)
+    low = None if teacher.log_min is None else teacher.log_min.reshape(-1)
+    return (teacher.ids.reshape(-1, k), teacher.log_probs.reshape(-1, k), teacher.log_tail.reshape(-1), low,
+            mask.reshape(-1))
+
+
+def _rows(flat, rows: torch.Tensor) -> SparseTeacher:
+    ids, values, tail, low, _ = flat
+    return SparseTeacher(ids[rows], values[rows], tail[rows], None if low is None else low[rows])
+
+
+class _FusedSparse(torch.autograd.Function):
+    """The sparse divergence from the student's hidden states and output projection, a chunk of masked rows of
+    logits at a time (never [tokens × V] at once); backward recomputes each chunk's logits."""
+
+    @staticmethod
+    def forward(ctx, hidden, weight, divergence, chunk_size, flat):
+        values = torch.zeros(hidden.size(0), dtype=torch.float32, device=hidden.device)
+        rows = flat[-1].nonzero().squeeze(-1)
+        for start in range(0, rows.numel(), chunk_size):
+            chunk = rows[start:start + chunk_size]
+            values[chunk] = sparse_divergence(divergence, (hidden[chunk] @ weight.T).float(), _rows(flat, chunk))
+        ctx.save_for_backward(hidden, weight, rows)
+        ctx.divergence, ctx.chunk_size, ctx.flat = divergence, chunk_size, flat
+        return values
+
+    @staticmethod
+    def backward(ctx, grad_values):
+        hidden, weight, rows = ctx.saved_tensors
+        grad_hidden = torch.zeros_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = torch.zeros_like(weight) if ctx.needs_input_grad[1] else None
+        for start in range(0, rows.numel(), ctx.chunk_size):
+            chunk = rows[start:start + ctx.chunk_size]
+            part = hidden[chunk]
+            logits = (part @ weight.T).float().requires_grad_(True)
+            with torch.enable_grad():
+                sparse_divergence(ctx.divergence, logits, _rows(ctx.flat, chunk)).backward(grad_values[chunk])
+            grad_logits = logits.grad.to(hidden.dtype)
+            if grad_hidden is not None:
+                grad_hidden[chunk] = grad_logits @ weight
+            if grad_weight is not None:
+                grad_weight += grad_logits.T @ part
+        return grad_hidden, grad_weight, None, None, None
+
+
+def fused_sparse_divergence(divergence: Divergence, hidden: torch.Tensor, weight: torch.Tensor,
+                            teacher: SparseTeacher, mask: torch.Tensor) -> torch.Tensor:
+    """``sparse_divergence`` per position [leading shape] from hidden states and the output projection; 0 where
+    ``mask`` is 0 (those rows are never computed)."""
+    flat = _flat(teacher, mask)
+    values = _FusedSparse.apply(hidden.reshape(-1, hidden.size(-1)), weight, divergence, divergence.chunk_size,
+                                flat)
+    return values.view(mask.shape)
+
+
+@torch.no_grad()
+def fused_grad_l1_bound(divergence: Divergence, hidden: torch.Tensor, weight: torch.Tensor,
+                        teacher: SparseTeacher, mask: torch.Tensor) -> torch.Tensor:
+    """``grad_l1_bound`` from hidden states and the projection, a chunk of masked rows at a time; 0 elsewhere."""
+    flat = _flat(teacher, mask)
+    flat_hidden = hidden.reshape(-1, hidden.size(-1))
+    bound = torch.zeros(flat_hidden.size(0), dtype=torch.float32, device=hidden.device)
+    rows = flat[-1].nonzero().squeeze(-1)
+    for start in range(0, rows.numel(), divergence.chunk_size):
+        chunk = rows[start:start + divergence.chunk_size]
+        bound[chunk] = grad_l1_bound(divergence, (flat_hidden[chunk] @ weight.T).float(), _rows(flat, chunk))
+    return bound.view(mask.shape)

@@ -40,6 +40,12 @@ def test_a_full_support_cache_trains_exactly_like_the_live_teacher(tmp_path, cac
         assert y["loss"] == pytest.approx(x["loss"], rel=1e-4), (x["step"], x["loss"], y["loss"])
         assert y["sparse/grad_l1_bound"] == pytest.approx(0.0, abs=1e-6)  # nothing outside the support
     assert "reusing cached SFT teacher" not in (cached / "train.log").read_text()  # the teacher never loaded
+    fused = tmp_path / "fused"  # from hidden states: no [tokens × V] tensor of either model at once
+    assert cli(*train_args(fused, cache_dir, "method=supervised_kd", "eval.after_train=false", "fused_linear=true",
+                           f"teacher.cache={full_cache}")) == 0
+    assert "losses from hidden states" in (fused / "train.log").read_text()
+    for x, y in zip(b, _records(fused)):
+        assert y["loss"] == pytest.approx(x["loss"], rel=1e-4), (x["step"], x["loss"], y["loss"])
 
 
 def test_a_small_support_logs_its_bound_and_auto_builds_once(tmp_path, cache_dir):

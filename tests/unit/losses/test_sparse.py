@@ -135,3 +135,29 @@ def test_ragged_supports_and_the_student_outcomes_by_hand():
     # fkl over (0.5, 0.25 | tail 0.25) against (0.25, 0.5 | 0.25): 0.5 ln 2 + 0.25 ln 0.5
     value = sparse_divergence(divergence("fkl"), student, teacher)
     assert value.item() == pytest.approx(0.5 * torch.log(torch.tensor(2.0)).item() + 0.25 * torch.log(torch.tensor(0.5)).item(), rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["fkl", "jsd", "rkl"])
+def test_from_hidden_states_it_is_the_same_loss_gradient_and_bound(case):
+    """The fused path (hidden states and projection, a chunk of rows of logits at a time) against full logits."""
+    from distill.losses.sparse import fused_grad_l1_bound, fused_sparse_divergence
+
+    torch.manual_seed(4)
+    hidden, weight = torch.randn(2, 5, 6), torch.randn(V, 6)
+    mask = torch.tensor([[1.0, 1, 0, 1, 1], [0, 1, 1, 1, 0]])
+    cache = sparse_from_dense(torch.randn(2, 5, V) * 2, K)
+    div = divergence(case)
+    outputs = []
+    for fused in (False, True):
+        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+        if fused:
+            values = fused_sparse_divergence(div, h, w, cache, mask)
+            bound = fused_grad_l1_bound(div, h.detach(), w.detach(), cache, mask)
+        else:
+            logits = h @ w.T
+            values = sparse_divergence(div, logits, cache) * mask
+            bound = grad_l1_bound(div, logits.detach(), cache) * mask
+        (values * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()  # unequal upstream weights per position
+        outputs.append((values.detach(), bound, h.grad, w.grad))
+    for unfused, fused in zip(*outputs):
+        assert torch.allclose(fused, unfused, rtol=1e-5, atol=1e-6)
