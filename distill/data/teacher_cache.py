@@ -148,7 +148,8 @@ def build(teacher, view_fn, collate_fn, items, settings: CacheSettings, out: Pat
         _write_shard(rows, shard, settings.dtype)
         log.info("teacher cache: shard %d of %d written (%s)", number + 1, len(shards), shard)
     write_manifest(out, {**meta, "format": FORMAT, "examples": len(items), "kd_temperature": kd_temperature,
-                         "policy": settings.policy, "dtype": settings.dtype, "shards": [s.name for s in shards]})
+                         "policy": settings.policy, "dtype": settings.dtype, "shards": [s.name for s in shards],
+                         "vocab_size": teacher.get_output_embeddings().weight.size(0)})
     return out
 
 
@@ -180,6 +181,11 @@ class TeacherCache:
             for position, index in enumerate(table["index"]):
                 by_index[index] = (table, position)
         return by_index
+
+    @property
+    def vocab_size(self) -> int | None:
+        """The teacher's output width (the student's logits beyond it are not compared)."""
+        return self.manifest.get("vocab_size")
 
     def _row(self, index: int) -> dict:
         found = self._rows.get(index)
@@ -220,4 +226,4 @@ class TeacherCache:
             tail[b, positions] = torch.tensor(row["log_tail"], dtype=torch.float32)
             low[b, positions] = torch.tensor(row["log_min"], dtype=torch.float32)
         device = mask.device
-        return SparseTeacher(ids.to(device), values.to(device), tail.to(device), low.to(device))
+        return SparseTeacher(ids.to(device), values.to(device), tail.to(device), low.to(device), self.vocab_size)

@@ -210,7 +210,7 @@ def teacher_target(ctx, batch: dict[str, torch.Tensor]):
     from distill.models.forward import TokenView, view_targets
 
     if SPARSE_KEYS[0] in batch:
-        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS))
+        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS), ctx.teacher_cache.vocab_size)
 
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]

@@ -34,6 +34,7 @@ class SparseTeacher:
     log_probs: torch.Tensor  # float [..., k]: log p of each kept token (-inf in empty slots)
     log_tail: torch.Tensor  # float [...]: log of the teacher's mass outside the support (-inf when none)
     log_min: torch.Tensor | None = None  # float [...]: the teacher's smallest log p over the vocabulary
+    vocab_size: int | None = None  # the teacher's output width: a student padded wider is compared over these
 
 
 def _in_support(ids: torch.Tensor, vocab: int) -> torch.Tensor:
@@ -42,6 +43,13 @@ def _in_support(ids: torch.Tensor, vocab: int) -> torch.Tensor:
     marks = torch.zeros(*ids.shape[:-1], vocab + 1, dtype=torch.bool, device=ids.device)
     marks.scatter_(-1, torch.where(valid, ids, vocab), True)  # empty slots mark the spare column
     return marks[..., :vocab]
+
+
+def _shared(student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
+    """A student output layer padded wider than the teacher's is compared over the teacher's tokens (as the dense
+    path's shared vocabulary does)."""
+    size = teacher.vocab_size
+    return student_logits[..., :size] if size is not None and size < student_logits.size(-1) else student_logits
 
 
 def student_outcomes(student_logits: torch.Tensor, ids: torch.Tensor, kd_temperature: float):
@@ -62,7 +70,8 @@ def student_outcomes(student_logits: torch.Tensor, ids: torch.Tensor, kd_tempera
 
 def sparse_divergence(divergence: Divergence, student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
     """Per-position divergence between (p_S, p_tail) and (q_S, q_tail); the same kernels as the dense path."""
-    log_q_support, log_q_tail = student_outcomes(student_logits, teacher.ids, divergence.kd_temperature)
+    log_q_support, log_q_tail = student_outcomes(_shared(student_logits, teacher), teacher.ids,
+                                                 divergence.kd_temperature)
     log_q = torch.cat([log_q_support, log_q_tail.unsqueeze(-1)], -1)
     log_p = torch.cat([teacher.log_probs.float(), teacher.log_tail.float().unsqueeze(-1)], -1).to(log_q.device)
     # The outcomes are already log-probabilities at the run's temperature: the kernels see them at τ = 1. Their
@@ -94,6 +103,7 @@ def grad_l1_bound(divergence: Divergence, student_logits: torch.Tensor, teacher:
     (z: the student's logits). 0 where the tail mass is 0; inf where nothing bounds it (rkl without the
     teacher's smallest probability)."""
     tau = divergence.kd_temperature
+    student_logits = _shared(student_logits, teacher)
     log_q_support, log_q_tail = student_outcomes(student_logits, teacher.ids, tau)
     p_tail = teacher.log_tail.float().to(log_q_tail.device).exp()
     q_tail = log_q_tail.exp()
@@ -125,16 +135,16 @@ def _rkl_bound(student_logits, teacher: SparseTeacher, log_q_tail, tau: float) -
 
 
 def _flat(teacher: SparseTeacher, mask: torch.Tensor):
-    """The cached rows and the mask flattened over positions: ([N, k], [N, k], [N], [N] | None, [N])."""
+    """The cached rows and the mask flattened over positions: ([N, k], [N, k], [N], [N] | None, [N], vocab)."""
     k = teacher.ids.size(-1)
     low = None if teacher.log_min is None else teacher.log_min.reshape(-1)
     return (teacher.ids.reshape(-1, k), teacher.log_probs.reshape(-1, k), teacher.log_tail.reshape(-1), low,
-            mask.reshape(-1))
+            mask.reshape(-1), teacher.vocab_size)
 
 
 def _rows(flat, rows: torch.Tensor) -> SparseTeacher:
-    ids, values, tail, low, _ = flat
-    return SparseTeacher(ids[rows], values[rows], tail[rows], None if low is None else low[rows])
+    ids, values, tail, low, _, vocab = flat
+    return SparseTeacher(ids[rows], values[rows], tail[rows], None if low is None else low[rows], vocab)
 
 
 class _FusedSparse(torch.autograd.Function):
@@ -144,7 +154,7 @@ class _FusedSparse(torch.autograd.Function):
     @staticmethod
     def forward(ctx, hidden, weight, divergence, chunk_size, flat):
         values = torch.zeros(hidden.size(0), dtype=torch.float32, device=hidden.device)
-        rows = flat[-1].nonzero().squeeze(-1)
+        rows = flat[4].nonzero().squeeze(-1)
         for start in range(0, rows.numel(), chunk_size):
             chunk = rows[start:start + chunk_size]
             values[chunk] = sparse_divergence(divergence, (hidden[chunk] @ weight.T).float(), _rows(flat, chunk))
@@ -188,7 +198,7 @@ def fused_grad_l1_bound(divergence: Divergence, hidden: torch.Tensor, weight: to
     flat = _flat(teacher, mask)
     flat_hidden = hidden.reshape(-1, hidden.size(-1))
     bound = torch.zeros(flat_hidden.size(0), dtype=torch.float32, device=hidden.device)
-    rows = flat[-1].nonzero().squeeze(-1)
+    rows = flat[4].nonzero().squeeze(-1)
     for start in range(0, rows.numel(), divergence.chunk_size):
         chunk = rows[start:start + divergence.chunk_size]
         bound[chunk] = grad_l1_bound(divergence, (flat_hidden[chunk] @ weight.T).float(), _rows(flat, chunk))

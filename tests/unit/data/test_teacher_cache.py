@@ -113,3 +113,28 @@ def test_a_cache_for_another_run_is_refused_in_one_line(teacher, tmp_path):
     batch = collate(other, PAD, False)
     with pytest.raises(DataError, match="example 0 has other targets"):
         cache.sparse_teacher(other, *view_targets(teacher, batch))
+
+
+def test_a_disk_that_fills_mid_build_publishes_nothing_half_written_and_the_next_build_resumes(teacher, tmp_path,
+                                                                                                monkeypatch):
+    import errno
+
+    import datasets
+
+    items, out = _items(), tmp_path / "cache"
+    real_save, calls = datasets.Dataset.save_to_disk, []
+
+    def filling(self, path, *args, **kwargs):
+        calls.append(path)
+        if len(calls) == 2:  # the second shard: the disk is full halfway through its files
+            real_save(self, path, *args, **kwargs)
+            raise OSError(errno.ENOSPC, "No space left on device", path)
+        return real_save(self, path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets.Dataset, "save_to_disk", filling)
+    with pytest.raises(OSError, match="No space left"):
+        _build(teacher, items, out, k=4)
+    assert sorted(p.name for p in out.iterdir()) == ["shard-00000"]  # no half shard, no temporary, no manifest
+    _build(teacher, items, out, k=4)  # space again: resumes at the second shard
+    assert len(calls) == 4 and (out / "manifest.json").is_file()
+    TeacherCache(out, {"items": items_digest(items), "teacher": "t0"})

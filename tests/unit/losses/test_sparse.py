@@ -161,3 +161,15 @@ def test_from_hidden_states_it_is_the_same_loss_gradient_and_bound(case):
         outputs.append((values.detach(), bound, h.grad, w.grad))
     for unfused, fused in zip(*outputs):
         assert torch.allclose(fused, unfused, rtol=1e-5, atol=1e-6)
+
+
+def test_a_student_padded_wider_than_the_teacher_is_compared_over_the_teachers_tokens():
+    """Like the dense path's shared vocabulary: padding rows of the student's output layer are dropped."""
+    torch.manual_seed(5)
+    student, teacher = torch.randn(3, V), torch.randn(3, V)
+    cache = sparse_from_dense(teacher, K)
+    padded = torch.cat([student, torch.full((3, 4), 3.0)], -1)  # four padding logits that would take mass
+    capped = SparseTeacher(cache.ids, cache.log_probs, cache.log_tail, cache.log_min, vocab_size=V)
+    div = divergence("fkl")
+    assert torch.allclose(sparse_divergence(div, padded, capped), sparse_divergence(div, student, cache))
+    assert not torch.allclose(sparse_divergence(div, padded, cache), sparse_divergence(div, student, cache))
