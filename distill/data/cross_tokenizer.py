@@ -1,0 +1,157 @@
+"""Teacher and student with different tokenizers: which positions and which tokens can be compared.
+
+Both models read the same text. Each tokenisation maps its tokens to character spans (offsets). A position is
+*aligned* where both tokenisations have a token boundary at the same character: there the teacher's and the
+student's next-token distributions are distributions over what follows the same text. Between two aligned
+boundaries each side covers the text with one or more tokens (a *span*); where a method needs the realised text's
+log-probability, a span's tokens' log-probabilities are summed.
+
+Vocabularies are matched by the text a token stands for (its surface string, leading space included): teacher
+token a and student token b are matched when both stand for the same bytes and no other token of either vocabulary
+does (byte-level tokens are read as their raw bytes, so byte fragments of a character match too). The
+divergence is then taken over matched tokens plus one bucket per side for the unmatched mass, which is exactly a
+sparse teacher (distill.losses.sparse) whose support is the matched tokens, mapped to the student's ids: with
+the same tokenizer on both sides every token is matched, the bucket is empty, and the loss is the ordinary one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from distill.errors import ConfigError
+from distill.losses.sparse import SparseTeacher
+
+REPLACEMENT_BYTES = "\ufffd".encode()  # what a lossy decode leaves: never a match
+
+
+def offsets(tokenizer, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+    """(ids, character spans) of ``text`` without special tokens; refused in one line for a tokenizer that
+    cannot give offsets (a slow tokenizer) or does not give back the text (lossy normalisation)."""
+    if not getattr(tokenizer, "is_fast", False):
+        raise ConfigError(f"divergence.cross_tokenizer needs character offsets; tokenizer "
+                          f"{getattr(tokenizer, 'name_or_path', type(tokenizer).__name__)} is not a fast tokenizer")
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return list(encoded["input_ids"]), [tuple(span) for span in encoded["offset_mapping"]]
+
+
+def check_round_trip(tokenizer, text: str) -> None:
+    """The tokenizer reproduces the text it reads (no lowercasing, accent stripping or unknown-token loss)."""
+    ids, _ = offsets(tokenizer, text)
+    back = tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)
+    if back != text:
+        raise ConfigError(f"divergence.cross_tokenizer needs tokenizers that give back the text they read; "
+                          f"{getattr(tokenizer, 'name_or_path', 'a tokenizer')} turns {text[:40]!r} into "
+                          f"{back[:40]!r}")
+
+
+@dataclass(frozen=True)
+class Alignment:
+    """Aligned boundaries of one text: ``teacher[i]`` and ``student[i]`` are the indices of the tokens that end
+    at the i-th common boundary; the next-token distributions after those tokens are compared."""
+
+    teacher: list[int]
+    student: list[int]
+    ends: list[int]  # the common boundary characters
+
+
+def align(teacher_spans: list[tuple[int, int]], student_spans: list[tuple[int, int]]) -> Alignment:
+    """The token boundaries both tokenisations share. A boundary is the end character of a token; two tokens
+    ending at the same character (e.g. after a shared word) align, split or merged tokens in between do not."""
+    student_end = {}
+    for index, (_, end) in enumerate(student_spans):
+        student_end.setdefault(end, index)  # zero-width tokens share an end: the first one names it
+    pairs = [(t, student_end[end], end) for t, (_, end) in enumerate(teacher_spans) if end in student_end]
+    seen, kept = set(), []
+    for pair in pairs:
+        if pair[2] not in seen:
+            seen.add(pair[2])
+            kept.append(pair)
+    return Alignment([p[0] for p in kept], [p[1] for p in kept], [p[2] for p in kept])
+
+
+def span_sums(values: torch.Tensor, alignment_indices: list[int]) -> torch.Tensor:
+    """Per aligned boundary, the sum of ``values`` ([T] per token of one side) over that side's tokens since the
+    previous aligned boundary: a span's log-probability when ``values`` are its tokens' log-probabilities."""
+    out, start = [], 0
+    for end in alignment_indices:
+        out.append(values[start:end + 1].sum())
+        start = end + 1
+    return torch.stack(out) if out else values.new_zeros(0)
+
+
+def _byte_decoder() -> dict[str, int]:
+    """The byte-level BPE alphabet (GPT-2's): each of the 256 bytes as one printable character, inverted."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + \
+        list(range(ord("®"), ord("ÿ") + 1))
+    chars, extra = printable[:], 0
+    for byte in range(256):
+        if byte not in printable:
+            printable.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def surface_bytes(tokenizer) -> list[bytes | None]:
+    """Each id's surface text as bytes, leading space included; None for special tokens. Byte-level BPE tokens
+    (GPT-2, Llama 3, Qwen) and byte-fallback pieces (``<0x80>``) are read as their raw bytes, so the halves of a
+    multi-byte character match too; other tokens as ``decode(anchor + id) − decode(anchor)`` in UTF-8 (which
+    handles sentencepiece's ``▁`` markers)."""
+    import re
+
+    byte_level = type(getattr(tokenizer, "backend_tokenizer", None) and tokenizer.backend_tokenizer.decoder
+                      ).__name__ == "ByteLevel"
+    decoder = _byte_decoder() if byte_level else {}
+    anchor = tokenizer("a", add_special_tokens=False)["input_ids"]
+    base = tokenizer.decode(anchor, clean_up_tokenization_spaces=False)
+    special = set(tokenizer.all_special_ids)
+    out: list[bytes | None] = []
+    for token_id, piece in enumerate(tokenizer.convert_ids_to_tokens(list(range(len(tokenizer))))):
+        if token_id in special or piece is None:
+            out.append(None)
+        elif byte_level and all(ch in decoder for ch in piece):
+            out.append(bytes(decoder[ch] for ch in piece))
+        elif re.fullmatch(r"<0x[0-9A-Fa-f]{2}>", piece):
+            out.append(bytes([int(piece[3:5], 16)]))
+        else:
+            text = tokenizer.decode(anchor + [token_id], clean_up_tokenization_spaces=False)
+            out.append(text[len(base):].encode() if text.startswith(base) else None)
+    return out
+
+
+def match_vocabularies(teacher_tokenizer, student_tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(teacher ids, student ids) of matched tokens: equal surface strings, each unique in its own vocabulary;
+    special tokens by their name ("<pad>" to "<pad>"), and EOS to EOS whatever the names."""
+    def unique(surfaces):
+        counts: dict[bytes, int] = {}
+        for s in surfaces:
+            if s is not None:
+                counts[s] = counts.get(s, 0) + 1
+        return {s: i for i, s in enumerate(surfaces) if s is not None and counts[s] == 1 and REPLACEMENT_BYTES not in s}
+
+    teacher, student = unique(surface_bytes(teacher_tokenizer)), unique(surface_bytes(student_tokenizer))
+    pairs = {(teacher[s], student[s]) for s in teacher.keys() & student.keys()}
+    specials = [{tok.convert_ids_to_tokens(i): i for i in tok.all_special_ids}
+                for tok in (teacher_tokenizer, student_tokenizer)]
+    pairs |= {(specials[0][name], specials[1][name]) for name in specials[0].keys() & specials[1].keys()}
+    eos = (teacher_tokenizer.eos_token_id, student_tokenizer.eos_token_id)
+    if None not in eos and not any(eos[0] == a or eos[1] == b for a, b in pairs):  # "</s>" against "<|endoftext|>"
+        pairs.add(eos)
+    pairs = sorted(pairs)
+    ids = torch.tensor(pairs, dtype=torch.long).reshape(-1, 2)
+    return ids[:, 0], ids[:, 1]
+
+
+def matched_teacher(teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, student_ids: torch.Tensor,
+                    student_vocab: int) -> SparseTeacher:
+    """The teacher at aligned positions ([..., V_teacher] log-probabilities) as a sparse teacher over the
+    student's vocabulary: its matched tokens' log-probabilities at the student's ids, the rest in the bucket."""
+    matched = teacher_log_probs.index_select(-1, teacher_ids.to(teacher_log_probs.device))
+    outside = torch.ones(teacher_log_probs.size(-1), dtype=torch.bool, device=teacher_log_probs.device)
+    outside[teacher_ids] = False
+    rest = teacher_log_probs.masked_fill(~outside, float("-inf"))
+    shape = (*teacher_log_probs.shape[:-1], student_ids.numel())
+    ids = student_ids.to(teacher_log_probs.device).expand(shape)
+    return SparseTeacher(ids, matched, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab)

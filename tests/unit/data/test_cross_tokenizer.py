@@ -1,0 +1,96 @@
+"""Cross-tokenizer alignment and vocabulary matching on hand-built examples and two real offline tokenizers; with
+the same tokenizer on both sides the loss is the ordinary divergence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+from distill.data.cross_tokenizer import (align, check_round_trip, match_vocabularies, matched_teacher, offsets,
+                                          span_sums)
+from distill.errors import ConfigError
+from distill.losses.divergences import Divergence
+from distill.losses.sparse import sparse_divergence
+from distill.models.tokenizer import build_tokenizer
+
+TEXT = "Question: Ava has 12 pens. Next, Ava gets 7 more pens.\nAnswer: 12 + 7 = 19\n#### 19"
+
+
+@pytest.fixture(scope="module")
+def gpt2(shared_dir):
+    return AutoTokenizer.from_pretrained(str(shared_dir / "models" / "gpt2-tokenizer"))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
+    return build_tokenizer(texts, 300, tmp_path_factory.mktemp("tok"))
+
+
+def test_boundaries_both_sides_share_align_and_spans_sum_between_them():
+    # "hello world!": teacher "hello" | " world" | "!"; student "he" | "llo" | " " | "world" | "!"
+    teacher = [(0, 5), (5, 11), (11, 12)]
+    student = [(0, 2), (2, 5), (5, 6), (6, 11), (11, 12)]
+    a = align(teacher, student)
+    assert (a.teacher, a.student, a.ends) == ([0, 1, 2], [1, 3, 4], [5, 11, 12])
+    # the student's span log-probabilities: "he"+"llo", " "+"world", "!"
+    assert span_sums(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), a.student).tolist() == [3.0, 7.0, 5.0]
+    merged = align([(0, 11)], student)  # one teacher token over the whole word pair: only its end aligns
+    assert (merged.teacher, merged.student) == ([0], [3])
+
+
+def test_real_tokenizers_align_on_shared_text(gpt2, tiny):
+    for tokenizer in (gpt2, tiny):
+        check_round_trip(tokenizer, TEXT)
+    (_, a_spans), (_, b_spans) = offsets(gpt2, TEXT), offsets(tiny, TEXT)
+    alignment = align(a_spans, b_spans)
+    assert alignment.ends[-1] == len(TEXT)  # the text's end is always a shared boundary
+    assert 0 < len(alignment.ends) <= min(len(a_spans), len(b_spans))
+
+
+def test_lossy_or_slow_tokenizers_are_refused_in_one_line():
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+
+    words = Tokenizer(models.WordLevel({"hello": 0, "[UNK]": 1}, unk_token="[UNK]"))
+    words.normalizer, words.pre_tokenizer = normalizers.Lowercase(), pre_tokenizers.Whitespace()
+    lowering = PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]")
+    with pytest.raises(ConfigError, match="give back the text they read"):
+        check_round_trip(lowering, "Hello")
+
+    class Slow:
+        is_fast, name_or_path = False, "slow-one"
+
+    with pytest.raises(ConfigError, match="slow-one is not a fast tokenizer"):
+        offsets(Slow(), "x")
+
+
+def test_vocabularies_match_by_surface_text(gpt2, tiny):
+    same_t, same_s = match_vocabularies(tiny, tiny)
+    assert same_t.tolist() == same_s.tolist() and len(same_t) == len(tiny)  # every token, specials by name
+    cross_t, cross_s = match_vocabularies(gpt2, tiny)
+    assert 0 < len(cross_t) < len(tiny)
+    assert (gpt2.eos_token_id, tiny.eos_token_id) in set(zip(cross_t.tolist(), cross_s.tolist()))
+    for t, s in list(zip(cross_t.tolist(), cross_s.tolist()))[:50]:  # matched tokens stand for the same text
+        if t != gpt2.eos_token_id:
+            assert gpt2.decode([t]) == tiny.decode([s]) or gpt2.decode([t]).strip() == tiny.decode([s]).strip()
+
+
+@pytest.mark.parametrize("name, extra", [("fkl", {}), ("rkl", {}), ("jsd", {"beta": 0.5}), ("tvd", {}),
+                                         ("skl", {"skew": 0.1}), ("srkl", {"skew": 0.1})])
+def test_the_same_tokenizer_gives_the_ordinary_divergence_and_gradients(tiny, name, extra):
+    torch.manual_seed(0)
+    vocab = len(tiny)
+    student, teacher = torch.randn(6, vocab) * 2, torch.randn(6, vocab) * 2
+    div = Divergence.from_config({"name": name, "kd_temperature": 1.0, "chunk_size": 4, "beta": None,
+                                  "normalize": False, "skew": None, **extra})
+    t_ids, s_ids = match_vocabularies(tiny, tiny)
+    sparse = matched_teacher(torch.log_softmax(teacher, -1), t_ids, s_ids, vocab)
+    results = []
+    for fn in (lambda z: div(z, teacher), lambda z: sparse_divergence(div, z, sparse)):
+        z = student.clone().requires_grad_(True)
+        values = fn(z)
+        values.sum().backward()
+        results.append((values.detach(), z.grad))
+    assert torch.allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
+    assert torch.allclose(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
