@@ -7,8 +7,14 @@ import pytest
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-from distill.data.cross_tokenizer import (align, check_round_trip, match_vocabularies, matched_teacher, offsets,
-                                          span_sums)
+from distill.data.cross_tokenizer import (
+    align,
+    check_round_trip,
+    match_vocabularies,
+    matched_teacher,
+    offsets,
+    span_sums,
+)
 from distill.errors import ConfigError
 from distill.losses.divergences import Divergence
 from distill.losses.sparse import sparse_divergence
