@@ -171,3 +171,19 @@ def test_a_setting_every_rank_refuses_is_one_line_from_rank_0(tmp_path):
     assert refused.returncode != 0 and len(errors) == 1, refused.stderr[-3000:]
     assert "method osd serves one request stream" in errors[0]
     assert "[rank" not in refused.stderr and not (tmp_path / "run").exists(), refused.stderr
+
+
+def test_a_teacher_cache_serves_each_rank_its_own_examples(tmp_path, cache_dir):
+    """Two processes reading one cache (built once under its lock while both start) make the update of one
+    process with two accumulation steps."""
+    cached = ["method=supervised_kd", "teacher.cache=auto", "teacher_cache.k=16", f"cache_dir={cache_dir}"]
+    for code, err in _together(_args(ONE, tmp_path / "one", *cached, "trainer.grad_accum_steps=2", sweep=False),
+                               _args(TWO, tmp_path / "two", *cached, sweep=False)):
+        assert code == 0, err[-3000:]
+    difference = _max_difference(tmp_path / "one", tmp_path / "two")
+    print(f"teacher cache, ddp 2 processes vs 1 process x 2 accumulation: max |w1 - w2| = {difference:.3g}")
+    assert difference <= 1e-5
+    assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5, abs=1e-6)
+    logs = [(tmp_path / run / "train.log").read_text() for run in ("one", "two")]
+    assert sum("teacher cache built" in log for log in logs) == 1  # one build under the lock; the other reuses it
+    assert sum("reusing the teacher cache" in log for log in logs) == 1
