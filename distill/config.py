@@ -198,6 +198,7 @@ class TrainInputs:
     resolved: dict  # the whole resolved config: run_config.yaml, the resume guard
     teacher_cache: str | None  # teacher.cache: a cache directory, auto, or None (the live teacher)
     cache_settings: Any  # distill.data.teacher_cache.CacheSettings (teacher_cache block)
+    cross_tokenizer: bool = False  # divergence.cross_tokenizer: a teacher with another tokenizer
     files: dict[str, str] | None = None  # what the run dir gets once accepted (run_files; set inside Hydra)
 
 
@@ -237,10 +238,13 @@ def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
     method = instantiate_method(cfg)
     check_single_stream(method, world)
     cache, cache_settings = teacher_cache_inputs(cfg, method)
+    if plain(cfg.divergence).get("cross_tokenizer") and not method.cross_tokenizer:
+        raise ConfigError(f"method {type(method).__name__.lower()} cannot use divergence.cross_tokenizer=true yet; "
+                          "supervised_kd can")
     resolved = plain(cfg)
     return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings, cfg.seed,
                        source_settings(cfg, trainer), cfg.fused_linear, plain(cfg.logger.wandb) or None, resolved,
-                       cache, cache_settings)
+                       cache, cache_settings, cross_tokenizer=bool(plain(cfg.divergence).get("cross_tokenizer")))
 
 
 def teacher_cache_inputs(cfg: DictConfig, method=None):

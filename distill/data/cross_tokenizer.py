@@ -144,14 +144,141 @@ def match_vocabularies(teacher_tokenizer, student_tokenizer) -> tuple[torch.Tens
     return ids[:, 0], ids[:, 1]
 
 
+def project_vocabularies(teacher_tokenizer, student_tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every teacher token mapped to one student token where it can be: matched tokens to their match; any other
+    to the first student token of its text (the teacher's "12" to the student's "1": both say the text goes on
+    with "1"). (teacher ids, student ids); teacher tokens left out (byte fragments, unmatched specials) keep their
+    mass in the bucket."""
+    teacher_ids, student_ids = match_vocabularies(teacher_tokenizer, student_tokenizer)
+    mapped = dict(zip(teacher_ids.tolist(), student_ids.tolist()))
+    special = set(teacher_tokenizer.all_special_ids)
+    texts, owners = [], []
+    for token_id, surface in enumerate(surface_bytes(teacher_tokenizer)):
+        if token_id in mapped or token_id in special or surface is None:
+            continue
+        try:
+            texts.append(surface.decode("utf-8"))
+        except UnicodeDecodeError:  # a byte fragment of a character: no text to re-tokenise
+            continue
+        owners.append(token_id)
+    if texts:
+        for token_id, ids in zip(owners, student_tokenizer(texts, add_special_tokens=False)["input_ids"]):
+            if ids:
+                mapped[token_id] = ids[0]
+    pairs = sorted(mapped.items())
+    return (torch.tensor([t for t, _ in pairs], dtype=torch.long),
+            torch.tensor([s for _, s in pairs], dtype=torch.long))
+
+
 def matched_teacher(teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, student_ids: torch.Tensor,
                     student_vocab: int) -> SparseTeacher:
     """The teacher at aligned positions ([..., V_teacher] log-probabilities) as a sparse teacher over the
-    student's vocabulary: its matched tokens' log-probabilities at the student's ids, the rest in the bucket."""
-    matched = teacher_log_probs.index_select(-1, teacher_ids.to(teacher_log_probs.device))
-    outside = torch.ones(teacher_log_probs.size(-1), dtype=torch.bool, device=teacher_log_probs.device)
+    student's vocabulary: the probabilities of the teacher tokens mapped to each student token, summed (one to one
+    for matched tokens, many to one for projected ones), the unmapped rest in the bucket."""
+    device = teacher_log_probs.device
+    teacher_ids, student_ids = teacher_ids.to(device), student_ids.to(device)
+    targets, slot = torch.unique(student_ids, return_inverse=True)
+    picked = teacher_log_probs.index_select(-1, teacher_ids)
+    if targets.numel() == student_ids.numel():  # one to one: no sums, the log-probabilities as they are
+        order = torch.empty_like(slot).scatter_(0, slot, torch.arange(slot.numel(), device=device))
+        values = picked.index_select(-1, order)
+    else:
+        summed = torch.zeros(*picked.shape[:-1], targets.numel(), dtype=picked.dtype, device=device)
+        values = summed.index_add_(-1, slot, picked.exp()).log()
+    outside = torch.ones(teacher_log_probs.size(-1), dtype=torch.bool, device=device)
     outside[teacher_ids] = False
     rest = teacher_log_probs.masked_fill(~outside, float("-inf"))
-    shape = (*teacher_log_probs.shape[:-1], student_ids.numel())
-    ids = student_ids.to(teacher_log_probs.device).expand(shape)
-    return SparseTeacher(ids, matched, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab)
+    ids = targets.expand(*teacher_log_probs.shape[:-1], targets.numel())
+    return SparseTeacher(ids, values, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab)
+
+
+@dataclass
+class CrossTokenizer:
+    """What a run comparing two tokenizers keeps: both tokenizers and the matched vocabulary."""
+
+    teacher_tokenizer: object
+    student_tokenizer: object
+    teacher_ids: torch.Tensor
+    student_ids: torch.Tensor
+
+    @classmethod
+    def build(cls, teacher_tokenizer, student_tokenizer) -> "CrossTokenizer":
+        for tokenizer in (teacher_tokenizer, student_tokenizer):
+            offsets(tokenizer, "a")  # a slow tokenizer is refused here, before any batch
+        teacher_ids, student_ids = project_vocabularies(teacher_tokenizer, student_tokenizer)
+        return cls(teacher_tokenizer, student_tokenizer, teacher_ids, student_ids)
+
+    @property
+    def student_vocab(self) -> int:
+        return len(self.student_tokenizer)
+
+
+def _starts(tokenizer, ids: list[int], text: str) -> list[int]:
+    """The character each token of ``ids`` starts at in ``text`` (their decoding): from offsets when
+    re-tokenising the text gives these ids back, else from growing decodes."""
+    again, spans = offsets(tokenizer, text)
+    if again == ids:
+        return [start for start, _ in spans]
+    return [len(tokenizer.decode(ids[:i], skip_special_tokens=True, clean_up_tokenization_spaces=False))
+            for i in range(len(ids))]
+
+
+def _texts(cross: CrossTokenizer, item) -> tuple[str, str, list[int], bool]:
+    """(prompt text, target text, the target's student tokens without EOS, whether it ended in EOS)."""
+    tok = cross.student_tokenizer
+    target = list(item.target_ids)
+    eos = bool(target) and target[-1] == tok.eos_token_id
+    body = target[:-1] if eos else target
+    decode = lambda ids: tok.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False)  # noqa: E731
+    return decode(item.prompt_ids), decode(body), body, eos
+
+
+def teacher_items(cross: CrossTokenizer, items) -> tuple[list, list[list[tuple[int, int]]]]:
+    """The teacher's tokenisation of each item's text, and per item the aligned (student target index, teacher
+    target index) pairs: target tokens that start at the same character (the EOS after the text included)."""
+    from distill.data.collate import Encoded
+
+    tok = cross.teacher_tokenizer
+    out, pairs = [], []
+    for item in items:
+        prompt_text, target_text, body, eos = _texts(cross, item)
+        student_starts = _starts(cross.student_tokenizer, body, target_text) + ([len(target_text)] if eos else [])
+        teacher_body, spans = offsets(tok, target_text)
+        teacher_starts = [start for start, _ in spans] + ([len(target_text)] if eos else [])
+        prompt = tok(prompt_text, add_special_tokens=False)["input_ids"]
+        out.append(Encoded(prompt, teacher_body + ([tok.eos_token_id] if eos else []), index=item.index))
+        first = {}
+        for j, start in enumerate(teacher_starts):
+            first.setdefault(start, j)
+        pairs.append([(i, first[start]) for i, start in enumerate(student_starts) if start in first])
+    return out, pairs
+
+
+def cross_teacher(ctx, batch: dict, items, kd_temperature: float) -> tuple[SparseTeacher, torch.Tensor]:
+    """The teacher's distributions at the student's view positions (aligned ones; the rest masked out) as a
+    sparse teacher over matched tokens, and that aligned mask ([B, L] of the student's token view)."""
+    from distill.data.collate import collate
+    from distill.losses.logspace import log_probs
+    from distill.models.forward import token_view, view_targets
+
+    cross = ctx.cross
+    encoded, pairs = teacher_items(cross, items)
+    tok = cross.teacher_tokenizer
+    teacher_batch = {k: v.to(ctx.device) for k, v in collate(encoded, tok.pad_token_id,
+                                                            bool(ctx.teacher.config.is_encoder_decoder)).items()}
+    view = token_view(ctx.teacher, teacher_batch)
+    _, mask = view_targets(ctx.student, batch)
+    k = torch.unique(cross.student_ids).numel()
+    values = torch.full((*mask.shape, k), float("-inf"), device=ctx.device)
+    tail = torch.zeros(mask.shape, device=ctx.device)
+    aligned = torch.zeros_like(mask)
+    for b, row_pairs in enumerate(pairs):
+        if not row_pairs:
+            continue
+        student_pos = mask[b].nonzero().squeeze(-1)[[i for i, _ in row_pairs]]
+        teacher_pos = view.mask[b].nonzero().squeeze(-1)[[j for _, j in row_pairs]]
+        rows = log_probs(view.logits[b, teacher_pos].float(), kd_temperature)
+        sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab)
+        values[b, student_pos], tail[b, student_pos], aligned[b, student_pos] = sparse.log_probs, sparse.log_tail, 1
+    ids = torch.unique(cross.student_ids).to(ctx.device).expand(*mask.shape, k)
+    return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned

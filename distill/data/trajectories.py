@@ -182,13 +182,21 @@ SPARSE_KEYS = ("teacher_support_ids", "teacher_support_log_probs", "teacher_log_
 
 
 def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False,
-                    items: list[Encoded] | None = None) -> None:
+                    items: list[Encoded] | None = None, kd_temperature: float = 1.0) -> None:
     """The batch's single teacher pass: its logits (and last hidden states: at the state that predicts y_t,
     and at y_t's own position) serve every term. ``fused`` (``ctx.fused_linear``): the input of its output
     projection instead of logits; the divergence forms the logits a chunk at a time (``teacher_target``).
-    With a teacher cache (``ctx.teacher_cache``) no teacher runs: the cached sparse rows of ``items``."""
+    With a teacher cache (``ctx.teacher_cache``) no teacher runs: the cached sparse rows of ``items``. With another
+    tokenizer (``ctx.cross``) the teacher reads the items' text in its own tokens, and its distributions at the
+    aligned positions come as a sparse teacher over matched tokens (``aligned_loss_mask`` marks those positions)."""
     from distill.models.forward import token_view, view_targets
 
+    if ctx.cross is not None:
+        from distill.data.cross_tokenizer import cross_teacher
+
+        sparse, batch["aligned_loss_mask"] = cross_teacher(ctx, batch, items, kd_temperature)
+        batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
+        return
     if ctx.teacher_cache is not None:
         sparse = ctx.teacher_cache.sparse_teacher(items, *view_targets(ctx.student, batch))
         batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
@@ -210,7 +218,8 @@ def teacher_target(ctx, batch: dict[str, torch.Tensor]):
     from distill.models.forward import TokenView, view_targets
 
     if SPARSE_KEYS[0] in batch:
-        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS), ctx.teacher_cache.vocab_size)
+        vocab = ctx.teacher_cache.vocab_size if ctx.teacher_cache is not None else ctx.cross.student_vocab
+        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS), vocab)
 
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]

@@ -197,6 +197,7 @@ class Divergence:
     beta: float | None = None
     normalize: bool = False
     skew: float | None = None
+    cross_tokenizer: bool = False  # compared across tokenizers (distill.data.cross_tokenizer); the kernels ignore it
 
     def __post_init__(self) -> None:
         """Every parameter checked before any model loads; errors name ``divergence.KEY``."""

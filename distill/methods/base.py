@@ -26,6 +26,8 @@ optional (defaults here)
                        ``stream_start``, instead of the trainer's batch size and accumulation.
     teacher_decodes    the teacher generates token by token beside the student (MiniLLM's mixture sampling):
                        a sharded teacher is held gathered during ``trajectories``.
+    cross_tokenizer    the method can compare a teacher and a student with different tokenizers
+                       (``divergence.cross_tokenizer``: aligned positions, matched tokens; ``ctx.cross``).
     reads_teacher_cache
                        the method's teacher distributions are over fixed targets (dataset or cached teacher
                        outputs), so a `distill teacher-cache` can serve them (``teacher.cache``).
@@ -57,6 +59,7 @@ class Method:
     teacher_decodes: bool = False
     fuses_linear: bool = False
     reads_teacher_cache: bool = False
+    cross_tokenizer: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

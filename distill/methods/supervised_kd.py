@@ -10,7 +10,7 @@ from distill.data.trajectories import teacher_forward, teacher_target
 from distill.fields import check_range
 from distill.losses.divergences import Divergence
 from distill.losses.kd import ce_term, divergence_term, sparse_stats
-from distill.losses.terms import LossTerms
+from distill.losses.terms import LossTerms, Term
 from distill.methods.base import Method
 from distill.models.forward import token_view
 
@@ -18,6 +18,7 @@ from distill.models.forward import token_view
 class SupervisedKD(Method):
     fuses_linear = True  # its losses come from hidden states when the run fuses
     reads_teacher_cache = True  # the teacher's distributions over the dataset's targets never change
+    cross_tokenizer = True  # the dataset's text is re-tokenised for a teacher with another tokenizer
     needs_teacher = True
     prompts_only = False  # the divergence is taken on the dataset's outputs
 
@@ -28,13 +29,17 @@ class SupervisedKD(Method):
 
     def trajectories(self, items, ctx):
         batch = ctx.collate(items)
-        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items,
+                        kd_temperature=self.divergence.kd_temperature)
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
         teacher = teacher_target(ctx, batch)
         terms = {"kd": divergence_term(self.divergence, view, teacher)}
+        if "aligned_loss_mask" in batch:  # another tokenizer: only positions both tokenisations share count
+            kd = terms["kd"]
+            terms["kd"] = Term(kd.per_token, batch["aligned_loss_mask"], kd.weight, count_key="aligned_loss_mask")
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
         return LossTerms(terms, sparse_stats(self.divergence, view, teacher))

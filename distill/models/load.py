@@ -29,8 +29,16 @@ class ModelSpec:
     config: dict[str, Any] | None
     torch_dtype: str
     bootstrap: dict[str, Any]
+    # A tiny preset's tokenizer: None, the task's tiny tokenizer (tokenizer.vocab_size); an integer, a tiny
+    # tokenizer of that size; a path, that tokenizer. A teacher with another tokenizer than the student's needs
+    # divergence.cross_tokenizer=true.
+    tokenizer: Any = None
 
     def __post_init__(self) -> None:
+        if self.tokenizer is not None and not isinstance(self.tokenizer, (int, str)) or isinstance(self.tokenizer,
+                                                                                                   bool):
+            raise ModelError(f"model preset {self.name}: tokenizer must be null, a vocabulary size or a path, got "
+                             f"{self.tokenizer!r}")
         if (self.pretrained is None) == (self.config is None):
             raise ModelError(f"model preset {self.name}: set exactly one of `pretrained` (hub id or path) and `config` (tiny preset)")
         if self.torch_dtype not in DTYPES:
@@ -171,6 +179,7 @@ def check_same_vocabulary(teacher_tokenizer, student_tokenizer, roles: tuple[str
     raise ModelError(
         f"{big} and {small} vocabularies differ ({big} {len(t_vocab)} tokens, {small} {len(s_vocab)}; "
         f"e.g. {differing}); they must share one tokenizer: pick a {big} and {small} of the same family"
+        + (", or set divergence.cross_tokenizer=true (supervised_kd)" if roles == ("teacher", "student") else "")
     )
 
 

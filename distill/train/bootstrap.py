@@ -65,9 +65,13 @@ def bootstrap_view(task: TaskSpec, role: str) -> TaskSpec:
     return replace(whole, labeled_fraction=1.0, start_examples=None) if role == "teacher" else whole
 
 
-def tiny_tokenizer(sources: ModelSources):
-    return build_tokenizer(tokenizer_corpus(sources.task, sources.bootstrap_records), sources.tokenizer_vocab_size,
-                           sources.cache_dir)
+def tiny_tokenizer(sources: ModelSources, spec: ModelSpec | None = None):
+    """The task's tiny tokenizer, or the preset's own (``tokenizer``: a vocabulary size or a path)."""
+    own = spec.tokenizer if spec is not None else None
+    if isinstance(own, str):
+        return load_tokenizer(own)
+    size = own if isinstance(own, int) else sources.tokenizer_vocab_size
+    return build_tokenizer(tokenizer_corpus(sources.task, sources.bootstrap_records), size, sources.cache_dir)
 
 
 def init_seed(spec: ModelSpec, sources: ModelSources) -> int:
@@ -76,13 +80,13 @@ def init_seed(spec: ModelSpec, sources: ModelSources) -> int:
 
 def initial_tokenizer(spec: ModelSpec, sources: ModelSources):
     """The tokenizer of ``initial_model`` without building or loading any weights."""
-    return tiny_tokenizer(sources) if spec.is_tiny else load_tokenizer(spec.pretrained)
+    return tiny_tokenizer(sources, spec) if spec.is_tiny else load_tokenizer(spec.pretrained)
 
 
 def initial_model(spec: ModelSpec, sources: ModelSources):
     """(model, tokenizer) before any bootstrap: a fresh tiny preset or the pretrained weights."""
     if spec.is_tiny:
-        tokenizer = tiny_tokenizer(sources)
+        tokenizer = tiny_tokenizer(sources, spec)
         return build_tiny(spec, tokenizer, init_seed(spec, sources)), tokenizer
     return load_model(spec.pretrained, spec.torch_dtype)
 

@@ -107,6 +107,8 @@ class Context:
     # A `distill teacher-cache` serving the teacher's distributions (distill.data.teacher_cache.TeacherCache):
     # then ``teacher`` is None and no teacher runs (docs/design.md, Methods).
     teacher_cache: Any = None
+    # A teacher with another tokenizer (distill.data.cross_tokenizer.CrossTokenizer), compared at aligned positions.
+    cross: Any = None
 
     def collate(self, items: list[Encoded]) -> dict[str, torch.Tensor]:
         return _to_device(collate(items, self.tokenizer.pad_token_id, self.encoder_decoder), self.device)

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from distill import config as C
 from distill.config import instantiate_method  # noqa: F401  (scripts and tests import it from here)
+from distill.data.cross_tokenizer import CrossTokenizer
 from distill.errors import ConfigError
 from distill.eval.settings import decodings
 from distill.io import atomic_write_text
@@ -131,12 +132,19 @@ def _prepare(inputs: C.TrainInputs, device_name: str, world: int = 1) -> _Job:
     sources = model_sources(inputs.sources, inputs.task)
     student, tokenizer = prepare_model(inputs.student, "student", sources)
     teacher = None
+    cross = None
     if method.needs_teacher and inputs.teacher_cache is None:  # a cache serves the teacher: it is never loaded
         teacher, teacher_tokenizer = prepare_model(inputs.teacher, "teacher", sources)
-        check_same_vocabulary(teacher_tokenizer, tokenizer)
+        if inputs.cross_tokenizer:
+            cross = CrossTokenizer.build(teacher_tokenizer, tokenizer)
+            log.info("cross-tokenizer KD: %d of the teacher's %d tokens mapped onto %d of the student's %d",
+                     cross.teacher_ids.numel(), len(teacher_tokenizer), cross.student_ids.unique().numel(),
+                     len(tokenizer))
+        else:
+            check_same_vocabulary(teacher_tokenizer, tokenizer)
     device = resolve_device(device_name)
     ctx = Context(student.to(device), _frozen(teacher, device), tokenizer, bool(student.config.is_encoder_decoder),
-                  device, extra_modules={}, cache_dir=sources.cache_dir, seed=seed)
+                  device, extra_modules={}, cache_dir=sources.cache_dir, seed=seed, cross=cross)
     train_data = training_items(inputs.task, sources, tokenizer, student, method)
     val_data = encode_records(inputs.task, sources.val_records, tokenizer, student)
     if inputs.teacher_cache is not None:

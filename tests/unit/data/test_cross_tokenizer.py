@@ -100,3 +100,20 @@ def test_the_same_tokenizer_gives_the_ordinary_divergence_and_gradients(tiny, na
         results.append((values.detach(), z.grad))
     assert torch.allclose(results[1][0], results[0][0], rtol=1e-5, atol=1e-6)
     assert torch.allclose(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
+
+
+def test_teacher_tokens_the_student_lacks_project_onto_its_first_token(gpt2, tiny):
+    from distill.data.cross_tokenizer import project_vocabularies, surface_bytes
+
+    matched_t, _ = match_vocabularies(gpt2, tiny)
+    teacher_ids, student_ids = project_vocabularies(gpt2, tiny)
+    assert len(matched_t) < 1000 < len(teacher_ids)  # GPT-2's words the tiny student spells in pieces land too
+    surfaces, matched = surface_bytes(gpt2), set(matched_t.tolist())
+    projected = [(t, s) for t, s in zip(teacher_ids.tolist(), student_ids.tolist()) if t not in matched]
+    for t, s in projected[:: len(projected) // 20]:
+        assert tiny(surfaces[t].decode(), add_special_tokens=False)["input_ids"][0] == s
+    # the teacher's distribution over student tokens sums the projected probabilities, and keeps all its mass
+    log_p = torch.log_softmax(torch.randn(3, len(gpt2)), -1)
+    sparse = matched_teacher(log_p, teacher_ids, student_ids, len(tiny))
+    total = torch.logsumexp(torch.cat([sparse.log_probs, sparse.log_tail.unsqueeze(-1)], -1), -1)
+    assert torch.allclose(total, torch.zeros(3), atol=1e-4)

@@ -1,0 +1,38 @@
+"""`divergence.cross_tokenizer=true`: with one tokenizer it is ordinary supervised KD; with a teacher of another
+tokenizer (a tiny BPE of another size) it trains offline; without the option the mismatch is refused, naming it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from .conftest import cli, train_args
+
+KD = ["method=supervised_kd", "eval.after_train=false"]
+
+
+def _losses(run):
+    return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+
+
+def test_one_tokenizer_on_both_sides_is_ordinary_supervised_kd(tmp_path, cache_dir):
+    plain, cross = tmp_path / "plain", tmp_path / "cross"
+    assert cli(*train_args(plain, cache_dir, *KD)) == 0
+    assert cli(*train_args(cross, cache_dir, *KD, "divergence.cross_tokenizer=true")) == 0
+    assert _losses(cross) == pytest.approx(_losses(plain), rel=1e-5)
+
+
+def test_a_teacher_with_another_tokenizer_trains_and_the_default_refusal_names_the_option(tmp_path, cache_dir,
+                                                                                           capsys):
+    other = ["teacher.tokenizer=400"]  # a tiny BPE of 400 tokens beside the student's 300
+    assert cli(*train_args(tmp_path / "refused", cache_dir, *KD, *other)) != 0
+    assert "divergence.cross_tokenizer=true" in capsys.readouterr().err
+    run = tmp_path / "cross"
+    assert cli(*train_args(run, cache_dir, *KD, *other, "divergence.cross_tokenizer=true")) == 0
+    log = (run / "train.log").read_text()
+    assert "cross-tokenizer KD:" in log and "teacher's 400" in log
+    losses = _losses(run)
+    assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    assert cli(*train_args(tmp_path / "gkd", cache_dir, "method=gkd", "divergence.cross_tokenizer=true")) == 2
+    assert "cannot use divergence.cross_tokenizer=true yet" in capsys.readouterr().err
