@@ -58,17 +58,20 @@ def divergence_term(divergence: Divergence, view: TokenView, teacher: torch.Tens
     return Term(divergence(student, teacher_logits), view.mask, weight)
 
 
-def sparse_stats(divergence: Divergence, view: TokenView, teacher) -> dict[str, torch.Tensor]:
-    """With a cached teacher: the mean over output tokens of the certified gradient-error bound and of the
-    teacher's tail mass (docs/methods.md, "Sparse teachers"); nothing for a live teacher."""
+def sparse_stats(divergence: Divergence, view: TokenView, teacher, mask: torch.Tensor | None = None
+                 ) -> dict[str, torch.Tensor]:
+    """With a sparse teacher (a cache, or another tokenizer): the mean over the compared tokens (``mask``, default
+    the view's) of the certified gradient-error bound and of the teacher's tail mass (docs/methods.md, "Sparse
+    teachers"); nothing for a dense teacher."""
     if not isinstance(teacher, SparseTeacher):
         return {}
-    tokens = view.mask.sum().clamp(min=1)
-    bound = fused_grad_l1_bound(divergence, view.head_input, view.head_weight, teacher, view.mask) if view.fused \
+    mask = view.mask if mask is None else mask
+    tokens = mask.sum().clamp(min=1)
+    bound = fused_grad_l1_bound(divergence, view.head_input, view.head_weight, teacher, mask) if view.fused \
         else grad_l1_bound(divergence, view.logits.detach(), teacher)
-    bound = torch.where(view.mask > 0, bound, torch.zeros_like(bound))  # inf · 0 would be NaN
+    bound = torch.where(mask > 0, bound, torch.zeros_like(bound))  # inf · 0 would be NaN
     return {"sparse/grad_l1_bound": bound.sum() / tokens,
-            "sparse/tail_mass": (teacher.log_tail.exp() * view.mask).sum() / tokens}
+            "sparse/tail_mass": (teacher.log_tail.exp() * mask).sum() / tokens}
 
 
 def target_log_probs(view: TokenView, temperature: float = 1.0) -> torch.Tensor:

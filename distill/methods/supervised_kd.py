@@ -42,4 +42,7 @@ class SupervisedKD(Method):
             terms["kd"] = Term(kd.per_token, batch["aligned_loss_mask"], kd.weight, count_key="aligned_loss_mask")
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
-        return LossTerms(terms, sparse_stats(self.divergence, view, teacher))
+        stats = sparse_stats(self.divergence, view, teacher, batch.get("aligned_loss_mask"))
+        if "aligned_loss_mask" in batch:  # how much of the text both tokenisations share a boundary on
+            stats["cross/aligned_fraction"] = batch["aligned_loss_mask"].sum() / view.mask.sum().clamp(min=1)
+        return LossTerms(terms, stats)

@@ -34,5 +34,7 @@ def test_a_teacher_with_another_tokenizer_trains_and_the_default_refusal_names_t
     assert "cross-tokenizer KD:" in log and "teacher's 400" in log
     losses = _losses(run)
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+    assert all(0.5 < r["cross/aligned_fraction"] <= 1 and 0 <= r["sparse/tail_mass"] < 0.5 for r in records)
     assert cli(*train_args(tmp_path / "gkd", cache_dir, "method=gkd", "divergence.cross_tokenizer=true")) == 2
     assert "cannot use divergence.cross_tokenizer=true yet" in capsys.readouterr().err
