@@ -200,13 +200,15 @@ class CrossTokenizer:
     student_tokenizer: object
     teacher_ids: torch.Tensor
     student_ids: torch.Tensor
+    same: bool = False  # one vocabulary on both sides: the teacher reads the student's own tokens
 
     @classmethod
     def build(cls, teacher_tokenizer, student_tokenizer) -> "CrossTokenizer":
         for tokenizer in (teacher_tokenizer, student_tokenizer):
             offsets(tokenizer, "a")  # a slow tokenizer is refused here, before any batch
         teacher_ids, student_ids = project_vocabularies(teacher_tokenizer, student_tokenizer)
-        return cls(teacher_tokenizer, student_tokenizer, teacher_ids, student_ids)
+        same = teacher_tokenizer.get_vocab() == student_tokenizer.get_vocab()
+        return cls(teacher_tokenizer, student_tokenizer, teacher_ids, student_ids, same)
 
     @property
     def student_vocab(self) -> int:
@@ -233,11 +235,15 @@ def _texts(cross: CrossTokenizer, item) -> tuple[str, str, list[int], bool]:
     return decode(item.prompt_ids), decode(body), body, eos
 
 
-def teacher_items(cross: CrossTokenizer, items) -> tuple[list, list[list[tuple[int, int]]]]:
+def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tuple[list, list[list[tuple[int, int]]]]:
     """The teacher's tokenisation of each item's text, and per item the aligned (student target index, teacher
-    target index) pairs: target tokens that start at the same character (the EOS after the text included)."""
+    target index) pairs: target tokens that start at the same character (the EOS after the text included).
+    With one vocabulary the teacher reads the student's own tokens (a sample need not be the canonical
+    tokenisation of its text). ``limit``: the teacher's position window; targets are cut to fit it."""
     from distill.data.collate import Encoded
 
+    if cross.same:
+        return list(items), [[(i, i) for i in range(len(item.target_ids))] for item in items]
     tok = cross.teacher_tokenizer
     out, pairs = [], []
     for item in items:
@@ -246,9 +252,12 @@ def teacher_items(cross: CrossTokenizer, items) -> tuple[list, list[list[tuple[i
         teacher_body, spans = offsets(tok, target_text)
         teacher_starts = [start for start, _ in spans] + ([len(target_text)] if eos else [])
         prompt = tok(prompt_text, add_special_tokens=False)["input_ids"]
-        out.append(Encoded(prompt, teacher_body + ([tok.eos_token_id] if eos else []), index=item.index))
+        target = teacher_body + ([tok.eos_token_id] if eos else [])
+        if limit is not None and len(prompt) + len(target) > limit:  # re-tokenised text can be longer
+            target = target[:max(limit - len(prompt), 0)]
+        out.append(Encoded(prompt, target, index=item.index))
         first = {}
-        for j, start in enumerate(teacher_starts):
+        for j, start in enumerate(teacher_starts[:len(target)]):
             first.setdefault(start, j)
         pairs.append([(i, first[start]) for i, start in enumerate(student_starts) if start in first])
     return out, pairs
@@ -260,9 +269,11 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float) -> tuple[Spars
     from distill.data.collate import collate
     from distill.losses.logspace import log_probs
     from distill.models.forward import token_view, view_targets
+    from distill.models.load import position_limit
 
     cross = ctx.cross
-    encoded, pairs = teacher_items(cross, items)
+    limit = None if ctx.teacher.config.is_encoder_decoder else position_limit(ctx.teacher.config)
+    encoded, pairs = teacher_items(cross, items, limit)
     tok = cross.teacher_tokenizer
     teacher_batch = {k: v.to(ctx.device) for k, v in collate(encoded, tok.pad_token_id,
                                                             bool(ctx.teacher.config.is_encoder_decoder)).items()}

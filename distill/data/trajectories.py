@@ -194,6 +194,11 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
     if ctx.cross is not None:
         from distill.data.cross_tokenizer import cross_teacher
 
+        if "generated" in batch:  # the student's own samples: their text is what the teacher reads
+            width = batch["generated"].size(1)
+            lengths = batch["loss_mask"][:, -width:].sum(1).tolist()
+            items = [replace(item, target_ids=row[:n]) for item, row, n in
+                     zip(items, batch["generated"].tolist(), lengths)]
         sparse, batch["aligned_loss_mask"] = cross_teacher(ctx, batch, items, kd_temperature)
         batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
         return

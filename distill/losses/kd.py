@@ -74,6 +74,24 @@ def sparse_stats(divergence: Divergence, view: TokenView, teacher, mask: torch.T
             "sparse/tail_mass": (teacher.log_tail.exp() * mask).sum() / tokens}
 
 
+ALIGNED = "aligned_loss_mask"  # another tokenizer: the positions both tokenisations start a token at (their own N)
+
+
+def aligned(term: Term, batch: dict) -> Term:
+    """With a teacher of another tokenizer, the KD term over the aligned positions only, counted by their own N."""
+    if ALIGNED not in batch:
+        return term
+    return Term(term.per_token, batch[ALIGNED], term.weight, count_key=ALIGNED)
+
+
+def kd_stats(divergence: Divergence, view: TokenView, teacher, batch: dict) -> dict[str, torch.Tensor]:
+    """``sparse_stats`` over the compared positions, and the aligned fraction when tokenizers differ."""
+    stats = sparse_stats(divergence, view, teacher, batch.get(ALIGNED))
+    if ALIGNED in batch:  # how much of the text both tokenisations share a boundary on
+        stats["cross/aligned_fraction"] = batch[ALIGNED].sum() / view.mask.sum().clamp(min=1)
+    return stats
+
+
 def target_log_probs(view: TokenView, temperature: float = 1.0) -> torch.Tensor:
     """log q_T(y_t | s_t) of the tokens in the batch, [B, L], with q_T = softmax(z / T)."""
     return -_nll(view, temperature)

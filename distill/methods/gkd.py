@@ -22,7 +22,7 @@ import torch
 from distill.data.trajectories import gkd_outputs, teacher_forward, teacher_outputs, teacher_target
 from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import divergence_term, reinforce_term, sparse_stats
+from distill.losses.kd import aligned, divergence_term, kd_stats, reinforce_term
 from distill.losses.policy import leave_one_out_advantage
 from distill.losses.terms import LossTerms
 from distill.methods.base import SUM_PREFIX, WINDOW_PREFIX, Method
@@ -51,6 +51,12 @@ class GKD(Method):
         self.generation_batch_size = generation_batch_size
 
     @property
+    def cross_tokenizer(self) -> bool:
+        """Another tokenizer for the teacher: dataset targets and the student's own samples are re-tokenised for
+        it each step; the teacher's own outputs (seq_kd) would need the reverse, not built."""
+        return not self.seq_kd
+
+    @property
     def reads_teacher_cache(self) -> bool:
         """Off-policy pure distillation (λ = 0, α = 1): fixed targets, so cached teacher distributions serve it."""
         return self.lmbda == 0.0 and self.alpha == 1.0
@@ -69,7 +75,8 @@ class GKD(Method):
     def trajectories(self, items, ctx):
         batch, on_policy = gkd_outputs(ctx, items, self.lmbda, self.sampling.max_new_tokens,
                                        self.sampling.sampling_temperature)
-        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items)
+        teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items,
+                        kd_temperature=self.divergence.kd_temperature)
         if on_policy and self.alpha < 1.0:
             batch.update(self._rewards(batch, items, ctx))
         return batch
@@ -90,8 +97,8 @@ class GKD(Method):
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
         teacher = teacher_target(ctx, batch)
-        terms = {"kd": divergence_term(self.divergence, view, teacher, weight=self.alpha)}
-        stats = {"frac_on_policy": batch["on_policy"], **sparse_stats(self.divergence, view, teacher)}
+        terms = {"kd": aligned(divergence_term(self.divergence, view, teacher, weight=self.alpha), batch)}
+        stats = {"frac_on_policy": batch["on_policy"], **kd_stats(self.divergence, view, teacher, batch)}
         if "rewards" in batch:
             advantage = leave_one_out_advantage(batch["rewards"], batch[WINDOW_PREFIX + "reward"],
                                                  batch[WINDOW_PREFIX + "sequences"])

@@ -9,8 +9,8 @@ from __future__ import annotations
 from distill.data.trajectories import teacher_forward, teacher_target
 from distill.fields import check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import ce_term, divergence_term, sparse_stats
-from distill.losses.terms import LossTerms, Term
+from distill.losses.kd import aligned, ce_term, divergence_term, kd_stats
+from distill.losses.terms import LossTerms
 from distill.methods.base import Method
 from distill.models.forward import token_view
 
@@ -36,13 +36,7 @@ class SupervisedKD(Method):
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
         teacher = teacher_target(ctx, batch)
-        terms = {"kd": divergence_term(self.divergence, view, teacher)}
-        if "aligned_loss_mask" in batch:  # another tokenizer: only positions both tokenisations share count
-            kd = terms["kd"]
-            terms["kd"] = Term(kd.per_token, batch["aligned_loss_mask"], kd.weight, count_key="aligned_loss_mask")
+        terms = {"kd": aligned(divergence_term(self.divergence, view, teacher), batch)}
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
-        stats = sparse_stats(self.divergence, view, teacher, batch.get("aligned_loss_mask"))
-        if "aligned_loss_mask" in batch:  # how much of the text both tokenisations share a boundary on
-            stats["cross/aligned_fraction"] = batch["aligned_loss_mask"].sum() / view.mask.sum().clamp(min=1)
-        return LossTerms(terms, stats)
+        return LossTerms(terms, kd_stats(self.divergence, view, teacher, batch))

@@ -1,5 +1,6 @@
-"""`divergence.cross_tokenizer=true`: with one tokenizer it is ordinary supervised KD; with a teacher of another
-tokenizer (a tiny BPE of another size) it trains offline; without the option the mismatch is refused, naming it."""
+"""`divergence.cross_tokenizer=true`: with one tokenizer it is ordinary KD (supervised and on-policy GKD); with a
+teacher of another tokenizer (a tiny BPE of another size) both train offline; without the option the mismatch is
+refused, naming it."""
 
 from __future__ import annotations
 
@@ -16,10 +17,13 @@ def _losses(run):
     return [json.loads(line)["loss"] for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
 
 
-def test_one_tokenizer_on_both_sides_is_ordinary_supervised_kd(tmp_path, cache_dir):
+def test_one_tokenizer_on_both_sides_is_ordinary_on_policy_kd(tmp_path, cache_dir):
+    """Through the whole on-policy path (the student's samples handed to the teacher every step); the off-policy
+    equality, divergence by divergence, is tests/unit/data/test_cross_tokenizer.py's."""
+    method = ["method=gkd", "method.lmbda=1", "eval.after_train=false"]
     plain, cross = tmp_path / "plain", tmp_path / "cross"
-    assert cli(*train_args(plain, cache_dir, *KD)) == 0
-    assert cli(*train_args(cross, cache_dir, *KD, "divergence.cross_tokenizer=true")) == 0
+    assert cli(*train_args(plain, cache_dir, *method)) == 0
+    assert cli(*train_args(cross, cache_dir, *method, "divergence.cross_tokenizer=true")) == 0
     assert _losses(cross) == pytest.approx(_losses(plain), rel=1e-5)
 
 
@@ -36,5 +40,9 @@ def test_a_teacher_with_another_tokenizer_trains_and_the_default_refusal_names_t
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert all(0.5 < r["cross/aligned_fraction"] <= 1 and 0 <= r["sparse/tail_mass"] < 0.5 for r in records)
-    assert cli(*train_args(tmp_path / "gkd", cache_dir, "method=gkd", "divergence.cross_tokenizer=true")) == 2
+    on_policy = tmp_path / "on_policy"
+    assert cli(*train_args(on_policy, cache_dir, "method=gkd", "method.lmbda=1", "eval.after_train=false", *other,
+                           "divergence.cross_tokenizer=true")) == 0
+    assert all(loss > 0 for loss in _losses(on_policy))
+    assert cli(*train_args(tmp_path / "minillm", cache_dir, "method=minillm", "divergence.cross_tokenizer=true")) == 2
     assert "cannot use divergence.cross_tokenizer=true yet" in capsys.readouterr().err
