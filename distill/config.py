@@ -240,7 +240,7 @@ def train_inputs(cfg: DictConfig, world: int = 1) -> TrainInputs:
     cache, cache_settings = teacher_cache_inputs(cfg, method)
     if plain(cfg.divergence).get("cross_tokenizer") and not method.cross_tokenizer:
         raise ConfigError(f"method {type(method).__name__.lower()} cannot use divergence.cross_tokenizer=true yet; "
-                          "supervised_kd can")
+                          "supervised_kd and gkd (without seq_kd) can")
     resolved = plain(cfg)
     return TrainInputs(trainer, distributed, sharding, task, student, teacher, method, settings, cfg.seed,
                        source_settings(cfg, trainer), cfg.fused_linear, plain(cfg.logger.wandb) or None, resolved,

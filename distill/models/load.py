@@ -179,7 +179,7 @@ def check_same_vocabulary(teacher_tokenizer, student_tokenizer, roles: tuple[str
     raise ModelError(
         f"{big} and {small} vocabularies differ ({big} {len(t_vocab)} tokens, {small} {len(s_vocab)}; "
         f"e.g. {differing}); they must share one tokenizer: pick a {big} and {small} of the same family"
-        + (", or set divergence.cross_tokenizer=true (supervised_kd)" if roles == ("teacher", "student") else "")
+        + (", or set divergence.cross_tokenizer=true (supervised_kd, gkd)" if roles == ("teacher", "student") else "")
     )
 
 
