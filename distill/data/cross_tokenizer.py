@@ -214,6 +214,15 @@ class CrossTokenizer:
     def student_vocab(self) -> int:
         return len(self.student_tokenizer)
 
+    def unmapped(self, role: str, device) -> torch.Tensor:
+        """[V] bool: the tokens of ``role``'s vocabulary in its bucket (no teacher mass maps onto a student
+        one; a teacher one maps nowhere)."""
+        vocab = len(self.teacher_tokenizer) if role == "teacher" else self.student_vocab
+        ids = self.teacher_ids if role == "teacher" else self.student_ids
+        mask = torch.ones(vocab, dtype=torch.bool, device=device)
+        mask[ids.to(device)] = False
+        return mask
+
 
 def _starts(tokenizer, ids: list[int], text: str) -> list[int]:
     """The character each token of ``ids`` starts at in ``text`` (their decoding): from offsets when
@@ -263,9 +272,11 @@ def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tup
     return out, pairs
 
 
-def cross_teacher(ctx, batch: dict, items, kd_temperature: float) -> tuple[SparseTeacher, torch.Tensor]:
+def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | None = None
+                  ) -> tuple[SparseTeacher, torch.Tensor, torch.Tensor | None]:
     """The teacher's distributions at the student's view positions (aligned ones; the rest masked out) as a
-    sparse teacher over matched tokens, and that aligned mask ([B, L] of the student's token view)."""
+    sparse teacher over matched tokens, that aligned mask ([B, L] of the student's token view), and with ``uld``
+    the teacher's probabilities sorted in decreasing order (all of them, or its bucket's) for the ULD term."""
     from distill.data.collate import collate
     from distill.losses.logspace import log_probs
     from distill.models.forward import token_view, view_targets
@@ -283,6 +294,9 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float) -> tuple[Spars
     values = torch.full((*mask.shape, k), float("-inf"), device=ctx.device)
     tail = torch.zeros(mask.shape, device=ctx.device)
     aligned = torch.zeros_like(mask)
+    keep = None if uld != "unmatched" else cross.unmapped("teacher", ctx.device)
+    width = 0 if uld is None else view.logits.size(-1) if keep is None else int(keep.sum())
+    ranked = torch.zeros(*mask.shape, width, device=ctx.device) if uld is not None else None
     for b, row_pairs in enumerate(pairs):
         if not row_pairs:
             continue
@@ -291,5 +305,8 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float) -> tuple[Spars
         rows = log_probs(view.logits[b, teacher_pos].float(), kd_temperature)
         sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab)
         values[b, student_pos], tail[b, student_pos], aligned[b, student_pos] = sparse.log_probs, sparse.log_tail, 1
+        if ranked is not None:
+            probs = rows.exp() if keep is None else rows.exp()[:, keep]
+            ranked[b, student_pos] = probs.sort(-1, descending=True).values
     ids = torch.unique(cross.student_ids).to(ctx.device).expand(*mask.shape, k)
-    return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned
+    return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked

@@ -182,7 +182,7 @@ SPARSE_KEYS = ("teacher_support_ids", "teacher_support_log_probs", "teacher_log_
 
 
 def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False,
-                    items: list[Encoded] | None = None, kd_temperature: float = 1.0) -> None:
+                    items: list[Encoded] | None = None, kd_temperature: float = 1.0, uld: str | None = None) -> None:
     """The batch's single teacher pass: its logits (and last hidden states: at the state that predicts y_t,
     and at y_t's own position) serve every term. ``fused`` (``ctx.fused_linear``): the input of its output
     projection instead of logits; the divergence forms the logits a chunk at a time (``teacher_target``).
@@ -199,7 +199,9 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
             lengths = batch["loss_mask"][:, -width:].sum(1).tolist()
             items = [replace(item, target_ids=row[:n]) for item, row, n in
                      zip(items, batch["generated"].tolist(), lengths)]
-        sparse, batch["aligned_loss_mask"] = cross_teacher(ctx, batch, items, kd_temperature)
+        sparse, batch["aligned_loss_mask"], ranked = cross_teacher(ctx, batch, items, kd_temperature, uld)
+        if ranked is not None:
+            batch["teacher_uld"] = ranked
         batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
         return
     if ctx.teacher_cache is not None:

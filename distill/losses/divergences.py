@@ -185,6 +185,7 @@ def srkl(student_logits, teacher_logits, skew: float = 0.1, kd_temperature: floa
 
 
 NAMES = ("fkl", "rkl", "jsd", "tvd", "skl", "srkl")
+ULD_MODES = ("unmatched", "all")
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,7 @@ class Divergence:
     normalize: bool = False
     skew: float | None = None
     cross_tokenizer: bool = False  # compared across tokenizers (distill.data.cross_tokenizer); the kernels ignore it
+    uld: str | None = None  # across tokenizers: "unmatched" adds ULD over the buckets, "all" replaces D by ULD
 
     def __post_init__(self) -> None:
         """Every parameter checked before any model loads; errors name ``divergence.KEY``."""
@@ -213,6 +215,11 @@ class Divergence:
             elif not 0.0 < self.beta < 1.0:  # NaN fails too
                 raise ConfigError(f"divergence.beta must be in (0, 1), got {self.beta}; use divergence.normalize=true "
                                   "for the endpoints")
+        if self.uld is not None:
+            check_choice("divergence", "uld", self.uld, ULD_MODES)
+            if not self.cross_tokenizer:
+                raise ConfigError(f"divergence.uld={self.uld} compares two tokenizers' distributions; it needs "
+                                  "divergence.cross_tokenizer=true")
         if self.name in ("skl", "srkl"):
             if self.skew is None:
                 raise ConfigError(f"divergence.skew is required for {self.name}; set divergence.skew=...")

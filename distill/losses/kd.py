@@ -84,6 +84,30 @@ def aligned(term: Term, batch: dict) -> Term:
     return Term(term.per_token, batch[ALIGNED], term.weight, count_key=ALIGNED)
 
 
+def uld_values(student_ranked: torch.Tensor, teacher_ranked: torch.Tensor) -> torch.Tensor:
+    """Universal Logit Distillation (Boizard et al., 2024): per position, the L1 distance between the two
+    probability vectors sorted in decreasing order, the shorter padded with zeros (no vocabulary mapping)."""
+    width = max(student_ranked.size(-1), teacher_ranked.size(-1))
+    pad = lambda t: torch.nn.functional.pad(t, (0, width - t.size(-1)))  # noqa: E731
+    return (pad(student_ranked) - pad(teacher_ranked.to(student_ranked.dtype))).abs().sum(-1)
+
+
+def cross_terms(divergence: Divergence, view: TokenView, teacher, batch: dict, ctx, weight: float = 1.0
+                ) -> dict[str, Term]:
+    """The KD terms of a run: the divergence (over aligned positions when the tokenizers differ), and with
+    ``divergence.uld`` the ULD term beside it (``unmatched``: the two buckets' own distributions) or instead of
+    it (``all``)."""
+    kd = {"kd": aligned(divergence_term(divergence, view, teacher, weight), batch)} if divergence.uld != "all" else {}
+    if divergence.uld is None:
+        return kd
+    logits = view.logits[..., :ctx.cross.student_vocab].float() / divergence.kd_temperature
+    probs = torch.softmax(logits, -1)
+    if divergence.uld == "unmatched":
+        probs = probs[..., ctx.cross.unmapped("student", probs.device)]
+    values = uld_values(probs.sort(-1, descending=True).values, batch["teacher_uld"])
+    return {**kd, "uld": Term(values, batch[ALIGNED], weight, count_key=ALIGNED)}
+
+
 def kd_stats(divergence: Divergence, view: TokenView, teacher, batch: dict) -> dict[str, torch.Tensor]:
     """``sparse_stats`` over the compared positions, and the aligned fraction when tokenizers differ."""
     stats = sparse_stats(divergence, view, teacher, batch.get(ALIGNED))

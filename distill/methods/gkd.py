@@ -22,7 +22,7 @@ import torch
 from distill.data.trajectories import gkd_outputs, teacher_forward, teacher_outputs, teacher_target
 from distill.fields import check_choice, check_count, check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import aligned, divergence_term, kd_stats, reinforce_term
+from distill.losses.kd import cross_terms, kd_stats, reinforce_term
 from distill.losses.policy import leave_one_out_advantage
 from distill.losses.terms import LossTerms
 from distill.methods.base import SUM_PREFIX, WINDOW_PREFIX, Method
@@ -76,7 +76,7 @@ class GKD(Method):
         batch, on_policy = gkd_outputs(ctx, items, self.lmbda, self.sampling.max_new_tokens,
                                        self.sampling.sampling_temperature)
         teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items,
-                        kd_temperature=self.divergence.kd_temperature)
+                        kd_temperature=self.divergence.kd_temperature, uld=self.divergence.uld)
         if on_policy and self.alpha < 1.0:
             batch.update(self._rewards(batch, items, ctx))
         return batch
@@ -97,7 +97,7 @@ class GKD(Method):
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
         teacher = teacher_target(ctx, batch)
-        terms = {"kd": aligned(divergence_term(self.divergence, view, teacher, weight=self.alpha), batch)}
+        terms = cross_terms(self.divergence, view, teacher, batch, ctx, weight=self.alpha)
         stats = {"frac_on_policy": batch["on_policy"], **kd_stats(self.divergence, view, teacher, batch)}
         if "rewards" in batch:
             advantage = leave_one_out_advantage(batch["rewards"], batch[WINDOW_PREFIX + "reward"],

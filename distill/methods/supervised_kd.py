@@ -9,7 +9,7 @@ from __future__ import annotations
 from distill.data.trajectories import teacher_forward, teacher_target
 from distill.fields import check_range
 from distill.losses.divergences import Divergence
-from distill.losses.kd import aligned, ce_term, divergence_term, kd_stats
+from distill.losses.kd import ce_term, cross_terms, kd_stats
 from distill.losses.terms import LossTerms
 from distill.methods.base import Method
 from distill.models.forward import token_view
@@ -30,13 +30,13 @@ class SupervisedKD(Method):
     def trajectories(self, items, ctx):
         batch = ctx.collate(items)
         teacher_forward(ctx, batch, fused=ctx.fused_linear, items=items,
-                        kd_temperature=self.divergence.kd_temperature)
+                        kd_temperature=self.divergence.kd_temperature, uld=self.divergence.uld)
         return batch
 
     def loss_terms(self, batch, ctx) -> LossTerms:
         view = token_view(ctx.student, batch, fused=ctx.fused_linear)
         teacher = teacher_target(ctx, batch)
-        terms = {"kd": aligned(divergence_term(self.divergence, view, teacher), batch)}
+        terms = cross_terms(self.divergence, view, teacher, batch, ctx)
         if self.ce_weight > 0:
             terms["ce"] = ce_term(view, self.ce_weight)
         return LossTerms(terms, kd_stats(self.divergence, view, teacher, batch))

@@ -89,7 +89,8 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
     if plan.source is not None:
         resume.check_compatible(plan.source, job.ctx.student)
         D.check_layout(dist_, plan.source)
-    unfusable = None if method.fuses_linear else "the method needs full logits"
+    unfusable = "the method needs full logits" if not method.fuses_linear else \
+        "ULD needs the student's full logits" if inputs.resolved["divergence"].get("uld") else None
     fused, why = fused_linear_choice(inputs.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
                                      unfusable)
     run.accept(inputs.files, fresh=not settings.resume)

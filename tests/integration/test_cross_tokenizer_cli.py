@@ -40,6 +40,12 @@ def test_a_teacher_with_another_tokenizer_trains_and_the_default_refusal_names_t
     assert len(losses) == 4 and all(loss > 0 for loss in losses)
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
     assert all(0.5 < r["cross/aligned_fraction"] <= 1 and 0 <= r["sparse/tail_mass"] < 0.5 for r in records)
+    for mode in ("unmatched", "all"):  # ULD beside the divergence (over the buckets) or instead of it
+        uld = tmp_path / f"uld_{mode}"
+        assert cli(*train_args(uld, cache_dir, *KD, *other, "divergence.cross_tokenizer=true",
+                               f"divergence.uld={mode}")) == 0
+        records = [json.loads(line) for line in (uld / "metrics.jsonl").read_text().splitlines() if '"loss"' in line]
+        assert all(r["loss/uld"] >= 0 for r in records) and (("loss/kd" in records[0]) == (mode == "unmatched"))
     on_policy = tmp_path / "on_policy"
     assert cli(*train_args(on_policy, cache_dir, "method=gkd", "method.lmbda=1", "eval.after_train=false", *other,
                            "divergence.cross_tokenizer=true")) == 0

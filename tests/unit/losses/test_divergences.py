@@ -210,3 +210,12 @@ def test_identical_distributions_give_exactly_zero_value_and_gradient(name):
     value = divergence(student, teacher)
     value.sum().backward()
     assert torch.count_nonzero(value) == 0 and torch.count_nonzero(student.grad) == 0
+
+
+def test_uld_needs_cross_tokenizer_and_a_known_mode():
+    base = {"name": "fkl", "kd_temperature": 1.0, "chunk_size": 4, "beta": None, "normalize": False, "skew": None}
+    with pytest.raises(ConfigError, match="needs divergence.cross_tokenizer=true"):
+        D.Divergence.from_config({**base, "uld": "all"})
+    with pytest.raises(ConfigError, match="divergence.uld"):
+        D.Divergence.from_config({**base, "cross_tokenizer": True, "uld": "some"})
+    assert D.Divergence.from_config({**base, "cross_tokenizer": True, "uld": "unmatched"}).uld == "unmatched"

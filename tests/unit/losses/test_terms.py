@@ -22,3 +22,12 @@ def test_gradients_flow_through_the_total():
     terms = LossTerms({"ce": Term(values, torch.ones(1, 2), weight=3.0)})
     terms.total(terms.reduced({"loss_mask": torch.tensor(2.0)})).backward()
     assert torch.allclose(values.grad, torch.tensor([[1.5, 1.5]]))
+
+
+def test_uld_is_the_l1_distance_of_the_sorted_probabilities_zero_padded():
+    from distill.losses.kd import uld_values
+
+    student = torch.tensor([[0.5, 0.3, 0.2]])
+    teacher = torch.tensor([[0.6, 0.4]])  # a smaller vocabulary: padded with a zero
+    assert torch.allclose(uld_values(student, teacher), torch.tensor([0.1 + 0.1 + 0.2]))
+    assert torch.allclose(uld_values(teacher, teacher), torch.tensor([0.0]))
