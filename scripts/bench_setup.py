@@ -31,7 +31,7 @@ def compose_config(overrides: list[str]):
 
 
 def teacher_is_cached(spec, sources) -> bool:
-    key = bootstrap_key(spec, sources, bootstrap_recipe(spec, sources), initial_tokenizer(spec, sources))
+    key = bootstrap_key(spec, sources, bootstrap_recipe(spec, sources), initial_tokenizer(spec, sources), "teacher")
     return (sources.cache_dir / "bootstrap" / f"teacher-{spec.name}-{key}" / "final" / "config.json").exists()
 
 
@@ -56,6 +56,6 @@ def build(overrides: list[str], device: str = "cpu", max_train: int | None = Non
     torch_device = resolve_device(device)
     teacher.to(torch_device).eval().requires_grad_(False)
     ctx = Context(student.to(torch_device), teacher, tokenizer, bool(student.config.is_encoder_decoder), torch_device,
-                  extra_modules={}, teacher_id=f"bench-{label}", cache_dir=Path(sources.cache_dir))
+                  extra_modules={}, cache_dir=Path(sources.cache_dir))
     train_data = encode_records(sources.task, sources.train_records[:max_train], tokenizer, student)
     return cfg, method, ctx, train_data, label
