@@ -243,7 +243,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
     parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
     parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
-                                                          "gkdstep", "tcache"],
+                                                          "gkdstep", "tcache", "cross"],
                         default=None,
                         help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
@@ -281,6 +281,10 @@ def main() -> None:
 
         lines += tcache_section(argparse.Namespace(experiment="testbed_arith", examples=512,
                                                    cache_dir="outputs/cache")) + [""]
+    if "cross" in sections:  # not by default (scripts/bench_cross_tokenizer.py)
+        from bench_cross_tokenizer import cross_section
+
+        lines += cross_section(argparse.Namespace(steps=10, batch=32)) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 
