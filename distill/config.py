@@ -143,12 +143,15 @@ def source_settings(cfg: DictConfig, trainer: TrainerSettings | None = None):
 
 
 def resume_mismatch(saved: dict, current: dict, ignore: tuple[str, ...]) -> str | None:
-    """First dotted key whose value differs between two configs, ignoring keys that may change on resume."""
+    """First dotted key whose value differs between two configs, ignoring keys that may change on resume. A setting
+    the saved config does not have at all, now off (null or false), is one added to distill since: no difference."""
     def walk(a: Any, b: Any, prefix: str) -> str | None:
         if prefix in ignore:
             return None
         if isinstance(a, dict) and isinstance(b, dict):
             for key in sorted(set(a) | set(b)):
+                if key not in a and b[key] in (None, False):
+                    continue
                 found = walk(a.get(key), b.get(key), f"{prefix}.{key}" if prefix else key)
                 if found:
                     return found

@@ -44,7 +44,8 @@ def _guard_resume(inputs: C.TrainInputs, directory: Path) -> None:
     saved_path = directory / "run_config.yaml"
     if not (saved_path.exists() and inputs.trainer.resume):
         return
-    ignored = RESUME_IGNORED + (OPTIMIZER_KEYS if inputs.trainer.resume_from is not None else ())
+    ignored = RESUME_IGNORED + (OPTIMIZER_KEYS if inputs.trainer.resume_from is not None else ()) + \
+        (("teacher_cache",) if inputs.teacher_cache is None else ())  # how a cache is built matters only with one
     mismatch = C.resume_mismatch(yaml.safe_load(saved_path.read_text()), inputs.resolved, ignored)
     if mismatch:
         raise ConfigError(f"{directory} holds a run with a different config: {mismatch}; use another hydra.run.dir, "

@@ -96,6 +96,10 @@ def test_resume_mismatch_names_the_first_differing_key():
     saved = {"trainer": {"lr": 1.0, "resume": True}, "seed": 0}
     assert C.resume_mismatch(saved, {"trainer": {"lr": 1.0, "resume": False}, "seed": 0}, ("trainer.resume",)) is None
     assert C.resume_mismatch(saved, {"trainer": {"lr": 2.0, "resume": True}, "seed": 0}, ()).startswith("trainer.lr")
+    # a setting added to distill since the run began, now off, is no difference; turned on, it is
+    newer = {"trainer": {"lr": 1.0, "resume": True, "new_flag": False}, "seed": 0, "cache": None}
+    assert C.resume_mismatch(saved, newer, ()) is None
+    assert C.resume_mismatch(saved, {**newer, "cache": "auto"}, ()).startswith("cache (None then, 'auto' now)")
 
 
 @pytest.mark.parametrize("task, positions", [("arith", 256), ("gsm8k", 576), ("wmt14_en_de", 384), ("xsum", 1088)])
