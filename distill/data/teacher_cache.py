@@ -177,8 +177,8 @@ class TeacherCache:
 
         by_index = {}
         for name in manifest["shards"]:
-            table = datasets.load_from_disk(str(self.path / name / "data"))
-            for position, index in enumerate(table["index"]):
+            table = datasets.load_from_disk(str(self.path / name / "data")).data.table  # the memory-mapped Arrow table
+            for position, index in enumerate(table.column("index").to_pylist()):
                 by_index[index] = (table, position)
         return by_index
 
@@ -187,43 +187,63 @@ class TeacherCache:
         """The teacher's output width (the student's logits beyond it are not compared)."""
         return self.manifest.get("vocab_size")
 
-    def _row(self, index: int) -> dict:
-        found = self._rows.get(index)
-        if found is None:
-            raise DataError(f"teacher cache {self.path} has no example {index}; rebuild it for this run")
-        return found[0][found[1]]
+    def _table(self, items):
+        """The cached rows of ``items``, in order, as one Arrow table (columns read without Python lists)."""
+        import pyarrow
+
+        parts = []
+        for item in items:
+            found = self._rows.get(item.index)
+            if found is None:
+                raise DataError(f"teacher cache {self.path} has no example {item.index}; rebuild it for this run")
+            parts.append(found[0].slice(found[1], 1))
+        return pyarrow.concat_tables(parts).combine_chunks()
 
     def with_targets(self, items) -> list:
         """The items with the cached targets (the teacher's outputs the cache was built on)."""
         from dataclasses import replace
 
-        return [replace(item, target_ids=list(self._row(item.index)["target_ids"])) for item in items]
+        targets = self._table(items).column("target_ids").to_pylist()
+        return [replace(item, target_ids=ids) for item, ids in zip(items, targets)]
+
+    def _check(self, items, table, mask: torch.Tensor) -> None:
+        """The rows were built on these targets and cover exactly the view's positions (else: rebuild)."""
+        cached = table.column("target_ids").to_pylist()
+        for item, ids in zip(items, cached):
+            if ids != list(item.target_ids):
+                raise DataError(f"teacher cache {self.path}: example {item.index} has other targets than this run's; "
+                                "rebuild it (the targets source or the tokenizer changed)")
+        counts = _numpy(table.column("log_tail").chunk(0).value_lengths())
+        for item, count, wanted in zip(items, counts.tolist(), mask.sum(1).tolist()):
+            if count != wanted:
+                raise DataError(f"teacher cache {self.path}: example {item.index} has {count} cached positions, the "
+                                f"run's view {wanted}; rebuild it")
 
     def sparse_teacher(self, items, targets: torch.Tensor, mask: torch.Tensor) -> SparseTeacher:
         """The cached rows of ``items`` at the view positions ``mask`` (the student's token view), padded."""
-        rows = []
-        for item in items:
-            row = self._row(item.index)
-            if row["target_ids"] != list(item.target_ids):
-                raise DataError(f"teacher cache {self.path}: example {item.index} has other targets than this run's; "
-                                "rebuild it (the targets source or the tokenizer changed)")
-            rows.append(row)
-        width = max((len(ids) for row in rows for ids in row["ids"]), default=1)
-        shape = (*mask.shape, width)
-        ids = torch.full(shape, -1, dtype=torch.long)
-        values = torch.full(shape, float("-inf"))
+        table = self._table(items)
+        self._check(items, table, mask)
+        supports = table.column("ids").chunk(0).flatten()  # one list of kept ids per cached position, rows in order
+        sizes = torch.from_numpy(_numpy(supports.value_lengths())).long()
+        flat_ids = torch.from_numpy(_numpy(supports.flatten())).long()
+        flat_values = torch.from_numpy(_numpy(table.column("log_probs").chunk(0).flatten().flatten())).float()
+        row, column = mask.cpu().nonzero(as_tuple=True)  # row-major: the order the rows were written in
+        width = max(int(sizes.max()) if sizes.numel() else 1, 1)
         # Positions outside the view's mask get an empty support and the whole mass in the tail on both sides:
         # a divergence of exactly 0 with a zero gradient (never NaN, which a mask could not cancel).
+        ids = torch.full((*mask.shape, width), -1, dtype=torch.long)
+        values = torch.full((*mask.shape, width), float("-inf"))
+        owner = torch.repeat_interleave(torch.arange(sizes.numel()), sizes)
+        slot = torch.arange(flat_ids.numel()) - torch.repeat_interleave(sizes.cumsum(0) - sizes, sizes)
+        ids[row[owner], column[owner], slot] = flat_ids
+        values[row[owner], column[owner], slot] = flat_values
         tail, low = torch.zeros(mask.shape), torch.zeros(mask.shape)
-        for b, row in enumerate(rows):
-            positions = mask[b].nonzero().squeeze(-1).tolist()
-            if len(positions) != len(row["ids"]):
-                raise DataError(f"teacher cache {self.path}: example {items[b].index} has {len(row['ids'])} cached "
-                                f"positions, the run's view {len(positions)}; rebuild it")
-            for t, (kept, logp) in zip(positions, zip(row["ids"], row["log_probs"])):
-                ids[b, t, :len(kept)] = torch.tensor(kept, dtype=torch.long)
-                values[b, t, :len(kept)] = torch.tensor(logp, dtype=torch.float32)
-            tail[b, positions] = torch.tensor(row["log_tail"], dtype=torch.float32)
-            low[b, positions] = torch.tensor(row["log_min"], dtype=torch.float32)
+        tail[row, column] = torch.from_numpy(_numpy(table.column("log_tail").chunk(0).flatten())).float()
+        low[row, column] = torch.from_numpy(_numpy(table.column("log_min").chunk(0).flatten())).float()
         device = mask.device
         return SparseTeacher(ids.to(device), values.to(device), tail.to(device), low.to(device), self.vocab_size)
+
+
+def _numpy(array):
+    """An Arrow array of numbers as a writable numpy array (torch.from_numpy warns on read-only buffers)."""
+    return array.to_numpy(zero_copy_only=False).copy()

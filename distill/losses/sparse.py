@@ -97,33 +97,42 @@ def _lipschitz_factor(divergence: Divergence) -> float | None:
     return None
 
 
+def _teacher_only_bound(divergence: Divergence, teacher: SparseTeacher) -> torch.Tensor | None:
+    """The bound where it needs only the teacher's tail mass (every divergence with a Lipschitz constant):
+    Σ_tail |p_v − r_v·p_tail| ≤ 2·p_tail. None for tvd and rkl, whose bounds read the student's distribution."""
+    factor = _lipschitz_factor(divergence)
+    if factor is None or divergence.name == "tvd":
+        return None
+    return factor * 2.0 * teacher.log_tail.float().exp() / divergence.kd_temperature
+
+
 @torch.no_grad()
 def grad_l1_bound(divergence: Divergence, student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
     """Per position, an upper bound on ‖∇_z D_sparse − ∇_z D_dense‖₁ over every teacher tail the cache allows
     (z: the student's logits). 0 where the tail mass is 0; inf where nothing bounds it (rkl without the
     teacher's smallest probability)."""
+    fixed = _teacher_only_bound(divergence, teacher)
+    if fixed is not None:  # no pass over the student's vocabulary
+        return fixed.to(student_logits.device)
     tau = divergence.kd_temperature
     student_logits = _shared(student_logits, teacher)
-    log_q_support, log_q_tail = student_outcomes(student_logits, teacher.ids, tau)
-    p_tail = teacher.log_tail.float().to(log_q_tail.device).exp()
-    q_tail = log_q_tail.exp()
     if divergence.name == "tvd":
-        return 2.0 * torch.minimum(p_tail, q_tail) / tau
-    factor = _lipschitz_factor(divergence)
-    if factor is not None:  # Σ_tail |p_v − r_v·p_tail| ≤ 2·p_tail
-        return factor * 2.0 * p_tail / tau
-    return _rkl_bound(student_logits, teacher, log_q_tail, tau)
+        _, log_q_tail = student_outcomes(student_logits, teacher.ids, tau)
+        p_tail = teacher.log_tail.float().to(log_q_tail.device).exp()
+        return 2.0 * torch.minimum(p_tail, log_q_tail.exp()) / tau
+    return _rkl_bound(student_logits, teacher, tau)
 
 
-def _rkl_bound(student_logits, teacher: SparseTeacher, log_q_tail, tau: float) -> torch.Tensor:
+def _rkl_bound(student_logits, teacher: SparseTeacher, tau: float) -> torch.Tensor:
     """rkl: 2·Σ_tail q_v·max over p_v ∈ [p_min, p_hi] of |log(r_v·p_tail / p_v)|, r_v = q_v / q_tail."""
-    log_p_tail = teacher.log_tail.float().to(log_q_tail.device)
-    if teacher.log_min is None:
-        bound = torch.full_like(log_q_tail, math.inf)
-        return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)
     scaled = student_logits.float() / tau
     log_q = scaled - torch.logsumexp(scaled, -1, keepdim=True)
     outside = ~_in_support(teacher.ids, scaled.size(-1))
+    log_q_tail = torch.logsumexp(log_q.masked_fill(~outside, NEG_INF), -1)  # -inf when the support holds every token
+    if teacher.log_min is None:
+        bound = torch.full_like(log_q_tail, math.inf)
+        return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)
+    log_p_tail = teacher.log_tail.float().to(log_q.device)
     kept = torch.where(teacher.ids >= 0, teacher.log_probs.float(), torch.full_like(teacher.log_probs.float(), math.inf))
     log_hi = torch.minimum(kept.amin(-1), log_p_tail)  # a tail token has p ≤ the smallest kept one, and ≤ p_tail
     log_lo = teacher.log_min.float().to(log_q.device)
@@ -195,6 +204,10 @@ def fused_sparse_divergence(divergence: Divergence, hidden: torch.Tensor, weight
 def fused_grad_l1_bound(divergence: Divergence, hidden: torch.Tensor, weight: torch.Tensor,
                         teacher: SparseTeacher, mask: torch.Tensor) -> torch.Tensor:
     """``grad_l1_bound`` from hidden states and the projection, a chunk of masked rows at a time; 0 elsewhere."""
+    fixed = _teacher_only_bound(divergence, teacher)
+    if fixed is not None:  # no logits needed
+        fixed = fixed.to(hidden.device)
+        return torch.where(mask.bool(), fixed, torch.zeros_like(fixed))
     flat = _flat(teacher, mask)
     flat_hidden = hidden.reshape(-1, hidden.size(-1))
     bound = torch.zeros(flat_hidden.size(0), dtype=torch.float32, device=hidden.device)

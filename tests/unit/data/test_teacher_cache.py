@@ -12,6 +12,7 @@ from distill.data.collate import Encoded, collate
 from distill.data.teacher_cache import CacheSettings, TeacherCache, build, items_digest, support
 from distill.errors import ConfigError, DataError
 from distill.losses.divergences import Divergence
+from distill.losses.logspace import log_probs
 from distill.losses.sparse import sparse_divergence
 from distill.models.forward import token_view, view_targets
 
@@ -138,3 +139,29 @@ def test_a_disk_that_fills_mid_build_publishes_nothing_half_written_and_the_next
     _build(teacher, items, out, k=4)  # space again: resumes at the second shard
     assert len(calls) == 4 and (out / "manifest.json").is_file()
     TeacherCache(out, {"items": items_digest(items), "teacher": "t0"})
+
+
+def test_ragged_supports_land_at_their_positions_and_a_view_of_another_length_is_refused(teacher, tmp_path):
+    items = _items()
+    _build(teacher, items, tmp_path / "cache", epsilon=0.3, k_max=V)
+    cache = TeacherCache(tmp_path / "cache", {"teacher": "t0"})
+    batch = collate(items[:6], PAD, False)
+    targets, mask = view_targets(teacher, batch)
+    sparse = cache.sparse_teacher(items[:6], targets, mask)
+    with torch.no_grad():
+        logits = token_view(teacher, batch).logits
+    rows, columns = mask.nonzero(as_tuple=True)
+    ids, values, tail, low = support(log_probs(logits[rows, columns].float(), 1.0), settings(epsilon=0.3, k_max=V))
+    sizes = (ids >= 0).sum(-1)
+    assert sizes.min() < sizes.max()  # the supports are ragged: the case a fixed width would hide
+    width = sparse.ids.size(-1)
+    assert width == int(sizes.max())
+    assert torch.equal(sparse.ids[rows, columns], ids[:, :width])
+    assert torch.allclose(sparse.log_probs[rows, columns], values[:, :width], atol=1e-6)
+    assert torch.allclose(sparse.log_tail[rows, columns], tail, atol=1e-6)
+    assert torch.allclose(sparse.log_min[rows, columns], low, atol=1e-6)
+    assert torch.all(sparse.ids[mask == 0] == -1)
+    short = mask.clone()
+    short[0, mask[0].nonzero()[-1]] = False
+    with pytest.raises(DataError, match=f"example {items[0].index} has {int(mask[0].sum())} cached positions"):
+        cache.sparse_teacher(items[:6], targets, short)
