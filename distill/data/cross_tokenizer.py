@@ -297,16 +297,28 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
     keep = None if uld != "unmatched" else cross.unmapped("teacher", ctx.device)
     width = 0 if uld is None else view.logits.size(-1) if keep is None else int(keep.sum())
     ranked = torch.zeros(*mask.shape, width, device=ctx.device) if uld is not None else None
-    for b, row_pairs in enumerate(pairs):
-        if not row_pairs:
-            continue
-        student_pos = mask[b].nonzero().squeeze(-1)[[i for i, _ in row_pairs]]
-        teacher_pos = view.mask[b].nonzero().squeeze(-1)[[j for _, j in row_pairs]]
-        rows = log_probs(view.logits[b, teacher_pos].float(), kd_temperature)
+    (student_b, student_pos), (teacher_b, teacher_pos) = _aligned_positions(pairs, mask, view.mask)
+    if student_b.numel():  # every aligned position of the batch in one pass over the teacher's vocabulary
+        rows = log_probs(view.logits[teacher_b, teacher_pos].float(), kd_temperature)
         sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab)
-        values[b, student_pos], tail[b, student_pos], aligned[b, student_pos] = sparse.log_probs, sparse.log_tail, 1
+        values[student_b, student_pos], tail[student_b, student_pos] = sparse.log_probs, sparse.log_tail
+        aligned[student_b, student_pos] = 1
         if ranked is not None:
             probs = rows.exp() if keep is None else rows.exp()[:, keep]
-            ranked[b, student_pos] = probs.sort(-1, descending=True).values
+            ranked[student_b, student_pos] = probs.sort(-1, descending=True).values
     ids = torch.unique(cross.student_ids).to(ctx.device).expand(*mask.shape, k)
     return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked
+
+
+def _aligned_positions(pairs: list[list[tuple[int, int]]], student_mask: torch.Tensor, teacher_mask: torch.Tensor):
+    """The aligned (row, position) pairs of the student's and the teacher's views, as index tensors: ``pairs``
+    count target tokens, i.e. the views' masked positions in order."""
+    def flat(mask: torch.Tensor, which: int):
+        rows, columns = mask.nonzero(as_tuple=True)  # row-major: row b's target tokens in order
+        counts = (mask > 0).sum(1)
+        first = (counts.cumsum(0) - counts).tolist()
+        picks = torch.tensor([first[b] + pair[which] for b, row in enumerate(pairs) for pair in row],
+                             dtype=torch.long, device=mask.device)
+        return rows[picks], columns[picks]
+
+    return flat(student_mask, 0), flat(teacher_mask, 1)

@@ -117,3 +117,46 @@ def test_teacher_tokens_the_student_lacks_project_onto_its_first_token(gpt2, tin
     sparse = matched_teacher(log_p, teacher_ids, student_ids, len(tiny))
     total = torch.logsumexp(torch.cat([sparse.log_probs, sparse.log_tail.unsqueeze(-1)], -1), -1)
     assert torch.allclose(total, torch.zeros(3), atol=1e-4)
+
+
+def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(shared_dir, tiny):
+    """Batched and padded, the teacher's rows land where one example alone puts them."""
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.data.collate import Encoded, collate
+    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, teacher_items
+    from distill.models.forward import token_view, view_targets
+    from distill.models.load import load_tokenizer
+
+    torch.manual_seed(0)
+    gpt2 = load_tokenizer(str(shared_dir / "models" / "gpt2-tokenizer"))  # as runs load it: with a pad token
+    cross = CrossTokenizer.build(gpt2, tiny)
+    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(gpt2), **config)).eval()
+    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny), **config)).eval()
+    texts = [TEXT, TEXT.replace("12", "3").replace("19", "10"), "Ava has 5.\nAnswer: 5 + 2 = 7\n#### 7"]
+    items = []
+    for index, text in enumerate(texts):
+        prompt, answer = text.split("Answer:")
+        ids = lambda s: tiny(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        items.append(Encoded(ids(prompt), ids("Answer:" + answer) + [tiny.eos_token_id], index=index))
+    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
+    batch = collate(items, tiny.pad_token_id, False)
+    with torch.no_grad():
+        sparse, aligned, ranked = cross_teacher(ctx, batch, items, 2.0, uld="all")
+    _, mask = view_targets(student, batch)
+    encoded, pairs = teacher_items(cross, items)
+    assert all(pairs) and aligned.sum() == sum(len(p) for p in pairs)
+    for b, item in enumerate(encoded):
+        alone = collate([item], gpt2.pad_token_id, False)
+        with torch.no_grad():
+            view = token_view(teacher, alone)
+        rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)] / 2.0, -1)
+        student_pos = mask[b].nonzero().squeeze(-1)
+        for i, j in pairs[b]:
+            expected = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, len(tiny))
+            assert torch.allclose(sparse.log_probs[b, student_pos[i]], expected.log_probs[0], atol=1e-5)
+            assert torch.allclose(ranked[b, student_pos[i]], rows[j].exp().sort(descending=True).values, atol=1e-6)
+        assert aligned[b].sum() == len(pairs[b])
