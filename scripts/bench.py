@@ -232,6 +232,9 @@ def _divergence_key(parser, name: str) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer repeats (the < 5 min setting)")
+    parser.add_argument("--toy", action="store_true",
+                        help="every section at toy sizes, in seconds: checks that each runs and prints its ratios "
+                             "(tests/integration/test_bench.py); its figures mean nothing")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--batch", type=int, default=4)
@@ -244,16 +247,20 @@ def main() -> None:
     parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
     parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
                                                           "gkdstep", "tcache", "cross"],
-                        default=None,
-                        help="sections to run (default: all)")
+                        default=None, help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
+    if args.toy:
+        args.quick, args.batch, args.tokens, args.vocab, args.chunk_size, args.layers = True, 1, 16, 128, 8, 1
+        args.repeats = 1
     args.repeats = args.repeats or (3 if args.quick else 7)
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
-    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep"]
+    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep", "tcache", "cross"]
     args.only = [_divergence_key(parser, name) for name in args.only] if args.only else None
+    if args.toy and args.only is None:  # one row with TRL's counterpart, one without
+        args.only = ["jsd(0.5)", "tvd"]
     if "divergences" in sections:
         lines += divergence_section(args, has_trl) + [""]
     if "steps" in sections:
@@ -276,15 +283,20 @@ def main() -> None:
         from bench_gkd_step import gkd_step_section
 
         lines += gkd_step_section(args, has_trl) + [""]
-    if "tcache" in sections:  # not by default: it wants the testbed's cached bootstraps (scripts/bench_teacher_cache.py)
+    if "tcache" in sections:  # the testbed's bootstrapped models when cached, else random-init ones (it says which)
         from bench_teacher_cache import tcache_section
 
-        lines += tcache_section(argparse.Namespace(experiment="testbed_arith", examples=512,
-                                                   cache_dir="outputs/cache")) + [""]
-    if "cross" in sections:  # not by default (scripts/bench_cross_tokenizer.py)
+        part = tcache_section(argparse.Namespace(experiment="testbed_arith", examples=16 if args.toy else 512,
+                                                 cache_dir=os.environ.get("DISTILL_CACHE", "outputs/cache"),
+                                                 toy=args.toy))
+        print("\n".join(part), flush=True)
+        lines += part + [""]
+    if "cross" in sections:
         from bench_cross_tokenizer import cross_section
 
-        lines += cross_section(argparse.Namespace(steps=10, batch=32)) + [""]
+        part = cross_section(argparse.Namespace(steps=1 if args.toy else 10, batch=2 if args.toy else 32))
+        print("\n".join(part), flush=True)
+        lines += part + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

@@ -24,6 +24,7 @@ HEADS = {  # name: (student hidden, teacher hidden, vocabulary)
     "T5-small ← T5-XL": (512, 2048, 32_128),
     "T5-base ← T5-XL": (768, 2048, 32_128),
 }
+TOY_HEADS = {"toy": (32, 48, 512)}
 KINDS = {"fkl": {"name": "fkl"}, "jsd(0.5)": {"name": "jsd", "beta": 0.5}}
 TRL_BETA = {"fkl": 0.0, "jsd(0.5)": 0.5}
 
@@ -81,17 +82,18 @@ def _child(variant, kind, dims, tokens, device, dtype, chunk_size, repeats, queu
 
 
 def heads_section(args, trl: bool) -> list[str]:
-    tokens = args.batch * 512
+    per_row = 16 if args.toy else 512
+    tokens, heads = args.batch * per_row, TOY_HEADS if args.toy else HEADS
     repeats = 1 if args.quick else 3
-    lines = [f"## 5. The loss at real heads from hidden states, {args.batch}×512 tokens ({args.dtype}, {args.device}), "
+    lines = [f"## 5. The loss at real heads from hidden states, {args.batch}×{per_row} tokens ({args.dtype}, {args.device}), "
              f"forward+backward incl. the projections, median of {repeats}", "",
              "| head | divergence | fused s | ours s | TRL s | fused MiB | ours MiB | TRL MiB | fused/ours mem "
              "| fused/TRL mem | fused/TRL time |", "|" + "---|" * 11]
     print("\n".join(lines), flush=True)
-    for head in HEADS:
-        for kind in KINDS:
+    for head in heads:
+        for kind in ["jsd(0.5)"] if args.toy else KINDS:
             variants = ["fused", "ours"] + (["trl"] if trl else [])
-            r = {v: _run(_child, v, kind, HEADS[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
+            r = {v: _run(_child, v, kind, heads[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
                  for v in variants}
             f, o, t = r["fused"], r["ours"], r.get("trl")
             trl_cells = (f"{t['time']:.2f}", f"{t['peak_mib']:.0f}", f"{f['peak_mib'] / max(t['peak_mib'], 1e-9):.2f}",

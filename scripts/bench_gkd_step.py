@@ -40,6 +40,12 @@ SHAPES = {
     "Qwen2.5-0.5B ← 1.5B": (QWEN_05B, QWEN_15B, None, 4, 256, 256),
     "T5-small ← T5-XL (paper_xsum)": (T5_SMALL, T5_3B, 6, 8, 512, 64),
 }
+# --toy: the same two kinds of model at a few thousand parameters (the section runs; its figures mean nothing)
+QWEN_TOY = {**QWEN_05B, "hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
+            "vocab_size": 512, "max_position_embeddings": 64}
+T5_TOY = {**T5_SMALL, "d_model": 32, "d_ff": 64, "d_kv": 8, "num_heads": 4, "num_layers": 1, "vocab_size": 512}
+TOY_SHAPES = {"Qwen2-shaped (toy)": (QWEN_TOY, {**QWEN_TOY, "hidden_size": 48}, None, 2, 8, 4),
+              "T5-shaped (toy)": (T5_TOY, {**T5_TOY, "d_model": 48}, 1, 2, 8, 4)}
 
 
 def _build(config: dict, layers: int, tokenizer, seed: int):
@@ -57,11 +63,11 @@ def _build(config: dict, layers: int, tokenizer, seed: int):
     return auto.from_config(cfg)
 
 
-def prepare(shape: str, layers: int, folder: Path) -> None:
+def prepare(shape: str, layers: int, folder: Path, shapes: dict = SHAPES) -> None:
     """Save the student, teacher, a tokenizer (for its special ids) and the random token data in ``folder``."""
     from distill.models.tokenizer import build_tokenizer
 
-    student_cfg, teacher_cfg, student_layers, batch, prompt, new = SHAPES[shape]
+    student_cfg, teacher_cfg, student_layers, batch, prompt, new = shapes[shape]
     texts = [f"{a} + {b} = {a + b}" for a in range(50) for b in range(50)]
     tokenizer = build_tokenizer(texts, 120, folder / "cache")
     for name, cfg, seed, depth in (("student", student_cfg, 0, student_layers or layers),
@@ -72,23 +78,46 @@ def prepare(shape: str, layers: int, folder: Path) -> None:
         del model
     g = torch.Generator().manual_seed(0)
     low = len(tokenizer)  # ordinary ids above the special ones, inside both vocabularies
-    rows = [{"prompt_ids": torch.randint(low, 30_000, (prompt,), generator=g).tolist(),
-             "target_ids": torch.randint(low, 30_000, (new,), generator=g).tolist()} for _ in range(batch * 8)]
+    high = min(30_000, student_cfg["vocab_size"], teacher_cfg["vocab_size"])
+    rows = [{"prompt_ids": torch.randint(low, high, (prompt,), generator=g).tolist(),
+             "target_ids": torch.randint(low, high, (new,), generator=g).tolist()} for _ in range(batch * 8)]
     (folder / "data.json").write_text(json.dumps({"rows": rows}))
 
 
-def _variants(shape: str, trl: bool, device: str, dtype: str) -> dict:
+def _variants(seq2seq: bool, trl: bool, device: str, dtype: str, fused="auto") -> dict:
     common = {"lmbda": 1.0, "device": device, "dtype": dtype}
-    variants = {"distill, fused (auto)": (_ours, {**common, "fused_linear": "auto"}),
+    variants = {"distill, fused (auto)": (_ours, {**common, "fused_linear": fused}),
                 "distill, full logits": (_ours, {**common, "fused_linear": False})}
-    if trl and not shape.startswith("T5"):
+    if trl and not seq2seq:  # TRL's trainers serve decoder-only models only
+        from bench_trl_distillation import _trl_distillation
+
         variants["TRL GKDTrainer"] = (_trl, common)
+        variants["TRL DistillationTrainer"] = (_trl_distillation, common)
     return variants
 
 
+PATHS = {"TRL GKDTrainer": "full logits (TRL's loss)", "TRL DistillationTrainer": "from hidden states (TRL's chunks)"}
+
+
+def _shape_rows(shape: str, results: dict, key: str) -> list[str]:
+    """One row per variant (memory against the first, steps/s against the last), then ours fused against each
+    TRL trainer."""
+    first, last = next(iter(results.values())), list(results.values())[-1]
+    lines = []
+    for name, r in results.items():
+        path = PATHS.get(name, "fused" if r.get("fused") else "full logits")
+        lines.append(f"| {shape} | {name.split(',')[0]} | {path} | {1 / r['steps_per_s']:.2f} | {r[key]:.0f} "
+                     f"| {r[key] / first[key]:.2f} | {r['steps_per_s'] / last['steps_per_s']:.2f} |")
+    others = [name for name in results if name.startswith("TRL")] or [list(results)[-1]]
+    for name in others:
+        lines.append(f"| {shape} | **fused vs {name}** | | | | **{first[key] / results[name][key]:.2f}** of its "
+                     f"memory | **{first['steps_per_s'] / results[name]['steps_per_s']:.2f}×** its steps/s |")
+    return lines
+
+
 def gkd_step_section(args, trl: bool) -> list[str]:
-    layers = args.layers
-    steps, warmup = (2, 1) if args.quick else (4, 1)
+    layers, shapes = args.layers, TOY_SHAPES if args.toy else SHAPES
+    steps, warmup = (1, 1) if args.toy else (2, 1) if args.quick else (4, 1)
     memory = "peak GPU MiB" if args.device == "cuda" else "peak RSS MiB"
     lines = [f"## 6. A whole GKD step at real shapes ({args.dtype}, {args.device}): random weights from the real "
              f"configs, {layers} layer(s) per model (T5-small: all 6), λ = 1 (on-policy), JSD(0.5), median of "
@@ -96,23 +125,17 @@ def gkd_step_section(args, trl: bool) -> list[str]:
              f"| shape | trainer | logits path | s/step | {memory} | memory vs first row | steps/s vs last row |",
              "|" + "---|" * 7]
     print("\n".join(lines), flush=True)
-    for shape in SHAPES:
+    for shape in shapes:
         folder = Path(tempfile.mkdtemp(prefix="distill-gkdstep-"))
-        prepare(shape, layers, folder)
-        batch, new = SHAPES[shape][3], SHAPES[shape][5]
+        prepare(shape, layers, folder, shapes)
+        batch, new = shapes[shape][3], shapes[shape][5]
         results = {}
-        for name, (target, opts) in _variants(shape, trl, args.device, args.dtype).items():
+        seq2seq = shapes[shape][0]["model_type"] == "t5"
+        fused = True if args.toy else "auto"  # at toy vocabularies auto would choose full logits
+        for name, (target, opts) in _variants(seq2seq, trl, args.device, args.dtype, fused).items():
             results[name] = _run(target, folder, batch, new, steps + warmup, warmup, opts=opts)
             print(f"  {shape} / {name}: {results[name]}", flush=True)
-        first, last = next(iter(results.values())), list(results.values())[-1]
-        key = "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib"
-        for name, r in results.items():
-            path = "fused" if r.get("fused") else "full logits"
-            lines.append(f"| {shape} | {name.split(',')[0]} | {path} | {1 / r['steps_per_s']:.2f} | {r[key]:.0f} "
-                         f"| {r[key] / first[key]:.2f} | {r['steps_per_s'] / last['steps_per_s']:.2f} |")
-            print(lines[-1], flush=True)
-        ratio = {n: (r[key] / last[key], r["steps_per_s"] / last["steps_per_s"]) for n, r in results.items()}
-        lines.append(f"| {shape} | **fused vs {list(results)[-1]}** | | | | **{ratio[list(results)[0]][0]:.2f}** of its "
-                     f"memory | **{ratio[list(results)[0]][1]:.2f}×** its steps/s |")
-        print(lines[-1], flush=True)
+        rows = _shape_rows(shape, results, "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib")
+        lines += rows
+        print("\n".join(rows), flush=True)
     return lines

@@ -86,12 +86,13 @@ def _instrument(timer: Breakdown, trainer) -> None:
     timer.wrap(trainer.optimizer, "zero_grad", "optimizer")
 
 
-def _child(method: str, steps: int, warmup: int, max_train: int, device: str, queue) -> None:
+def _child(method: str, steps: int, warmup: int, max_train: int, device: str, queue, extra=()) -> None:
     from bench_setup import build
     from distill import config as C
     from distill.train.loop import Trainer
 
-    cfg, method_obj, ctx, train_data, label = build([f"method={method}", "trainer.progress=false"], device, max_train)
+    cfg, method_obj, ctx, train_data, label = build([f"method={method}", "trainer.progress=false", *extra], device,
+                                                    max_train)
     setup = {}
     if hasattr(method_obj, "setup"):
         ctx.cache_dir = Path(tempfile.mkdtemp())  # a cold cache of teacher outputs, then the same one warm
@@ -127,10 +128,10 @@ def _child(method: str, steps: int, warmup: int, max_train: int, device: str, qu
                "examples": len(train_data)})
 
 
-def measure(method: str, steps: int, warmup: int, max_train: int, device: str) -> dict:
+def measure(method: str, steps: int, warmup: int, max_train: int, device: str, extra=()) -> dict:
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(method, steps, warmup, max_train, device, queue))
+    proc = ctx.Process(target=_child, args=(method, steps, warmup, max_train, device, queue, extra))
     proc.start()
     result = queue.get()
     proc.join()
@@ -138,9 +139,10 @@ def measure(method: str, steps: int, warmup: int, max_train: int, device: str) -
 
 
 def breakdown_section(args) -> list[str]:
-    steps, warmup = (4, 1) if args.quick else (10, 2)
+    steps, warmup = (1, 1) if args.toy else (4, 1) if args.quick else (10, 2)
     print(f"## 2. Step breakdown per method (running {len(METHODS)} methods)...", flush=True)
-    results = {m: measure(m, steps, warmup, 256, args.device) for m in METHODS}
+    toy = ["trainer.micro_batch_size=2", "task.max_target_length=4"] if args.toy else []
+    results = {m: measure(m, steps, warmup, 8 if args.toy else 256, args.device, toy) for m in METHODS}
     first = next(iter(results.values()))
     lines = [f"## 2. Step breakdown per method, tiny presets ({first['teacher']}; random-init tiny student), "
              f"micro-batch {first['micro_batch']}, median of {steps} steps (ms, share of the step)", "",

@@ -133,7 +133,8 @@ def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int,
                      max_grad_norm=1.0, lmbda=lmbda, beta=BETA, temperature=TEMPERATURE, max_new_tokens=max_new_tokens,
                      save_strategy="no", report_to="none", logging_steps=steps, use_cpu=opts["device"] == "cpu",
                      seed=0, dataloader_num_workers=0, disable_dropout=True, bf16=opts["dtype"] == "bfloat16",
-                     disable_tqdm=True)
+                     disable_tqdm=True, gradient_checkpointing=False)  # TRL's default is on (and then it samples
+    # without a KV cache); ours has none: off, so that both sides do the same work
     trainer = GKDTrainer(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
                          train_dataset=Dataset.from_list(rows), data_collator=_trl_collator(tokenizer.pad_token_id))
     times, state = [], {"on": False, "start": 0.0}
@@ -173,29 +174,45 @@ def _run(target, *args, **kwargs) -> dict:
     return result
 
 
+def _table(title: str, med: dict) -> list[str]:
+    """Rows per trainer, then the first (ours) over the last (TRL)."""
+    lines = [title, "", "| trainer | on-policy step s | off-policy step s | steps/s (λ-adjusted) | peak RSS MiB |",
+             "|---|---|---|---|---|"]
+    for side, m in med.items():
+        lines.append(f"| {side} | {m['on_s']:.3f} | {m['off_s']:.3f} | {m['steps_per_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+    ours, trl = list(med.values())[0], list(med.values())[-1]
+    lines.append(f"| **ratio distill/TRL** | {ours['on_s'] / trl['on_s']:.2f} | {ours['off_s'] / trl['off_s']:.2f} "
+                 f"| **{ours['steps_per_s'] / trl['steps_per_s']:.2f}×** | **{ours['peak_rss_mib'] / trl['peak_rss_mib']:.2f}** |")
+    return lines
+
+
 def trl_section(args, has_trl: bool) -> list[str]:
     if not has_trl:
         line = "## 3. GKD end to end vs TRL: skipped (`trl` not installed; `pip install -e .[bench]`)"
         print(line, flush=True)
         return [line]
-    batch, max_new_tokens = 16, 64
-    steps, warmup, rounds = (10, 2, 1) if args.quick else (24, 4, 3)
+    from bench_trl_distillation import _trl_distillation
+
+    batch, max_new_tokens = (2, 4) if args.toy else (16, 64)
+    steps, warmup, rounds = (2, 1, 1) if args.toy else (10, 2, 1) if args.quick else (24, 4, 3)
     folder = Path(tempfile.mkdtemp())
-    _prepare(folder, 512)
+    _prepare(folder, 8 if args.toy else 512)
     label = json.loads((folder / "data.json").read_text())["teacher"]
-    results = {"distill": [], "TRL": []}
-    for _ in range(rounds):  # alternate the two sides
-        results["distill"].append(_run(_ours, folder, batch, max_new_tokens, steps, warmup))
-        results["TRL"].append(_run(_trl, folder, batch, max_new_tokens, steps, warmup))
-    med = {side: {k: statistics.median(r[k] for r in runs) for k in runs[0]} for side, runs in results.items()}
-    ours, trl = med["distill"], med["TRL"]
-    lines = [f"## 3. GKD end to end vs TRL GKDTrainer: λ={LMBDA}, JSD(β={BETA}), sampling temperature {TEMPERATURE}, "
-             f"batch {batch}, max_new_tokens {max_new_tokens}, {steps} steps ({warmup} warm-up) × {rounds} alternating "
-             f"round(s); {label}, random-init tiny student", "",
-             "| trainer | on-policy step s | off-policy step s | steps/s (λ-adjusted) | peak RSS MiB |", "|---|---|---|---|---|"]
-    for side, m in med.items():
-        lines.append(f"| {side} | {m['on_s']:.3f} | {m['off_s']:.3f} | {m['steps_per_s']:.2f} | {m['peak_rss_mib']:.0f} |")
-    lines.append(f"| **ratio distill/TRL** | {ours['on_s'] / trl['on_s']:.2f} | {ours['off_s'] / trl['off_s']:.2f} "
-                 f"| **{ours['steps_per_s'] / trl['steps_per_s']:.2f}×** | **{ours['peak_rss_mib'] / trl['peak_rss_mib']:.2f}** |")
+    # GKDTrainer at GKD's λ = 0.5; DistillationTrainer has no λ (always on-policy): both sides at λ = 1 there
+    sides = {"gkd": {"distill": (_ours, {}), "TRL GKDTrainer": (_trl, {})},
+             "distillation": {"distill": (_ours, {"lmbda": 1.0}),
+                              "TRL DistillationTrainer": (_trl_distillation, {"lmbda": 1.0})}}
+    results = {table: {side: [] for side in runs} for table, runs in sides.items()}
+    for _ in range(rounds):  # alternate the sides
+        for table, runs in sides.items():
+            for side, (target, opts) in runs.items():
+                results[table][side].append(_run(target, folder, batch, max_new_tokens, steps, warmup, opts=opts))
+    med = {table: {side: {k: statistics.median(r[k] for r in runs if r[k] is not None) if runs[0][k] is not None
+                          else None for k in runs[0]} for side, runs in tables.items()}
+           for table, tables in results.items()}
+    common = (f"JSD(β={BETA}), sampling temperature {TEMPERATURE}, batch {batch}, max_new_tokens {max_new_tokens}, "
+              f"{steps} steps ({warmup} warm-up) × {rounds} alternating round(s); {label}, random-init tiny student")
+    lines = _table(f"## 3. GKD end to end vs TRL GKDTrainer: λ={LMBDA}, {common}", med["gkd"]) + [""]
+    lines += _table(f"## 3b. On-policy GKD end to end vs TRL DistillationTrainer: λ=1, {common}", med["distillation"])
     print("\n".join(lines), flush=True)
     return lines

@@ -1,0 +1,41 @@
+"""scripts/bench.py stays runnable: every section at toy sizes, in one run, prints its table and its ratios.
+
+The figures at toy sizes mean nothing (docs/performance.md holds the measured ones); what fails here is a section
+that no longer runs, or one whose ratio cells stopped being numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"\d+\.\d+"
+# heading of each section, and a row that carries its ratios
+SECTIONS = {
+    "## 1. Divergence kernels": rf"\| jsd\(0\.5\) \|.*\| {NUMBER} \| {NUMBER} \|",  # ours/naive, ours/TRL time
+    "## 2. Step breakdown per method, tiny presets": r"\| xkd \| \d+ \| \d+ \(\d+%\)",
+    "## 3. GKD end to end vs TRL GKDTrainer": rf"\*\*ratio distill/TRL\*\* \| {NUMBER} \| {NUMBER} \| \*\*{NUMBER}×",
+    "## 3b. On-policy GKD end to end vs TRL DistillationTrainer": rf"\*\*ratio distill/TRL\*\* .*\*\*{NUMBER}×",
+    "## More than one process": rf"\| sft \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER} \| {NUMBER}× \|",
+    "## 5. The loss at real heads": rf"\| toy \| jsd\(0\.5\) \|( {NUMBER} \|){{3}}",
+    "## 6. A whole GKD step": rf"\*\*fused vs TRL DistillationTrainer\*\* .*\*\*{NUMBER}\*\* of its memory",
+    "## Teacher caches": rf"\| k = 8 \| \d+ \| {NUMBER} \|",
+    "## Cross-tokenizer supervised KD": rf"\| teacher tokenizer of 400 tokens \| \d+ \| {NUMBER} \|",
+}
+
+
+def test_every_section_runs_at_toy_sizes_and_prints_its_ratios(tmp_path):
+    out = tmp_path / "bench.json"
+    env = {**os.environ, "DISTILL_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "scripts/bench.py", "--toy", "--json", str(out)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    text = "\n".join(json.loads(out.read_text()))
+    missing = [heading for heading in SECTIONS if heading not in text]
+    assert missing == [], f"sections that printed nothing: {missing}"
+    unmeasured = [heading for heading, row in SECTIONS.items() if not re.search(row, text)]
+    assert unmeasured == [], f"sections without their ratios: {unmeasured}\n{text}"
