@@ -246,7 +246,7 @@ def main() -> None:
     parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
     parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
     parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
-                                                          "gkdstep", "tcache", "cross"],
+                                                          "gkdstep", "tcache", "cross", "decode"],
                         default=None, help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
@@ -257,7 +257,8 @@ def main() -> None:
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
-    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep", "tcache", "cross"]
+    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep", "tcache", "cross",
+                                 "decode"]
     args.only = [_divergence_key(parser, name) for name in args.only] if args.only else None
     if args.toy and args.only is None:  # one row with TRL's counterpart, one without
         args.only = ["jsd(0.5)", "tvd"]
@@ -297,6 +298,10 @@ def main() -> None:
         part = cross_section(argparse.Namespace(steps=1 if args.toy else 10, batch=2 if args.toy else 32))
         print("\n".join(part), flush=True)
         lines += part + [""]
+    if "decode" in sections:
+        from bench_decode import decode_section
+
+        lines += decode_section(args) + [""]
     if args.json:
         args.json.write_text(json.dumps(lines, indent=1))
 

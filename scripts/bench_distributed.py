@@ -74,4 +74,31 @@ def processes_section(args) -> list[str]:
             lines.append(f"| {name} | {rate['one']:.2f} | {rate['one2']:.2f} | {rate['ddp']:.2f} | "
                          f"{rate['fsdp2']:.2f} | {rate['ddp'] / rate['one']:.2f}× |")
             print(lines[-1], flush=True)
-    return lines + ["", "On a GPU node:", "", *[f"    {command}" for command in GPU_COMMANDS]]
+    return lines + [""] + fused_fsdp2_rows(args) + ["", "On a GPU node:", "", *[f"    {command}" for command in GPU_COMMANDS]]
+
+
+def _fused_step(mode: str, sizes: list[str]) -> dict:
+    """scripts/bench_fsdp_fused.py in 2 fresh processes (FSDP2, gloo, one thread each); rank 0's JSON line."""
+    command = [*TWO[:-2], str(REPO / "scripts" / "bench_fsdp_fused.py"), mode, *sizes]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"bench_fsdp_fused.py {mode} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def fused_fsdp2_rows(args) -> list[str]:
+    """Section 4b: one supervised-KD step under FSDP2 (2 processes), the loss fused with the sharded output
+    projections against full logits: peak RSS above the warmed-up process, and seconds."""
+    vocab, tokens = (512, 32) if args.toy else (32_000, 256)
+    sizes = ["--vocab", str(vocab), "--tokens", str(tokens), "--batch", "4", "--layers", "1" if args.toy else "2"]
+    full, fused = _fused_step("full", sizes), _fused_step("fused", sizes)
+    lines = [f"## 4b. The fused loss under FSDP2: one supervised-KD step, 2 processes, Qwen2-shaped 256/384-wide "
+             f"student/teacher, vocabulary {vocab}, 4×{tokens} tokens per process", "",
+             "| logits path | peak RSS above the step's start, MiB (max over ranks) | step s |", "|---|---|---|",
+             f"| full logits | {full['peak_mib']:.0f} | {full['seconds']:.2f} |",
+             f"| fused (hidden states, sharded projection) | {fused['peak_mib']:.0f} | {fused['seconds']:.2f} |",
+             f"| **fused / full** | **{fused['peak_mib'] / max(full['peak_mib'], 1e-9):.2f}** | "
+             f"**{fused['seconds'] / full['seconds']:.2f}** |"]
+    print("\n".join(lines), flush=True)
+    return lines

@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import multiprocessing as mp
 import os
-import resource
 import statistics
 import tempfile
 import time
@@ -24,7 +23,7 @@ from queue import Empty
 
 import torch
 
-LMBDA, BETA, TEMPERATURE, LR = 0.5, 0.5, 1.0, 2e-3
+from bench_gkd_common import BETA, LMBDA, LR, TEMPERATURE, _summary  # noqa: F401 (re-exported)
 
 
 def _prepare(folder: Path, max_train: int) -> None:
@@ -36,25 +35,6 @@ def _prepare(folder: Path, max_train: int) -> None:
         ctx.tokenizer.save_pretrained(folder / name)
     rows = [{"prompt_ids": item.prompt_ids, "target_ids": item.target_ids} for item in train_data]
     (folder / "data.json").write_text(json.dumps({"rows": rows, "teacher": label}))
-
-
-def _summary(times: list[tuple[bool, float]], warmup: int, lmbda: float = LMBDA) -> dict:
-    kept = times[warmup:]
-    on = [t for policy, t in kept if policy]
-    off = [t for policy, t in kept if not policy]
-    t_on = statistics.median(on) if on else statistics.median(t for _, t in kept)
-    t_off = statistics.median(off) if off else statistics.median(t for _, t in kept)
-    gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
-    return {"on_s": t_on, "off_s": t_off, "steps_per_s": 1.0 / (lmbda * t_on + (1 - lmbda) * t_off),
-            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib(), "peak_gpu_mib": gpu}
-
-
-def _peak_rss_mib() -> float:
-    """This process's peak RSS (VmHWM; unlike ru_maxrss it is not inherited across exec from the parent)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int, queue, opts=None) -> None:
@@ -79,7 +59,7 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
     method = GKD(divergence, opts["lmbda"], False, TEMPERATURE, max_new_tokens, 1.0, "accuracy",
                  {"strategy": "greedy", "max_new_tokens": max_new_tokens}, 64)
     ctx = Context(student, teacher, tokenizer, seq2seq, device, {})
-    ctx.fused_linear = fused_linear_choice(opts["fused_linear"], student, teacher, sharded=False)[0]
+    ctx.fused_linear = fused_linear_choice(opts["fused_linear"], student, teacher)[0]
     precision = "bf16" if opts["dtype"] == "bfloat16" else "fp32"  # mixed precision on both sides
     settings = TrainerSettings(opts["device"], precision, steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
                                steps, steps, 1, steps, 1, False, False)

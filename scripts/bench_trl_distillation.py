@@ -61,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from bench_trl import BETA, LMBDA, LR, TEMPERATURE, _summary
+from bench_gkd_common import BETA, LMBDA, LR, TEMPERATURE, _summary
 
 TRL_BETA = BETA  # TRL's mixture is β·p_teacher + (1−β)·q_student, as ours: the same β, no 1 − β
 

@@ -231,5 +231,8 @@ def teacher_target(ctx, batch: dict[str, torch.Tensor]):
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]
     head = ctx.teacher.get_output_embeddings().weight
+    if hasattr(head, "full_tensor"):  # an FSDP2-sharded teacher resharded after its forward: gathered once per
+        with torch.no_grad():         # micro-batch (it takes no gradient), never per chunk
+            head = head.full_tensor()
     return TokenView(None, *view_targets(ctx.teacher, batch), head_input=batch["teacher_head_input"],
                      head_weight=head)

@@ -60,10 +60,12 @@ def fused_head_unsupported(model) -> str | None:
 FUSED_AUTO_VOCAB = 16_384  # fused_linear=auto: from this vocabulary size on, full logits dominate a step's memory
 
 
-def fused_linear_choice(setting, student, teacher, sharded: bool, unfusable: str | None = None) -> tuple[bool, str]:
+def fused_linear_choice(setting, student, teacher, unfusable: str | None = None) -> tuple[bool, str]:
     """(use the fused path, why) for ``fused_linear`` = auto | true | false; true where it cannot work is an error.
     ``unfusable``: why this run's losses need full logits whatever the models allow (the method's, or a cached
-    teacher's), None when they can come from hidden states."""
+    teacher's), None when they can come from hidden states. FSDP2 needs no exception: its root unit (embeddings,
+    final norm, output projection) stays gathered from the forward to the end of backward, so the view's head
+    weight is the whole projection, and the gradients the loss puts on it are reduce-scattered with the rest."""
     from distill.errors import ConfigError
 
     if setting is False:
@@ -72,8 +74,6 @@ def fused_linear_choice(setting, student, teacher, sharded: bool, unfusable: str
                for why in [fused_head_unsupported(model)] if why]
     if unfusable:
         reasons.append(unfusable)
-    if sharded:
-        reasons.append("FSDP2 shards the output projection outside the forward pass")
     if reasons and setting is True:
         raise ConfigError(f"fused_linear=true is not possible here ({'; '.join(reasons)}); use fused_linear=auto or false")
     if reasons:
@@ -116,14 +116,25 @@ def _fused_view(model, batch: dict[str, torch.Tensor]) -> TokenView:
     if model.config.is_encoder_decoder:
         with _passthrough_head(model) as head:
             view = _seq2seq_view(model, batch, False, zero_masked=False)
-        return TokenView(None, view.targets, view.mask, head_input=view.logits, head_weight=head.weight)
+        return TokenView(None, view.targets, view.mask, head_input=view.logits, head_weight=_whole(head.weight))
     attention = batch["attention_mask"]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
     out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions,
                 output_hidden_states=True, logits_to_keep=1)
     hidden = out.hidden_states[-1]  # after the final norm: what the output projection sees
     return TokenView(None, *view_targets(model, batch), head_input=hidden[:, :-1],
-                     head_weight=model.get_output_embeddings().weight)
+                     head_weight=_whole(model.get_output_embeddings().weight))
+
+
+def _whole(weight: torch.Tensor) -> torch.Tensor:
+    """The output projection as the forward used it. Under FSDP2 the root unit holding it stays gathered from
+    forward to backward, so this is the unsharded parameter whose gradient FSDP2 reduce-scatters; a shard here
+    would take the loss's gradient without that reduction, so it is refused rather than gathered. A frozen
+    teacher's may be a shard: nothing flows back to it, and its loss gathers it once (trajectories.teacher_target)."""
+    if hasattr(weight, "full_tensor") and weight.requires_grad:
+        raise RuntimeError("the output projection was resharded after the forward; the fused loss needs the FSDP2 "
+                           "root unit to stay gathered until backward (fused_linear=false avoids it)")
+    return weight
 
 
 class _PassThrough(torch.nn.Module):

@@ -224,12 +224,21 @@ def _blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     return [block for module in model.modules() if isinstance(module, torch.nn.ModuleList) for block in module]
 
 
-def fully_shard_model(model: torch.nn.Module, reshard_after_forward: bool = True) -> torch.nn.Module:
+ROOT_RESHARDS = "_distill_root_reshards"  # on a sharded model: whether its root unit reshards after forward
+
+
+def fully_shard_model(model: torch.nn.Module, reshard_after_forward: bool = True, trained: bool = True
+                      ) -> torch.nn.Module:
+    """Shard per block and at the root. A trained model's root unit (embeddings, final norm, output projection)
+    stays gathered from forward to backward, FSDP2's own default for roots: backward needs it at once, and the
+    fused loss uses the whole projection. A frozen teacher's reshards after its forward (no backward will come);
+    its fused loss gathers the projection once per micro-batch (trajectories.teacher_target)."""
     from torch.distributed.fsdp import fully_shard
 
     for block in _blocks(model):
         fully_shard(block, reshard_after_forward=reshard_after_forward)
-    return fully_shard(model, reshard_after_forward=reshard_after_forward)
+    setattr(model, ROOT_RESHARDS, not trained)
+    return fully_shard(model, reshard_after_forward=not trained)
 
 
 def wrap(dist_: Dist, student: torch.nn.Module, teacher: torch.nn.Module | None,
@@ -250,7 +259,7 @@ def wrap(dist_: Dist, student: torch.nn.Module, teacher: torch.nn.Module | None,
         for module in (student, *extra_modules.values()):
             replicate(module, broadcast_buffers=False, **placement)
     if teacher is not None and dist_.teacher_sharding == "fsdp2":
-        fully_shard_model(teacher)
+        fully_shard_model(teacher, trained=False)
 
 
 def _fsdp_modules(model: torch.nn.Module) -> list:
@@ -262,16 +271,20 @@ def _fsdp_modules(model: torch.nn.Module) -> list:
 @contextlib.contextmanager
 def gathered(dist_: Dist, *models: torch.nn.Module | None):
     """Hold FSDP2 models unsharded for a whole generation: one all-gather instead of one per token."""
-    units = [unit for model in models if model is not None and dist_.strategy == "fsdp2" for unit in _fsdp_modules(model)]
-    for unit in units:
+    pairs = [(unit, unit is model) for model in models if model is not None and dist_.strategy == "fsdp2"
+             for unit in _fsdp_modules(model)]
+    for unit, _ in pairs:
         unit.set_reshard_after_forward(False, recurse=False)
         unit.unshard()
     try:
         yield
     finally:
-        for unit in units:
+        for unit, root in pairs:
             unit.reshard()
-            unit.set_reshard_after_forward(dist_.reshard_after_forward, recurse=False)
+            # a root unit back to its own setting (fully_shard_model): a trained model's stays gathered until
+            # backward, which the fused loss relies on (docs/design.md, More than one process)
+            after = getattr(unit, ROOT_RESHARDS, True) if root else dist_.reshard_after_forward
+            unit.set_reshard_after_forward(after, recurse=False)
 
 
 def set_gradient_sync(dist_: Dist, modules, sync: bool) -> None:

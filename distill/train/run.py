@@ -92,8 +92,7 @@ def _train(cfg: DictConfig, run: RunDir, inputs: C.TrainInputs, dist_: D.Dist) -
         D.check_layout(dist_, plan.source)
     unfusable = "the method needs full logits" if not method.fuses_linear else \
         "ULD needs the student's full logits" if inputs.resolved["divergence"].get("uld") else None
-    fused, why = fused_linear_choice(inputs.fused_linear, job.ctx.student, job.ctx.teacher, dist_.strategy == "fsdp2",
-                                     unfusable)
+    fused, why = fused_linear_choice(inputs.fused_linear, job.ctx.student, job.ctx.teacher, unfusable)
     run.accept(inputs.files, fresh=not settings.resume)
     log.info("student %s: %d parameters; %d train / %d validation examples", student_spec.name,
              parameter_count(job.ctx.student), len(job.train_data), len(job.val_data))

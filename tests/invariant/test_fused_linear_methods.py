@@ -41,17 +41,15 @@ def test_fused_path_gives_the_unfused_loss_and_gradients(make_ctx, items, name):
 def test_what_cannot_be_fused_is_named_and_true_is_refused_there(make_ctx):
     ctx = make_ctx()
     assert fused_head_unsupported(ctx.student) is None
-    assert fused_linear_choice("auto", ctx.student, ctx.teacher, sharded=False) == (
+    assert fused_linear_choice("auto", ctx.student, ctx.teacher) == (
         False, f"vocabulary {ctx.student.config.vocab_size} < 16384: full logits are small")
-    assert fused_linear_choice(True, ctx.student, ctx.teacher, sharded=False)[0]
-    assert fused_linear_choice(False, ctx.student, ctx.teacher, sharded=False) == (False, "fused_linear=false")
-    with pytest.raises(ConfigError, match="FSDP2 shards the output projection"):
-        fused_linear_choice(True, ctx.student, ctx.teacher, sharded=True)
+    assert fused_linear_choice(True, ctx.student, ctx.teacher)[0]
+    assert fused_linear_choice(False, ctx.student, ctx.teacher) == (False, "fused_linear=false")
     # a method that needs full logits never fuses, and the log line says so (not "fused")
-    assert fused_linear_choice("auto", ctx.student, ctx.teacher, False, unfusable="the method needs full logits") == (
+    assert fused_linear_choice("auto", ctx.student, ctx.teacher, unfusable="the method needs full logits") == (
         False, "the method needs full logits")
     with pytest.raises(ConfigError, match="the method needs full logits"):
-        fused_linear_choice(True, ctx.student, ctx.teacher, False, unfusable="the method needs full logits")
+        fused_linear_choice(True, ctx.student, ctx.teacher, unfusable="the method needs full logits")
 
 
 def test_the_methods_that_fuse_are_the_fused_suites_methods():
@@ -71,4 +69,4 @@ def test_an_encoder_decoder_family_other_than_t5_is_named():
                                                    encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=64))
     assert fused_head_unsupported(bart) == "bart: only t5, mt5 among encoder-decoder models"
     with pytest.raises(ConfigError, match="fused_linear=true is not possible here .student: bart: only t5"):
-        fused_linear_choice(True, bart, None, sharded=False)
+        fused_linear_choice(True, bart, None)
