@@ -54,10 +54,9 @@ def _models(experiment: str, cache_dir: str):
     return teacher.eval(), student.eval(), tokenizer, items, inputs.method.divergence, label
 
 
-def _policy_row(policy, teacher, student, tokenizer, items, divergence, batch, out: Path, dtype="float32"):
+def _policy_row(policy, teacher, student, pad, items, divergence, batch, out: Path, dtype="float32", batch_size=64):
     settings = CacheSettings(**{"k": None, "epsilon": None, "k_max": 1024, "dtype": dtype, "dir": None,
-                                "batch_size": 64, "shard_examples": 4096, **policy})
-    pad = tokenizer.pad_token_id
+                                "batch_size": batch_size, "shard_examples": 4096, **policy})
     started = time.perf_counter()
     build(teacher, token_view, lambda chunk: collate(chunk, pad, False), items, settings, out,
           {"items": items_digest(items)}, divergence.kd_temperature)
@@ -82,35 +81,67 @@ def _policy_row(policy, teacher, student, tokenizer, items, divergence, batch, o
             "error": float(error), "bound": float(bound), "loss": float(loss)}
 
 
-def tcache_section(args) -> list[str]:
-    teacher, student, tokenizer, items, divergence, label = _models(args.experiment, args.cache_dir)
-    items = items[: args.examples]
-    chosen = items[:32]
-    batch = collate(chosen, tokenizer.pad_token_id, False)
+def _table(title: str, teacher, student, pad: int, items, divergence, policies, gradient_examples: int,
+           batch_size: int) -> list[str]:
+    """One table: every support policy on the same examples, then float16 against float32 storage at ε = 1e-3."""
+    chosen = items[:gradient_examples]
+    batch = collate(chosen, pad, False)
     with torch.no_grad():
         teacher_logits, student_logits = token_view(teacher, batch).logits, token_view(student, batch).logits
     mask = view_targets(student, batch)[1]
     data = {"items": chosen, "batch": batch, "mask": mask, "teacher_logits": teacher_logits,
             "student_logits": student_logits}
     dense = float((divergence(student_logits, teacher_logits) * mask).sum() / mask.sum())
-    lines = [f"## Teacher caches: {args.experiment} ({label}), {len(items)} examples, vocabulary {teacher_logits.size(-1)}, "
-             f"{divergence.name} at τ = {divergence.kd_temperature:g}; gradient on 32 examples",
+    lines = [f"## Teacher caches: {title}, {len(items)} examples, vocabulary {teacher_logits.size(-1)}, "
+             f"{divergence.name} at τ = {divergence.kd_temperature:g}; gradient on {len(chosen)} examples",
              "", f"Dense loss on the batch: {dense:.5f}.", "",
              "| policy | bytes/token | mean support | build s | mean tail mass | grad L1 error | bound | loss − dense |",
              "|---|---|---|---|---|---|---|---|"]
+    common = (teacher, student, pad, items, divergence, data)
     with tempfile.TemporaryDirectory() as tmp:
-        for number, policy in enumerate(POLICIES[::3] if args.toy else POLICIES):
-            row = _policy_row(policy, teacher, student, tokenizer, items, divergence, data, Path(tmp) / str(number))
+        for number, policy in enumerate(policies):
+            row = _policy_row(policy, *common, Path(tmp) / str(number), batch_size=batch_size)
             name = ", ".join(f"{k} = {v:g}" for k, v in policy.items())
             lines.append(f"| {name} | {row['bytes']:.0f} | {row['support']:.1f} | {row['seconds']:.1f} | "
                          f"{row['tail']:.2e} | {row['error']:.2e} | {row['bound']:.2e} | {row['loss'] - dense:+.2e} |")
-        half = _policy_row({"epsilon": 1e-3}, teacher, student, tokenizer, items, divergence, data,
-                           Path(tmp) / "fp16", dtype="float16")
-        full = _policy_row({"epsilon": 1e-3}, teacher, student, tokenizer, items, divergence, data,
-                           Path(tmp) / "fp32")
+        half = _policy_row({"epsilon": 1e-3}, *common, Path(tmp) / "fp16", dtype="float16", batch_size=batch_size)
+        full = _policy_row({"epsilon": 1e-3}, *common, Path(tmp) / "fp32", batch_size=batch_size)
     lines += ["", f"float16 storage at ε = 1e-3: {half['bytes']:.0f} bytes/token against {full['bytes']:.0f} "
               f"(float32); loss {half['loss']:.6f} against {full['loss']:.6f} "
               f"(relative {abs(half['loss'] - full['loss']) / abs(full['loss']):.1e})."]
+    return lines
+
+
+def _qwen_vocabulary(toy: bool):
+    """A Qwen2.5-0.5B-shaped teacher and student (2 layers, random weights) and random token examples."""
+    from bench_gkd_step import QWEN_05B, QWEN_TOY, _build
+    from distill.data.collate import Encoded
+    from distill.models.tokenizer import build_tokenizer
+
+    config = QWEN_TOY if toy else QWEN_05B
+    with tempfile.TemporaryDirectory() as tmp:  # a tiny tokenizer lends its special ids
+        tokenizer = build_tokenizer([f"{a} + {b} = {a + b}" for a in range(30) for b in range(30)], 120, tmp)
+    teacher, student = _build(config, 2, tokenizer, 1).eval(), _build(config, 2, tokenizer, 0).eval()
+    g = torch.Generator().manual_seed(0)
+    low, vocab = len(tokenizer), config["vocab_size"]
+    count, prompt, target = (8, 4, 4) if toy else (32, 32, 64)
+    items = [Encoded(torch.randint(low, vocab, (prompt,), generator=g).tolist(),
+                     torch.randint(low, vocab, (target,), generator=g).tolist() + [tokenizer.eos_token_id], index=i)
+             for i in range(count)]
+    return teacher, student, tokenizer.pad_token_id, items
+
+
+def tcache_section(args) -> list[str]:
+    """The testbed's trained tiny teacher (its distributions are peaked, as a trained model's), then a teacher with
+    Qwen's 151 936-token vocabulary and random weights: nearly uniform, so an ε support needs almost the whole
+    vocabulary and stops at k_max (1 024) with most of the mass in its tail."""
+    teacher, student, tokenizer, items, divergence, label = _models(args.experiment, args.cache_dir)
+    policies = POLICIES[::3] if args.toy else POLICIES
+    lines = _table(f"{args.experiment} ({label})", teacher, student, tokenizer.pad_token_id, items[: args.examples],
+                   divergence, policies, 32, 64)
+    teacher, student, pad, items = _qwen_vocabulary(args.toy)
+    lines += [""] + _table("Qwen2.5-0.5B-shaped, random weights, random tokens", teacher, student, pad, items,
+                           divergence, policies, 4, 4)
     return lines
 
 
