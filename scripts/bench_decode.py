@@ -1,4 +1,4 @@
-"""scripts/bench.py section 7: on-policy decoding against its own limit, side by side in one run.
+"""scripts/bench.py section 9: on-policy decoding against its own limit, side by side in one run.
 
 For a model and a batch of B prompts (P tokens each, left-padded as training pads them), N new tokens sampled at
 temperature 1 (no EOS can end a row early: every side makes exactly B·N tokens), tokens/s of
@@ -119,7 +119,7 @@ def decode_section(args) -> list[str]:
     batches = [2] if args.toy else [1, 8, 32]
     prompt, new = (8, 4) if args.toy else (64, 64)
     repeats = 1 if args.quick else 3
-    lines = [f"## 7. On-policy decoding against its limit ({args.device}): {prompt}-token prompts, {new} new tokens "
+    lines = [f"## 9. On-policy decoding against its limit ({args.device}): {prompt}-token prompts, {new} new tokens "
              f"sampled at T = 1, tokens/s (median of {repeats})", "",
              "| model | batch | ours | HF generate | limit (cached forward alone) | ours / limit | ours / HF | "
              "choosing tokens (noise + argmax), share of our step |", "|---|---|---|---|---|---|---|---|"]

@@ -24,7 +24,7 @@ SECTIONS = {
     "## 4b. The fused loss under FSDP2": rf"\*\*fused / full\*\* \| \*\*{NUMBER}\*\* \| \*\*{NUMBER}\*\*",
     "## 5. The loss at real heads": rf"\| toy \| jsd\(0\.5\) \|( {NUMBER} \|){{3}}",
     "## 6. A whole GKD step": rf"\*\*fused vs TRL DistillationTrainer\*\* .*\*\*{NUMBER}\*\* of its memory",
-    "## 7. On-policy decoding against its limit": rf"\| Qwen2 \(toy\) \| 2 \| \d+ \| \d+ \| \d+ \| {NUMBER} \| {NUMBER} \| \d+% \|",
+    "## 9. On-policy decoding against its limit": rf"\| Qwen2 \(toy\) \| 2 \| \d+ \| \d+ \| \d+ \| {NUMBER} \| {NUMBER} \| \d+% \|",
     "## Teacher caches": rf"\| k = 8 \| \d+ \| {NUMBER} \|",
     "## Cross-tokenizer supervised KD": rf"\| teacher tokenizer of 400 tokens \| \d+ \| {NUMBER} \|",
 }
