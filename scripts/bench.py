@@ -13,10 +13,16 @@ memory is its own (CPU: peak RSS above the inputs; CUDA:
 the variants alternating. Values and gradients are compared with the naive
 float64 reference (max relative difference).
 
-Sections 2 and 3 (bench_steps.py, bench_trl.py): where a step's time goes per method, and steps/s against TRL.
-Section 4 (bench_distributed.py): steps/s with 1 and 2 processes at the same global batch (DDP, FSDP2).
+Sections 2 and 3 (bench_steps.py, bench_trl.py): where a step's time goes per method, and steps/s against TRL's
+GKDTrainer (3) and DistillationTrainer (3b, bench_trl_distillation.py).
+Section 4 (bench_distributed.py): steps/s with 1 and 2 processes at the same global batch (DDP, FSDP2); 4b
+(bench_fsdp_fused.py): the fused loss under FSDP2, peak memory against full logits.
 Section 5 (bench_fused.py): the loss at Qwen and T5 heads from hidden states, fused vs full logits vs TRL.
-Section 6 (bench_gkd_step.py): a whole GKD step with Qwen- and T5-shaped models, fused vs full logits vs TRL.
+Section 6 (bench_gkd_step.py): a whole GKD step with Qwen- and T5-shaped models, fused vs full logits vs TRL's
+GKDTrainer and DistillationTrainer.
+Sections 7 and 8 (bench_teacher_cache.py, bench_cross_tokenizer.py): teacher caches; tokenizers that differ.
+Section 9 (bench_decode.py): on-policy decoding against its own limit and HF generate.
+``--toy`` runs every section at toy sizes in about two minutes (tests/integration/test_bench.py).
 """
 
 from __future__ import annotations
