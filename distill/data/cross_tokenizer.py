@@ -16,6 +16,7 @@ the same tokenizer on both sides every token is matched, the bucket is empty, an
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -170,14 +171,26 @@ def project_vocabularies(teacher_tokenizer, student_tokenizer) -> tuple[torch.Te
             torch.tensor([s for _, s in pairs], dtype=torch.long))
 
 
+def vocabulary_map(teacher_ids: torch.Tensor, student_ids: torch.Tensor, teacher_vocab: int):
+    """(the student tokens anything maps onto, in order; each pair's slot among them; [V_teacher] bool of the
+    teacher tokens that map nowhere): what ``matched_teacher`` needs, computed once per run."""
+    targets, slot = torch.unique(student_ids, return_inverse=True)
+    outside = torch.ones(teacher_vocab, dtype=torch.bool, device=teacher_ids.device)
+    outside[teacher_ids] = False
+    return targets, slot, outside
+
+
 def matched_teacher(teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, student_ids: torch.Tensor,
-                    student_vocab: int) -> SparseTeacher:
+                    student_vocab: int, mapping: tuple | None = None) -> SparseTeacher:
     """The teacher at aligned positions ([..., V_teacher] log-probabilities) as a sparse teacher over the
     student's vocabulary: the probabilities of the teacher tokens mapped to each student token, summed (one to one
-    for matched tokens, many to one for projected ones), the unmapped rest in the bucket."""
+    for matched tokens, many to one for projected ones), the unmapped rest in the bucket. ``mapping``:
+    ``vocabulary_map`` of these ids, when the caller keeps it."""
     device = teacher_log_probs.device
     teacher_ids, student_ids = teacher_ids.to(device), student_ids.to(device)
-    targets, slot = torch.unique(student_ids, return_inverse=True)
+    if mapping is None:
+        mapping = vocabulary_map(teacher_ids, student_ids, teacher_log_probs.size(-1))
+    targets, slot, outside = (t.to(device) for t in mapping)
     picked = teacher_log_probs.index_select(-1, teacher_ids)
     if targets.numel() == student_ids.numel():  # one to one: no sums, the log-probabilities as they are
         order = torch.empty_like(slot).scatter_(0, slot, torch.arange(slot.numel(), device=device))
@@ -185,8 +198,6 @@ def matched_teacher(teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, 
     else:
         summed = torch.zeros(*picked.shape[:-1], targets.numel(), dtype=picked.dtype, device=device)
         values = summed.index_add_(-1, slot, picked.exp()).log()
-    outside = torch.ones(teacher_log_probs.size(-1), dtype=torch.bool, device=device)
-    outside[teacher_ids] = False
     rest = teacher_log_probs.masked_fill(~outside, float("-inf"))
     ids = targets.expand(*teacher_log_probs.shape[:-1], targets.numel())
     return SparseTeacher(ids, values, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab)
@@ -213,6 +224,11 @@ class CrossTokenizer:
     @property
     def student_vocab(self) -> int:
         return len(self.student_tokenizer)
+
+    @functools.cached_property
+    def mapping(self) -> tuple:
+        """``vocabulary_map`` of the pairs, once per run (a unique over every teacher token is not per batch)."""
+        return vocabulary_map(self.teacher_ids, self.student_ids, len(self.teacher_tokenizer))
 
     def unmapped(self, role: str, device) -> torch.Tensor:
         """[V] bool: the tokens of ``role``'s vocabulary in its bucket (no teacher mass maps onto a student
@@ -290,7 +306,8 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
                                                             bool(ctx.teacher.config.is_encoder_decoder)).items()}
     view = token_view(ctx.teacher, teacher_batch)
     _, mask = view_targets(ctx.student, batch)
-    k = torch.unique(cross.student_ids).numel()
+    targets = cross.mapping[0].to(ctx.device)
+    k = targets.numel()
     values = torch.full((*mask.shape, k), float("-inf"), device=ctx.device)
     tail = torch.zeros(mask.shape, device=ctx.device)
     aligned = torch.zeros_like(mask)
@@ -300,13 +317,14 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
     (student_b, student_pos), (teacher_b, teacher_pos) = _aligned_positions(pairs, mask, view.mask)
     if student_b.numel():  # every aligned position of the batch in one pass over the teacher's vocabulary
         rows = log_probs(view.logits[teacher_b, teacher_pos].float(), kd_temperature)
-        sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab)
+        sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab,
+                                 cross.mapping)
         values[student_b, student_pos], tail[student_b, student_pos] = sparse.log_probs, sparse.log_tail
         aligned[student_b, student_pos] = 1
         if ranked is not None:
             probs = rows.exp() if keep is None else rows.exp()[:, keep]
             ranked[student_b, student_pos] = probs.sort(-1, descending=True).values
-    ids = torch.unique(cross.student_ids).to(ctx.device).expand(*mask.shape, k)
+    ids = targets.expand(*mask.shape, k)
     return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import AutoTokenizer, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from distill.data.cross_tokenizer import (
     align,
@@ -25,7 +25,17 @@ TEXT = "Question: Ava has 12 pens. Next, Ava gets 7 more pens.\nAnswer: 12 + 7 =
 
 @pytest.fixture(scope="module")
 def gpt2(shared_dir):
-    return AutoTokenizer.from_pretrained(str(shared_dir / "models" / "gpt2-tokenizer"))
+    from distill.models.load import load_tokenizer
+
+    return load_tokenizer(str(shared_dir / "models" / "gpt2-tokenizer"))  # as runs load it: with a pad token
+
+
+@pytest.fixture(scope="module")
+def projected(gpt2, tiny):
+    """GPT-2's vocabulary projected onto the tiny one (50 257 teacher tokens: computed once for the module)."""
+    from distill.data.cross_tokenizer import project_vocabularies
+
+    return project_vocabularies(gpt2, tiny)
 
 
 @pytest.fixture(scope="module")
@@ -102,11 +112,11 @@ def test_the_same_tokenizer_gives_the_ordinary_divergence_and_gradients(tiny, na
     assert torch.allclose(results[1][1], results[0][1], rtol=1e-4, atol=1e-6)
 
 
-def test_teacher_tokens_the_student_lacks_project_onto_its_first_token(gpt2, tiny):
-    from distill.data.cross_tokenizer import project_vocabularies, surface_bytes
+def test_teacher_tokens_the_student_lacks_project_onto_its_first_token(gpt2, tiny, projected):
+    from distill.data.cross_tokenizer import surface_bytes
 
     matched_t, _ = match_vocabularies(gpt2, tiny)
-    teacher_ids, student_ids = project_vocabularies(gpt2, tiny)
+    teacher_ids, student_ids = projected
     assert len(matched_t) < 1000 < len(teacher_ids)  # GPT-2's words the tiny student spells in pieces land too
     surfaces, matched = surface_bytes(gpt2), set(matched_t.tolist())
     projected = [(t, s) for t, s in zip(teacher_ids.tolist(), student_ids.tolist()) if t not in matched]
@@ -119,7 +129,7 @@ def test_teacher_tokens_the_student_lacks_project_onto_its_first_token(gpt2, tin
     assert torch.allclose(total, torch.zeros(3), atol=1e-4)
 
 
-def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(shared_dir, tiny):
+def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(gpt2, tiny, projected):
     """Batched and padded, the teacher's rows land where one example alone puts them."""
     from types import SimpleNamespace
 
@@ -128,11 +138,9 @@ def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(sh
     from distill.data.collate import Encoded, collate
     from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, teacher_items
     from distill.models.forward import token_view, view_targets
-    from distill.models.load import load_tokenizer
 
     torch.manual_seed(0)
-    gpt2 = load_tokenizer(str(shared_dir / "models" / "gpt2-tokenizer"))  # as runs load it: with a pad token
-    cross = CrossTokenizer.build(gpt2, tiny)
+    cross = CrossTokenizer(gpt2, tiny, *projected)
     config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
     teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(gpt2), **config)).eval()
     student = GPT2LMHeadModel(GPT2Config(vocab_size=len(tiny), **config)).eval()
@@ -155,8 +163,10 @@ def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(sh
             view = token_view(teacher, alone)
         rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)] / 2.0, -1)
         student_pos = mask[b].nonzero().squeeze(-1)
-        for i, j in pairs[b]:
-            expected = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, len(tiny))
-            assert torch.allclose(sparse.log_probs[b, student_pos[i]], expected.log_probs[0], atol=1e-5)
-            assert torch.allclose(ranked[b, student_pos[i]], rows[j].exp().sort(descending=True).values, atol=1e-6)
+        at = torch.tensor([i for i, _ in pairs[b]])
+        picked = rows[[j for _, j in pairs[b]]]
+        expected = matched_teacher(picked, cross.teacher_ids, cross.student_ids, len(tiny))  # its own mapping
+        assert torch.allclose(sparse.log_probs[b, student_pos[at]], expected.log_probs, atol=1e-5)
+        assert torch.allclose(sparse.log_tail[b, student_pos[at]], expected.log_tail, atol=1e-5)
+        assert torch.allclose(ranked[b, student_pos[at]], picked.exp().sort(descending=True).values, atol=1e-6)
         assert aligned[b].sum() == len(pairs[b])
