@@ -64,6 +64,7 @@ DIVERGENCES = {
     "skl": {"name": "skl", "skew": 0.1},
     "srkl": {"name": "srkl", "skew": 0.1},
 }
+SECTIONS = ("divergences", "steps", "trl", "processes", "heads", "gkdstep", "tcache", "cross", "decode")
 TRL_BETA = {"fkl": 0.0, "rkl": 1.0, "jsd(0.5)": 0.5}  # TRL's β=0 is KL(p‖q), β=1 is KL(q‖p)
 
 
@@ -251,9 +252,10 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", default=None, help="divergences to run (default: all)")
     parser.add_argument("--processes", type=int, default=8, help="processes (GPUs) for --sections processes on CUDA")
     parser.add_argument("--layers", type=int, default=2, help="layers per model in --sections gkdstep (Qwen shapes)")
-    parser.add_argument("--sections", nargs="*", choices=["divergences", "steps", "trl", "processes", "heads",
-                                                          "gkdstep", "tcache", "cross", "decode"],
-                        default=None, help="sections to run (default: all)")
+    parser.add_argument("--shapes", nargs="*", choices=["qwen", "t5"], default=["qwen", "t5"],
+                        help="model pairs of --sections gkdstep")
+    parser.add_argument("--sections", nargs="*", choices=SECTIONS, default=None,
+                        help="sections to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows as JSON here")
     args = parser.parse_args()
     if args.toy:
@@ -263,8 +265,7 @@ def main() -> None:
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()
     print("\n".join(lines), flush=True)
-    sections = args.sections or ["divergences", "steps", "trl", "processes", "heads", "gkdstep", "tcache", "cross",
-                                 "decode"]
+    sections = args.sections or SECTIONS
     args.only = [_divergence_key(parser, name) for name in args.only] if args.only else None
     if args.toy and args.only is None:  # one row with TRL's counterpart, one without
         args.only = ["jsd(0.5)", "tvd"]

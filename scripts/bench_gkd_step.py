@@ -126,6 +126,8 @@ def gkd_step_section(args, trl: bool) -> list[str]:
              "|" + "---|" * 7]
     print("\n".join(lines), flush=True)
     for shape in shapes:
+        if shapes[shape][0]["model_type"].replace("qwen2", "qwen") not in args.shapes:
+            continue
         folder = Path(tempfile.mkdtemp(prefix="distill-gkdstep-"))
         prepare(shape, layers, folder, shapes)
         batch, new = shapes[shape][3], shapes[shape][5]
