@@ -3,7 +3,8 @@
     python scripts/cross_tokenizer_compare.py OUT    # OUT: scripts/cross_tokenizer_study.sh's directory
 
 Per seed, each arm's test score; the paired gains G_cross = kd_cross − sft and G_same = kd_same − sft_same (mean,
-SE, t, 95 % CI); their difference with Welch's SE; PLAN.md's verdicts; aligned fraction and train seconds.
+SE, t, 95 % CI); their difference with Welch's SE; PLAN.md's verdicts; aligned fraction, mass matched and train
+seconds.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def scores(sweep: Path) -> dict[int, dict]:
         summary = json.loads((run / "summary.json").read_text())
         out[yaml.safe_load(config.read_text())["seed"]] = {
             "score": values[values["metric"]], "aligned": _mean_logged(run, "cross/aligned_fraction"),
-            "seconds": summary.get("train_seconds")}
+            "tail": _mean_logged(run, "sparse/tail_mass"), "seconds": summary.get("train_seconds")}
     return out
 
 
@@ -111,9 +112,13 @@ def main() -> None:
               f"[{gap['ci'][0]:+.2f}, {gap['ci'][1]:+.2f}]): it **{keeps}** (PLAN.md: the CI inside ±{EQUIVALENCE:g})."]
     aligned = [r["aligned"] for r in runs["kd_cross"].values() if r["aligned"] is not None]
     seconds = {arm: [r["seconds"] for r in runs[arm].values() if r["seconds"]] for arm in ("kd_cross", "kd_same")}
+    tails = [r["tail"] for r in runs["kd_cross"].values() if r["tail"] is not None]
     if aligned:
         lines.append(f"Aligned fraction of the student's target positions (kd_cross, logged mean): "
                      f"{statistics.fmean(aligned):.3f}.")
+    if tails:
+        lines.append(f"Teacher probability mass matched onto student tokens at aligned positions (1 − the logged "
+                     f"tail mass): {1 - statistics.fmean(tails):.4f}.")
     if seconds["kd_cross"] and seconds["kd_same"]:
         ratio = statistics.fmean(seconds["kd_cross"]) / statistics.fmean(seconds["kd_same"])
         lines.append(f"Train seconds: kd_cross {statistics.fmean(seconds['kd_cross']):.0f}, kd_same "

@@ -20,7 +20,8 @@ def _run(root: Path, arm: str, seed: int, accuracy: float, aligned: float | None
     (run / "summary.json").write_text(json.dumps({"train_seconds": seconds}))
     (run / "eval" / "arith-test" / "student" / "metrics.json").write_text(
         json.dumps({"metric": "accuracy", "accuracy": accuracy}))
-    record = {"step": 1, "loss": 0.5, **({"cross/aligned_fraction": aligned} if aligned is not None else {})}
+    record = {"step": 1, "loss": 0.5, **({"cross/aligned_fraction": aligned, "sparse/tail_mass": 0.002}
+                                         if aligned is not None else {})}
     (run / "metrics.jsonl").write_text(json.dumps(record) + "\n")
 
 
@@ -46,6 +47,7 @@ def test_gains_their_welch_difference_and_the_verdicts(tmp_path):
     assert "**keeps the same-tokenizer gain**" in out
     assert "| 0 | 30.00 | 35.00 | +5.00 | 25.00 | 31.00 | +6.00 |" in out
     assert "(kd_cross, logged mean): 0.950" in out and "kd_cross 120, kd_same 100 (1.20×)" in out
+    assert "(1 − the logged tail mass): 0.9980" in out
 
 
 def test_a_gain_under_three_se_does_not_transfer_and_a_large_shortfall_loses(tmp_path):
