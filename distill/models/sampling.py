@@ -88,7 +88,9 @@ def _pick(scores: torch.Tensor, sampling_temperature: float | None, generator, k
         uniform = keyed_uniform(keys, position, scores.size(-1))
     else:
         uniform = torch.rand(scores.shape, device=scores.device, generator=generator).clamp_(min=1e-20)
-    return (scores.float() / sampling_temperature - torch.log(-torch.log(uniform))).argmax(-1)
+    gumbel_negated = uniform.log_().neg_().log_()  # log(−log u), in place on the fresh uniforms: −Gumbel noise
+    scaled = scores.float() if sampling_temperature == 1.0 else scores.float() / sampling_temperature  # x/1 is x
+    return (scaled - gumbel_negated).argmax(-1)
 
 
 class TeacherMixture:
@@ -157,11 +159,11 @@ def decode(model, prompts: dict[str, torch.Tensor], max_new_tokens: int, eos_id:
     for t in range(max_new_tokens):
         scores = mixture(logits) if mixture is not None else logits
         token = _pick(scores, 1.0 if mixture is not None else sampling_temperature, generator, keys, t)
-        token = torch.where(finished, torch.full_like(token, pad_id), token)
+        token = token.masked_fill_(finished, pad_id)  # in place: the loop's small ops are a fifth of its time
         tokens.append(token)
         if mixture is not None:
             mixture.record(token)
-        finished = finished | (token == eos_id)
+        finished |= token == eos_id
         last = t + 1 == max_new_tokens or ((t + 1) % check_every == 0 and bool(finished.all()))
         if last:
             break
