@@ -111,11 +111,19 @@ def test_zero_on_identical_inputs_and_non_negative(name):
 
 
 @pytest.mark.parametrize("name", NAMES)
-def test_chunked_equals_unchunked(name):
+def test_chunked_equals_unchunked(name, monkeypatch):
+    monkeypatch.setattr(D, "REFERENCE_VOCAB", 13)  # chunk_size rows exactly at this vocabulary: real chunks
     student, teacher = torch.randn(4, 6, 13), torch.randn(4, 6, 13)
     whole = ours(name, student, teacher, chunk_size=10_000)
     for chunk in (1, 5, 24):
+        assert D.rows_per_chunk(chunk, 13) == chunk
         assert torch.allclose(ours(name, student, teacher, chunk_size=chunk), whole, atol=1e-6, rtol=1e-6)
+
+
+def test_a_chunk_holds_the_same_memory_at_any_vocabulary():
+    assert D.rows_per_chunk(64, 32_768) == 64
+    assert D.rows_per_chunk(64, 432) == 64 * 32_768 // 432  # 4 854 rows: one chunk for a tiny preset's batch
+    assert D.rows_per_chunk(64, 151_936) == 64  # never fewer than chunk_size
 
 
 @pytest.mark.parametrize("name", NAMES)
