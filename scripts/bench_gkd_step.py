@@ -102,8 +102,10 @@ PATHS = {"TRL GKDTrainer": "full logits (TRL's loss)", "TRL DistillationTrainer"
 def _shape_rows(shape: str, results: dict, key: str) -> list[str]:
     """One row per variant (memory against the first, steps/s against the last), then ours fused against each
     TRL trainer."""
+    failed = {name: r["failed"] for name, r in results.items() if "failed" in r}
+    results = {name: r for name, r in results.items() if name not in failed}
     first, last = next(iter(results.values())), list(results.values())[-1]
-    lines = []
+    lines = [f"| {shape} | {name} | – | – | killed: {why.split(': ', 1)[-1]} | – | – |" for name, why in failed.items()]
     for name, r in results.items():
         path = PATHS.get(name, "fused" if r.get("fused") else "full logits")
         lines.append(f"| {shape} | {name.split(',')[0]} | {path} | {1 / r['steps_per_s']:.2f} | {r[key]:.0f} "
@@ -135,7 +137,10 @@ def gkd_step_section(args, trl: bool) -> list[str]:
         seq2seq = shapes[shape][0]["model_type"] == "t5"
         fused = True if args.toy else "auto"  # at toy vocabularies auto would choose full logits
         for name, (target, opts) in _variants(seq2seq, trl, args.device, args.dtype, fused).items():
-            results[name] = _run(target, folder, batch, new, steps + warmup, warmup, opts=opts)
+            try:
+                results[name] = _run(target, folder, batch, new, steps + warmup, warmup, opts=opts)
+            except RuntimeError as exc:  # a side killed (out of memory): a row that says so, not a lost section
+                results[name] = {"failed": str(exc)}
             print(f"  {shape} / {name}: {results[name]}", flush=True)
         rows = _shape_rows(shape, results, "peak_gpu_mib" if args.device == "cuda" else "peak_rss_mib")
         lines += rows
