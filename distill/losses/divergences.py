@@ -106,7 +106,7 @@ class _ChunkedDivergence(torch.autograd.Function):
             value, h = chunk_fn(log_q, log_probs(zt[rows], tau), param)
             values[rows] = value * scale
             if unit_grad is not None:
-                unit_grad[rows] = ((h - log_q.exp() * h.sum(-1, keepdim=True)) * (scale / tau)).to(unit_grad.dtype)
+                _unit_grad(h, log_q, scale / tau, unit_grad[rows])
         ctx.save_for_backward(unit_grad)
         ctx.logits_shape = student_logits.shape
         return values.view(student_logits.shape[:-1])
@@ -127,6 +127,18 @@ def rows_per_chunk(chunk_size: int, vocab: int) -> int:
     memory per chunk). Each row's value and gradient are computed within its row, so results do not depend on it;
     at a 432-token vocabulary, 64-row chunks spent more time in per-chunk overhead than in arithmetic."""
     return max(chunk_size, chunk_size * REFERENCE_VOCAB // max(vocab, 1))
+
+
+def _unit_grad(h: torch.Tensor, log_q: torch.Tensor, factor: float, out: torch.Tensor) -> None:
+    """(h − q·Σh)·factor into ``out`` (rows of the gradient buffer), in place on the chunk's own h and log q (both
+    fresh, neither needed again): no [rows × V] temporary beyond them, and none at all when ``out`` is float32."""
+    q_sums = log_q.exp_().mul_(h.sum(-1, keepdim=True))
+    if out.dtype == h.dtype:
+        torch.sub(h, q_sums, out=out)
+        if factor != 1.0:
+            out.mul_(factor)
+    else:
+        out.copy_(h.sub_(q_sums).mul_(factor))
 
 
 def _apply(chunk_fn, student_logits, teacher_logits, param, kd_temperature, chunk_size, scale=1.0):
