@@ -230,6 +230,13 @@ class CrossTokenizer:
         """``vocabulary_map`` of the pairs, once per run (a unique over every teacher token is not per batch)."""
         return vocabulary_map(self.teacher_ids, self.student_ids, len(self.teacher_tokenizer))
 
+    @functools.cached_property
+    def student_of(self) -> torch.Tensor:
+        """[V_teacher] long: the student token each teacher token maps onto, −1 for none."""
+        out = torch.full((len(self.teacher_tokenizer),), -1, dtype=torch.long)
+        out[self.teacher_ids] = self.student_ids
+        return out
+
     def unmapped(self, role: str, device) -> torch.Tensor:
         """[V] bool: the tokens of ``role``'s vocabulary in its bucket (no teacher mass maps onto a student
         one; a teacher one maps nowhere)."""
@@ -260,15 +267,17 @@ def _texts(cross: CrossTokenizer, item) -> tuple[str, str, list[int], bool]:
     return decode(item.prompt_ids), decode(body), body, eos
 
 
-def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tuple[list, list[list[tuple[int, int]]]]:
+def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tuple[list, list[list[tuple]]]:
     """The teacher's tokenisation of each item's text, and per item the aligned (student target index, teacher
-    target index) pairs: target tokens that start at the same character (the EOS after the text included).
+    target index, end) triples: target tokens that start at the same character (the EOS after the text
+    included); ``end`` is the teacher target index at which the student token's text ends, when that is a
+    teacher boundary too (the teacher tokens from the second index up to it spell the student token), else -1.
     With one vocabulary the teacher reads the student's own tokens (a sample need not be the canonical
     tokenisation of its text). ``limit``: the teacher's position window; targets are cut to fit it."""
     from distill.data.collate import Encoded
 
     if cross.same:
-        return list(items), [[(i, i) for i in range(len(item.target_ids))] for item in items]
+        return list(items), [[(i, i, -1) for i in range(len(item.target_ids))] for item in items]
     tok = cross.teacher_tokenizer
     out, pairs = [], []
     for item in items:
@@ -284,7 +293,12 @@ def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tup
         first = {}
         for j, start in enumerate(teacher_starts[:len(target)]):
             first.setdefault(start, j)
-        pairs.append([(i, first[start]) for i, start in enumerate(student_starts) if start in first])
+        stops = dict(first)
+        if len(target) >= len(teacher_body):  # the whole text kept: a token ending at its end ends a span
+            stops.setdefault(len(target_text), len(teacher_body))
+        ends = [stops.get(end, -1) for end in student_starts[1:len(body)] + [len(target_text)]][:len(body)]
+        ends += [-1] * (len(student_starts) - len(ends))  # EOS covers no text
+        pairs.append([(i, first[start], ends[i]) for i, start in enumerate(student_starts) if start in first])
     return out, pairs
 
 
@@ -314,18 +328,48 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
     keep = None if uld != "unmatched" else cross.unmapped("teacher", ctx.device)
     width = 0 if uld is None else view.logits.size(-1) if keep is None else int(keep.sum())
     ranked = torch.zeros(*mask.shape, width, device=ctx.device) if uld is not None else None
+    extra_ids, extra = torch.full(mask.shape, -1, device=ctx.device), torch.full(mask.shape, float("-inf"),
+                                                                               device=ctx.device)
     (student_b, student_pos), (teacher_b, teacher_pos) = _aligned_positions(pairs, mask, view.mask)
     if student_b.numel():  # every aligned position of the batch in one pass over the teacher's vocabulary
         rows = log_probs(view.logits[teacher_b, teacher_pos].float(), kd_temperature)
         sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab,
                                  cross.mapping)
-        values[student_b, student_pos], tail[student_b, student_pos] = sparse.log_probs, sparse.log_tail
+        row_values, row_tail = sparse.log_probs, sparse.log_tail
+        if not cross.same:  # student tokens that spell several teacher tokens get their whole text's probability
+            row_values, row_tail, extra_ids[student_b, student_pos], extra[student_b, student_pos] = _merged(
+                ctx, batch, (view, teacher_batch), pairs, (row_values, row_tail), kd_temperature)
+        values[student_b, student_pos], tail[student_b, student_pos] = row_values, row_tail
         aligned[student_b, student_pos] = 1
         if ranked is not None:
             probs = rows.exp() if keep is None else rows.exp()[:, keep]
             ranked[student_b, student_pos] = probs.sort(-1, descending=True).values
     ids = targets.expand(*mask.shape, k)
+    if (extra_ids >= 0).any():  # realised student tokens no teacher token maps onto: one more slot
+        ids, values = torch.cat([ids, extra_ids.unsqueeze(-1)], -1), torch.cat([values, extra.unsqueeze(-1)], -1)
     return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked
+
+
+def _merged(ctx, batch, teacher_view, pairs, mapped, kd_temperature: float):
+    """``merge_spans`` at the aligned positions (in ``pairs``' order): the teacher's realised tokens'
+    log-probabilities summed over each student token's spelling."""
+    from distill.data.cross_spans import merge_spans, realised_log_probs, span_spellings
+    from distill.models.forward import view_targets
+
+    view, teacher_batch = teacher_view
+    teacher_targets, _ = view_targets(ctx.teacher, teacher_batch)
+    student_targets, student_mask = view_targets(ctx.student, batch)
+    realised = realised_log_probs(view.logits, teacher_targets, view.mask, kd_temperature)
+    which, first, end, student_at = span_spellings(pairs, view.mask, student_mask)
+    sums = torch.cat([realised.new_zeros(1, dtype=torch.float64), realised.double().cumsum(0)])
+    count = mapped[1].numel()
+    span = torch.full((count,), float("nan"), device=ctx.device)
+    span[which] = (sums[end] - sums[first]).float()
+    first_teacher, student_token = (torch.zeros(count, dtype=torch.long, device=ctx.device) for _ in range(2))
+    first_teacher[which] = teacher_targets[view.mask > 0][first]
+    student_token[which] = student_targets[student_mask > 0][student_at]
+    return merge_spans(*mapped, ctx.cross.mapping[0].to(ctx.device), ctx.cross.student_of.to(ctx.device), first_teacher, student_token,
+                       span)
 
 
 def _aligned_positions(pairs: list[list[tuple[int, int]]], student_mask: torch.Tensor, teacher_mask: torch.Tensor):

@@ -163,10 +163,59 @@ def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(gp
             view = token_view(teacher, alone)
         rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)] / 2.0, -1)
         student_pos = mask[b].nonzero().squeeze(-1)
-        at = torch.tensor([i for i, _ in pairs[b]])
-        picked = rows[[j for _, j in pairs[b]]]
+        at = torch.tensor([i for i, _, _ in pairs[b]])
+        picked = rows[[j for _, j, _ in pairs[b]]]
         expected = matched_teacher(picked, cross.teacher_ids, cross.student_ids, len(tiny))  # its own mapping
         assert torch.allclose(sparse.log_probs[b, student_pos[at]], expected.log_probs, atol=1e-5)
         assert torch.allclose(sparse.log_tail[b, student_pos[at]], expected.log_tail, atol=1e-5)
         assert torch.allclose(ranked[b, student_pos[at]], picked.exp().sort(descending=True).values, atol=1e-6)
         assert aligned[b].sum() == len(pairs[b])
+
+
+def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(tmp_path):
+    """Teacher on a 270-token BPE, student on a 297-token one of the same texts (it merges the teacher's tokens):
+    at a position whose student token spells teacher tokens t1 … tm, the student token's teacher probability is
+    what the mapping gives it plus p(t1) p(t2 | t1) ⋯ (from the teacher alone), t1's student token loses that
+    much, and every aligned position keeps a total of 1."""
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.data.collate import Encoded, collate
+    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, teacher_items
+    from distill.models.forward import token_view, view_targets
+
+    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
+    fine, coarse = build_tokenizer(texts, 270, tmp_path / "a"), build_tokenizer(texts, 300, tmp_path / "b")
+    cross = CrossTokenizer.build(fine, coarse)
+    torch.manual_seed(0)
+    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(fine), **config)).eval()
+    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(coarse), **config)).eval()
+    prompt, answer = TEXT.split("Answer:")
+    ids = lambda s: coarse(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    items = [Encoded(ids(prompt), ids("Answer:" + answer) + [coarse.eos_token_id], index=0)]
+    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
+    batch = collate(items, coarse.pad_token_id, False)
+    with torch.no_grad():
+        sparse, aligned, _ = cross_teacher(ctx, batch, items, 1.0)
+        encoded, pairs = teacher_items(cross, items)
+        view = token_view(teacher, collate(encoded, fine.pad_token_id, False))
+    rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)], -1)
+    realised = rows.gather(-1, torch.tensor(encoded[0].target_ids)[:, None]).squeeze(-1)
+    targets, mask = view_targets(student, batch)
+    positions = mask[0].nonzero().squeeze(-1)
+    total = torch.logsumexp(torch.cat([sparse.log_probs, sparse.log_tail.unsqueeze(-1)], -1), -1)
+    assert torch.allclose(total[aligned > 0], torch.zeros(int(aligned.sum())), atol=1e-5)
+    merged = [(i, j, e) for i, j, e in pairs[0] if e > j + 1]
+    assert len(merged) >= 3  # "Answer", "Ġ+", "Ġ=", "####": merges of the teacher's tokens here
+    for i, j, e in merged:
+        at, token = positions[i], int(targets[0, positions[i]])
+        plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, len(coarse))
+        p = lambda teacher_row, tid: teacher_row.log_probs[0, teacher_row.ids[0] == tid].exp().sum()  # noqa: E731
+        got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == token].sum()
+        expected = p(plain, token) + realised[j:e].sum().exp()
+        assert torch.allclose(got, expected, atol=1e-6)
+        source = int(cross.student_of[encoded[0].target_ids[j]])
+        moved = p(plain, source) - sparse.log_probs[0, at].exp()[sparse.ids[0, at] == source].sum()
+        assert torch.allclose(moved, realised[j:e].sum().exp(), atol=1e-6)
