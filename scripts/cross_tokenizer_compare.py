@@ -4,7 +4,7 @@
 
 Per seed, each arm's test score; the paired gains G_cross = kd_cross − sft and G_same = kd_same − sft_same (mean,
 SE, t, 95 % CI); their difference with Welch's SE; PLAN.md's verdicts; aligned fraction, mass matched and train
-seconds.
+seconds; with kd_reverse (amendment 3) its gain over sft_same; the scored starts and the teacher on A.
 """
 
 from __future__ import annotations
@@ -123,7 +123,34 @@ def main() -> None:
         ratio = statistics.fmean(seconds["kd_cross"]) / statistics.fmean(seconds["kd_same"])
         lines.append(f"Train seconds: kd_cross {statistics.fmean(seconds['kd_cross']):.0f}, kd_same "
                      f"{statistics.fmean(seconds['kd_same']):.0f} ({ratio:.2f}×).")
+    lines += reverse_lines(out, runs["sft_same"]) + start_lines(out)
     print("\n".join(lines))
+
+
+def reverse_lines(out: Path, sft_same: dict) -> list[str]:
+    """Amendment 3: kd_reverse (teacher on B → student on A) against sft_same, paired, the same bar."""
+    reverse = scores(out / "kd_reverse") if (out / "kd_reverse").is_dir() else {}
+    seeds, gains = paired(reverse, sft_same)
+    if len(gains) < 2:
+        return []
+    g = summary(gains)
+    verdict = "transfers" if g["mean"] > 0 and g["t"] >= T_BAR else "does not transfer at this many seeds"
+    lines = ["", "| seed | sft_same (A) | kd_reverse (B → A) | G_reverse |", "|---|---|---|---|"]
+    lines += [f"| {s} | {sft_same[s]['score']:.2f} | {reverse[s]['score']:.2f} | {d:+.2f} |" for s, d in zip(seeds, gains)]
+    return lines + ["", f"G_reverse = kd_reverse − sft_same: {_fmt(g)}: from the teacher on B, cross-tokenizer KD "
+                        f"**{verdict}** (amendment 3, the same bar: t ≥ {T_BAR:g})."]
+
+
+def start_lines(out: Path) -> list[str]:
+    """The scored starts (start_a, start_b) and the teacher on A (start_b's compare_teacher)."""
+    found = []
+    for name, role, label in (("start_b", "student", "start on B"), ("start_a", "student", "start on A"),
+                              ("start_b", "teacher", "teacher on A")):
+        metrics = next(iter(sorted((out / name).glob(f"eval/*/{role}/metrics.json"))), None)
+        if metrics is not None:
+            values = json.loads(metrics.read_text())
+            found.append(f"{label} {values[values['metric']]:.2f}")
+    return ["", "Scored once on the same split: " + ", ".join(found) + "."] if found else []
 
 
 if __name__ == "__main__":

@@ -58,3 +58,20 @@ def test_a_gain_under_three_se_does_not_transfer_and_a_large_shortfall_loses(tmp
         _run(tmp_path, "kd_same", seed, 30.0 + same)
     out = _compare(tmp_path)
     assert "**does not transfer at this many seeds**" in out and "**loses part of the same-tokenizer gain**" in out
+
+
+def test_the_reverse_arm_and_the_scored_starts_are_reported(tmp_path):
+    for seed in range(3):
+        _run(tmp_path, "sft", seed, 30.0)
+        _run(tmp_path, "kd_cross", seed, 31.0)
+        _run(tmp_path, "sft_same", seed, 20.0 + seed)
+        _run(tmp_path, "kd_same", seed, 22.0)
+        _run(tmp_path, "kd_reverse", seed, 24.0 + 2 * seed)  # gains 4, 5, 6: SE 0.577, t 8.7
+    for name, role, value in (("start_b", "student", 30.5), ("start_a", "student", 19.0), ("start_b", "teacher", 88.0)):
+        (tmp_path / name / "eval" / "arith-test" / role).mkdir(parents=True, exist_ok=True)
+        (tmp_path / name / "eval" / "arith-test" / role / "metrics.json").write_text(
+            json.dumps({"metric": "accuracy", "accuracy": value}))
+    out = _compare(tmp_path)
+    assert "G_reverse = kd_reverse − sft_same: +5.00 ± 0.58 (t = 8.7" in out and "KD **transfers**" in out
+    assert "| 2 | 22.00 | 28.00 | +6.00 |" in out
+    assert "start on B 30.50, start on A 19.00, teacher on A 88.00" in out
