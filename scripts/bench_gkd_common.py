@@ -12,15 +12,20 @@ import torch
 LMBDA, BETA, TEMPERATURE, LR = 0.5, 0.5, 1.0, 2e-3
 
 
-def _summary(times: list[tuple[bool, float]], warmup: int, lmbda: float = LMBDA) -> dict:
+def _summary(times: list[tuple[bool, float]], warmup: int, lmbda: float = LMBDA,
+             generation: list[float] | None = None) -> dict:
+    """Median on- and off-policy step times, λ-adjusted steps/s, peaks; ``generation``: seconds spent generating
+    in each step (the same order as ``times``), summarised as the median over the kept on-policy steps."""
     kept = times[warmup:]
+    gen = [g for (policy, _), g in zip(kept, (generation or [])[warmup:]) if policy]
     on = [t for policy, t in kept if policy]
     off = [t for policy, t in kept if not policy]
     t_on = statistics.median(on) if on else statistics.median(t for _, t in kept)
     t_off = statistics.median(off) if off else statistics.median(t for _, t in kept)
     gpu = torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_initialized() else None
     return {"on_s": t_on, "off_s": t_off, "steps_per_s": 1.0 / (lmbda * t_on + (1 - lmbda) * t_off),
-            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib(), "peak_gpu_mib": gpu}
+            "n_on": len(on), "n_off": len(off), "peak_rss_mib": _peak_rss_mib(), "peak_gpu_mib": gpu,
+            "gen_s": statistics.median(gen) if gen else None}
 
 
 def _peak_rss_mib() -> float:

@@ -64,8 +64,20 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
     settings = TrainerSettings(opts["device"], precision, steps, batch, 1, LR, 0.0, (0.9, 0.999), 0, "constant", 1.0, 1.0,
                                steps, steps, 1, steps, 1, False, False)
     trainer = Trainer(method, ctx, data, [], settings, Path(tempfile.mkdtemp()), 0, None, {})
-    times = []
+    times, generation = [], []
+    import distill.data.trajectories as trajectories
+
+    student_samples, spent = trajectories.student_samples, [0.0]
+
+    def timed_samples(*a, **k):  # the step's sampling (and its batch on the device), as TRL's side times its own
+        start = time.perf_counter()
+        out = student_samples(*a, **k)
+        spent[0] += time.perf_counter() - start
+        return out
+
+    trajectories.student_samples = timed_samples
     for step in range(steps):
+        spent[0] = 0.0
         start = time.perf_counter()
         totals = trainer.train_step(step)  # the body of Trainer.run between logging steps
         trainer._note_finite(step, totals)
@@ -73,7 +85,8 @@ def _ours(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int
         trainer.scheduler.step()
         trainer.optimizer.zero_grad(set_to_none=True)
         times.append((bool(totals["frac_on_policy"] > 0), time.perf_counter() - start))
-    queue.put({**_summary(times, warmup, opts["lmbda"]), "fused": ctx.fused_linear})
+        generation.append(spent[0])
+    queue.put({**_summary(times, warmup, opts["lmbda"], generation), "fused": ctx.fused_linear})
 
 
 def _trl_collator(pad_id: int):
@@ -155,14 +168,27 @@ def _run(target, *args, **kwargs) -> dict:
 
 
 def _table(title: str, med: dict) -> list[str]:
-    """Rows per trainer, then the first (ours) over the last (TRL)."""
-    lines = [title, "", "| trainer | on-policy step s | off-policy step s | steps/s (λ-adjusted) | peak RSS MiB |",
-             "|---|---|---|---|---|"]
+    """Rows per trainer, then the first (ours) over the last (TRL); the on-policy step split into generation and
+    the rest where both sides timed their generation."""
+    def cell(value):
+        return "–" if value is None else f"{value:.3f}"
+
+    def parts(m):
+        gen = m.get("gen_s")
+        return gen, None if gen is None else m["on_s"] - gen
+
+    lines = [title, "", "| trainer | on-policy step s | off-policy step s | steps/s (λ-adjusted) | peak RSS MiB "
+                        "| generation s per on-policy step | rest of that step s |", "|---|---|---|---|---|---|---|"]
     for side, m in med.items():
-        lines.append(f"| {side} | {m['on_s']:.3f} | {m['off_s']:.3f} | {m['steps_per_s']:.2f} | {m['peak_rss_mib']:.0f} |")
+        gen, rest = parts(m)
+        lines.append(f"| {side} | {m['on_s']:.3f} | {m['off_s']:.3f} | {m['steps_per_s']:.2f} | "
+                     f"{m['peak_rss_mib']:.0f} | {cell(gen)} | {cell(rest)} |")
     ours, trl = list(med.values())[0], list(med.values())[-1]
+    split = [(a / b if a is not None and b else None) for a, b in zip(parts(ours), parts(trl))]
+    ratios = ["–" if r is None else f"{r:.2f}" for r in split]
     lines.append(f"| **ratio distill/TRL** | {ours['on_s'] / trl['on_s']:.2f} | {ours['off_s'] / trl['off_s']:.2f} "
-                 f"| **{ours['steps_per_s'] / trl['steps_per_s']:.2f}×** | **{ours['peak_rss_mib'] / trl['peak_rss_mib']:.2f}** |")
+                 f"| **{ours['steps_per_s'] / trl['steps_per_s']:.2f}×** | "
+                 f"**{ours['peak_rss_mib'] / trl['peak_rss_mib']:.2f}** | {ratios[0]} | {ratios[1]} |")
     return lines
 
 

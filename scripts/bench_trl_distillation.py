@@ -96,7 +96,7 @@ def _trl_distillation(folder: Path, batch: int, max_new_tokens: int, steps: int,
                               use_cpu=opts["device"] == "cpu", seed=0, dataloader_num_workers=0, disable_dropout=True,
                               bf16=opts["dtype"] == "bfloat16", gradient_checkpointing=opts["gradient_checkpointing"],
                               disable_tqdm=True)
-    state = {"on": False, "start": 0.0, "targets": None}
+    state = {"on": False, "start": 0.0, "targets": None, "gen": 0.0}
 
     class Driver(DistillationTrainer):
         def _tokenize_prompts(self, prompts):
@@ -110,8 +110,10 @@ def _trl_distillation(folder: Path, batch: int, max_new_tokens: int, steps: int,
         def _generate_single_turn(self, prompt_ids, images, multimodal_fields, has_tool_images=False):
             if state["targets"] is not None:  # emulated off-policy step: the dataset's outputs, not samples
                 return state["targets"]
-            state["on"] = True
-            return super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+            state["on"], start = True, time.perf_counter()
+            out = super()._generate_single_turn(prompt_ids, images, multimodal_fields, has_tool_images)
+            state["gen"] += time.perf_counter() - start
+            return out
 
     trainer = Driver(model=student, teacher_model=teacher, args=args, processing_class=tokenizer,
                      train_dataset=dataset)
@@ -119,11 +121,13 @@ def _trl_distillation(folder: Path, batch: int, max_new_tokens: int, steps: int,
 
     class Timer(TrainerCallback):
         def on_step_begin(self, *a, **k):
-            state["on"], state["start"] = False, time.perf_counter()
+            state["on"], state["gen"], state["start"] = False, 0.0, time.perf_counter()
 
         def on_step_end(self, *a, **k):
             times.append((state["on"], time.perf_counter() - state["start"]))
+            generation.append(state["gen"])
 
+    generation = []
     trainer.add_callback(Timer())
     trainer.train()
-    queue.put(_summary(times, warmup, lmbda))
+    queue.put(_summary(times, warmup, lmbda, generation))
