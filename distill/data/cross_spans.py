@@ -1,4 +1,6 @@
-"""Student tokens that merge teacher tokens: the teacher's probability of the student's whole token.
+"""Where the two tokenisations cut the text differently: merged tokens and tokens inside a teacher token.
+
+Merged (the student's tokenizer the coarser one here): the teacher's probability of the student's whole token.
 
 At an aligned position the teacher's next-token distribution is about *its* next token. Where the student's
 realised token b spells several teacher tokens t1 … tm (the student's "Ġ-" where the teacher writes "Ġ" then
@@ -10,6 +12,14 @@ from t1's student token (or from the bucket, when t1 maps nowhere) to b; everyth
 total stays 1. Only the realised token gets its span's probability: the teacher's probability of any other
 student token that merges its tokens would need its own continuation, which the batch does not hold (docs/design.md,
 "Different tokenizers"). With one tokenizer on both sides every span is one token mapped to itself: no change.
+
+Inside (the student's tokenizer the finer one here): a student token that starts inside a teacher token (the
+student's "9" after its "Ġ1", where the teacher wrote "Ġ19") has no aligned position, so without a teacher of its
+own it would get no signal, and those are exactly a number's later digits. The teacher's row where its token
+began says, for every teacher token that extends the text written so far ("Ġ1" → "Ġ19", "Ġ12", …), how likely
+it is; conditioned on that prefix and mapped to the student's first token of each rest ("9", "2", …), it is the
+teacher's distribution over the student's next token. Teacher tokens that are the prefix itself are left out
+(renormalised away): what follows them is in a row the batch does not hold.
 """
 
 from __future__ import annotations
@@ -75,3 +85,82 @@ def merge_spans(values: torch.Tensor, tail: torch.Tensor, targets: torch.Tensor,
     values[rows[known], at[known]] = torch.logaddexp(values[rows[known], at[known]], span[known])
     extra_ids[rows[~known]], extra[rows[~known]] = realised[~known], span[~known]
     return values, tail, extra_ids, extra
+
+
+def continuations(cross, prefix: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What the teacher's tokens say about a student token that starts ``prefix`` characters into a teacher
+    token: (teacher ids whose text extends ``prefix``, the student's first token of the rest of each; teacher ids
+    whose text is ``prefix`` itself or whose rest is no text, whose continuation the row cannot tell). Computed
+    once per prefix and run (a scan of the teacher's vocabulary)."""
+    hit = cross.continuations.get(prefix)
+    if hit is None:
+        key, longer, rests, other = prefix.encode(), [], [], []
+        for token_id, surface in enumerate(cross.teacher_surfaces):
+            if surface is None or not surface.startswith(key):
+                continue
+            try:
+                rest = surface[len(key):].decode("utf-8")
+            except UnicodeDecodeError:  # the rest is a byte fragment: no student token to name
+                rest = ""
+            (other if not rest else longer).append(token_id)
+            if rest:
+                rests.append(rest)
+        encoded = cross.student_tokenizer(rests, add_special_tokens=False)["input_ids"] if rests else []
+        hit = (torch.tensor(longer, dtype=torch.long), torch.tensor([ids[0] if ids else -1 for ids in encoded],
+               dtype=torch.long), torch.tensor(other, dtype=torch.long))
+        cross.continuations[prefix] = hit
+    return hit
+
+
+def inside_teacher(cross, rows: torch.Tensor, prefix: str, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The teacher's distribution over the student's next token after the student has written ``prefix`` of a
+    teacher token ([n, V_teacher] log-probabilities of the rows where that token was predicted): each teacher
+    token a that extends the prefix gives p(a) to the student's first token of a's rest, conditioned on the
+    prefix continuing inside a teacher token (divided by the mass of the tokens that extend it); rests the
+    student's ``targets`` lack are the bucket. Tokens that are the prefix itself are left out: what follows them
+    is in a row the batch does not hold, and a bucket the student cannot put mass in (its support may be its
+    whole vocabulary) would make the divergence infinite. (values over ``targets`` [n, k], log bucket [n])."""
+    longer, student, _ = (t.to(rows.device) for t in continuations(cross, prefix))
+    at = torch.searchsorted(targets, student.clamp(min=0)).clamp(max=targets.numel() - 1)
+    slotted = (student >= 0) & (targets[at] == student)
+    probs = rows.exp()
+    mass = torch.zeros(rows.size(0), targets.numel(), dtype=probs.dtype, device=rows.device)
+    mass.index_add_(1, at[slotted], probs[:, longer[slotted]])
+    bucket = probs[:, longer[~slotted]].sum(-1)
+    total = (mass.sum(-1) + bucket).clamp(min=torch.finfo(probs.dtype).tiny).unsqueeze(-1)
+    return (mass / total).log(), (bucket / total.squeeze(-1)).log()
+
+
+def inside_rows(cross, pairs, rows: torch.Tensor, mapped: tuple, targets: torch.Tensor) -> tuple:
+    """``mapped`` (values, bucket) with the rows of student tokens that start inside a teacher token replaced by
+    ``inside_teacher`` for their prefix (rows in ``pairs``' flattened order)."""
+    values, tail = mapped[0].clone(), mapped[1].clone()
+    groups: dict[str, list[int]] = {}
+    for n, pair in enumerate(pair for row in pairs for pair in row):
+        if pair[3]:
+            groups.setdefault(pair[3], []).append(n)
+    for prefix, members in groups.items():
+        at = torch.tensor(members, dtype=torch.long, device=rows.device)
+        values[at], tail[at] = inside_teacher(cross, rows[at], prefix, targets)
+    return values, tail
+
+
+def merged_rows(ctx, batch, teacher_view, pairs, mapped, kd_temperature: float):
+    """``merge_spans`` at the aligned positions (in ``pairs``' order): the teacher's realised tokens'
+    log-probabilities summed over each student token's spelling."""
+    from distill.models.forward import view_targets
+
+    view, teacher_batch = teacher_view
+    teacher_targets, _ = view_targets(ctx.teacher, teacher_batch)
+    student_targets, student_mask = view_targets(ctx.student, batch)
+    realised = realised_log_probs(view.logits, teacher_targets, view.mask, kd_temperature)
+    which, first, end, student_at = span_spellings(pairs, view.mask, student_mask)
+    sums = torch.cat([realised.new_zeros(1, dtype=torch.float64), realised.double().cumsum(0)])
+    count = mapped[1].numel()
+    span = torch.full((count,), float("nan"), device=ctx.device)
+    span[which] = (sums[end] - sums[first]).float()
+    first_teacher, student_token = (torch.zeros(count, dtype=torch.long, device=ctx.device) for _ in range(2))
+    first_teacher[which] = teacher_targets[view.mask > 0][first]
+    student_token[which] = student_targets[student_mask > 0][student_at]
+    return merge_spans(*mapped, ctx.cross.mapping[0].to(ctx.device), ctx.cross.student_of.to(ctx.device), first_teacher, student_token,
+                       span)

@@ -16,8 +16,9 @@ the same tokenizer on both sides every token is matched, the bucket is empty, an
 
 from __future__ import annotations
 
+import bisect
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 
@@ -212,6 +213,7 @@ class CrossTokenizer:
     teacher_ids: torch.Tensor
     student_ids: torch.Tensor
     same: bool = False  # one vocabulary on both sides: the teacher reads the student's own tokens
+    continuations: dict = field(default_factory=dict, repr=False)  # prefix -> cross_spans.continuations, per run
 
     @classmethod
     def build(cls, teacher_tokenizer, student_tokenizer) -> "CrossTokenizer":
@@ -229,6 +231,10 @@ class CrossTokenizer:
     def mapping(self) -> tuple:
         """``vocabulary_map`` of the pairs, once per run (a unique over every teacher token is not per batch)."""
         return vocabulary_map(self.teacher_ids, self.student_ids, len(self.teacher_tokenizer))
+
+    @functools.cached_property
+    def teacher_surfaces(self) -> list[bytes | None]:
+        return surface_bytes(self.teacher_tokenizer)
 
     @functools.cached_property
     def student_of(self) -> torch.Tensor:
@@ -269,15 +275,17 @@ def _texts(cross: CrossTokenizer, item) -> tuple[str, str, list[int], bool]:
 
 def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tuple[list, list[list[tuple]]]:
     """The teacher's tokenisation of each item's text, and per item the aligned (student target index, teacher
-    target index, end) triples: target tokens that start at the same character (the EOS after the text
-    included); ``end`` is the teacher target index at which the student token's text ends, when that is a
-    teacher boundary too (the teacher tokens from the second index up to it spell the student token), else -1.
+    target index, end, prefix) entries: target tokens that start at the same character (the EOS after the text
+    included, prefix ""); ``end`` is the teacher target index at which the student token's text ends, when that
+    is a teacher boundary too (the teacher tokens from the second index up to it spell the student token), else
+    -1; and student tokens that start inside a teacher token, with that token's index and ``prefix`` the part of
+    its text before them (docs/methods.md, "Merged tokens").
     With one vocabulary the teacher reads the student's own tokens (a sample need not be the canonical
     tokenisation of its text). ``limit``: the teacher's position window; targets are cut to fit it."""
     from distill.data.collate import Encoded
 
     if cross.same:
-        return list(items), [[(i, i, -1) for i in range(len(item.target_ids))] for item in items]
+        return list(items), [[(i, i, -1, "") for i in range(len(item.target_ids))] for item in items]
     tok = cross.teacher_tokenizer
     out, pairs = [], []
     for item in items:
@@ -298,8 +306,24 @@ def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tup
             stops.setdefault(len(target_text), len(teacher_body))
         ends = [stops.get(end, -1) for end in student_starts[1:len(body)] + [len(target_text)]][:len(body)]
         ends += [-1] * (len(student_starts) - len(ends))  # EOS covers no text
-        pairs.append([(i, first[start], ends[i]) for i, start in enumerate(student_starts) if start in first])
+        aligned = [(i, first[start], ends[i], "") for i, start in enumerate(student_starts) if start in first]
+        pairs.append(sorted(aligned + _inside(student_starts[:len(body)], spans[:len(target)], first, target_text)))
     return out, pairs
+
+
+def _inside(student_starts: list[int], teacher_spans: list[tuple[int, int]], first: dict, text: str) -> list[tuple]:
+    """Student tokens that start inside a teacher token (the student's tokenizer the finer one there): (student
+    index, that teacher token's index, −1, the text of the teacher token before the student token). Without
+    them those positions would get no teacher at all, and they are where a coarser teacher merges a number's
+    digits."""
+    starts = [start for start, _ in teacher_spans]
+    out = []
+    for i, start in enumerate(student_starts):
+        j = bisect.bisect_right(starts, start) - 1
+        if start in first or j < 0 or not teacher_spans[j][0] < start < teacher_spans[j][1]:
+            continue
+        out.append((i, j, -1, text[teacher_spans[j][0]:start]))
+    return out
 
 
 def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | None = None
@@ -308,6 +332,7 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
     sparse teacher over matched tokens, that aligned mask ([B, L] of the student's token view), and with ``uld``
     the teacher's probabilities sorted in decreasing order (all of them, or its bucket's) for the ULD term."""
     from distill.data.collate import collate
+    from distill.data.cross_spans import inside_rows, merged_rows
     from distill.losses.logspace import log_probs
     from distill.models.forward import token_view, view_targets
     from distill.models.load import position_limit
@@ -336,8 +361,10 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
         sparse = matched_teacher(rows, cross.teacher_ids.to(ctx.device), cross.student_ids, cross.student_vocab,
                                  cross.mapping)
         row_values, row_tail = sparse.log_probs, sparse.log_tail
+        if not cross.same:  # student tokens that start inside a teacher token: the teacher given that prefix
+            row_values, row_tail = inside_rows(cross, pairs, rows, (row_values, row_tail), targets)
         if not cross.same:  # student tokens that spell several teacher tokens get their whole text's probability
-            row_values, row_tail, extra_ids[student_b, student_pos], extra[student_b, student_pos] = _merged(
+            row_values, row_tail, extra_ids[student_b, student_pos], extra[student_b, student_pos] = merged_rows(
                 ctx, batch, (view, teacher_batch), pairs, (row_values, row_tail), kd_temperature)
         values[student_b, student_pos], tail[student_b, student_pos] = row_values, row_tail
         aligned[student_b, student_pos] = 1
@@ -348,28 +375,6 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
     if (extra_ids >= 0).any():  # realised student tokens no teacher token maps onto: one more slot
         ids, values = torch.cat([ids, extra_ids.unsqueeze(-1)], -1), torch.cat([values, extra.unsqueeze(-1)], -1)
     return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked
-
-
-def _merged(ctx, batch, teacher_view, pairs, mapped, kd_temperature: float):
-    """``merge_spans`` at the aligned positions (in ``pairs``' order): the teacher's realised tokens'
-    log-probabilities summed over each student token's spelling."""
-    from distill.data.cross_spans import merge_spans, realised_log_probs, span_spellings
-    from distill.models.forward import view_targets
-
-    view, teacher_batch = teacher_view
-    teacher_targets, _ = view_targets(ctx.teacher, teacher_batch)
-    student_targets, student_mask = view_targets(ctx.student, batch)
-    realised = realised_log_probs(view.logits, teacher_targets, view.mask, kd_temperature)
-    which, first, end, student_at = span_spellings(pairs, view.mask, student_mask)
-    sums = torch.cat([realised.new_zeros(1, dtype=torch.float64), realised.double().cumsum(0)])
-    count = mapped[1].numel()
-    span = torch.full((count,), float("nan"), device=ctx.device)
-    span[which] = (sums[end] - sums[first]).float()
-    first_teacher, student_token = (torch.zeros(count, dtype=torch.long, device=ctx.device) for _ in range(2))
-    first_teacher[which] = teacher_targets[view.mask > 0][first]
-    student_token[which] = student_targets[student_mask > 0][student_at]
-    return merge_spans(*mapped, ctx.cross.mapping[0].to(ctx.device), ctx.cross.student_of.to(ctx.device), first_teacher, student_token,
-                       span)
 
 
 def _aligned_positions(pairs: list[list[tuple[int, int]]], student_mask: torch.Tensor, teacher_mask: torch.Tensor):

@@ -163,8 +163,9 @@ def test_a_batch_gets_each_examples_own_teacher_rows_at_its_aligned_positions(gp
             view = token_view(teacher, alone)
         rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)] / 2.0, -1)
         student_pos = mask[b].nonzero().squeeze(-1)
-        at = torch.tensor([i for i, _, _ in pairs[b]])
-        picked = rows[[j for _, j, _ in pairs[b]]]
+        kept = [pair for pair in pairs[b] if not pair[3]]  # aligned positions (inside ones: their own test)
+        at = torch.tensor([pair[0] for pair in kept])
+        picked = rows[[pair[1] for pair in kept]]
         expected = matched_teacher(picked, cross.teacher_ids, cross.student_ids, len(tiny))  # its own mapping
         assert torch.allclose(sparse.log_probs[b, student_pos[at]], expected.log_probs, atol=1e-5)
         assert torch.allclose(sparse.log_tail[b, student_pos[at]], expected.log_tail, atol=1e-5)
@@ -207,7 +208,7 @@ def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(t
     positions = mask[0].nonzero().squeeze(-1)
     total = torch.logsumexp(torch.cat([sparse.log_probs, sparse.log_tail.unsqueeze(-1)], -1), -1)
     assert torch.allclose(total[aligned > 0], torch.zeros(int(aligned.sum())), atol=1e-5)
-    merged = [(i, j, e) for i, j, e in pairs[0] if e > j + 1]
+    merged = [(i, j, e) for i, j, e, _ in pairs[0] if e > j + 1]
     assert len(merged) >= 3  # "Answer", "Ġ+", "Ġ=", "####": merges of the teacher's tokens here
     for i, j, e in merged:
         at, token = positions[i], int(targets[0, positions[i]])
@@ -219,3 +220,55 @@ def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(t
         source = int(cross.student_of[encoded[0].target_ids[j]])
         moved = p(plain, source) - sparse.log_probs[0, at].exp()[sparse.ids[0, at] == source].sum()
         assert torch.allclose(moved, realised[j:e].sum().exp(), atol=1e-6)
+
+
+def test_a_student_token_inside_a_teacher_token_gets_the_teacher_given_the_prefix(tmp_path):
+    """Teacher on the 297-token BPE, student on the 270-token one (the finer): a student token that starts inside
+    a teacher token ("w" of "Ans|w|e|r" inside the teacher's "Answer") gets, from the teacher's row where that
+    token began, the mass of every teacher token extending the text written so far, on the student's first token
+    of its rest, divided by the mass of the tokens extending it (brute force over the vocabulary here)."""
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.data.collate import Encoded, collate
+    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, surface_bytes, teacher_items
+    from distill.models.forward import token_view, view_targets
+
+    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
+    fine, coarse = build_tokenizer(texts, 270, tmp_path / "a"), build_tokenizer(texts, 300, tmp_path / "b")
+    cross = CrossTokenizer.build(coarse, fine)
+    torch.manual_seed(0)
+    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(coarse), **config)).eval()
+    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(fine), **config)).eval()
+    prompt, answer = TEXT.split("Answer:")
+    ids = lambda s: fine(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    items = [Encoded(ids(prompt), ids("Answer:" + answer) + [fine.eos_token_id], index=0)]
+    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
+    batch = collate(items, fine.pad_token_id, False)
+    with torch.no_grad():
+        sparse, aligned, _ = cross_teacher(ctx, batch, items, 1.0)
+        encoded, pairs = teacher_items(cross, items)
+        view = token_view(teacher, collate(encoded, coarse.pad_token_id, False))
+    rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)], -1).exp()
+    _, mask = view_targets(student, batch)
+    positions = mask[0].nonzero().squeeze(-1)
+    inside = [pair for pair in pairs[0] if pair[3]]
+    assert len(inside) >= 3 and aligned[0, positions[[p[0] for p in inside]]].eq(1).all()
+    surfaces = surface_bytes(coarse)
+    for i, j, _, prefix in inside:
+        at = positions[i]
+        total = torch.logsumexp(torch.cat([sparse.log_probs[0, at], sparse.log_tail[0, at, None]]), 0)
+        assert torch.allclose(total, torch.zeros(()), atol=1e-5)
+        key, expected, norm = prefix.encode(), {}, 0.0
+        for a, surface in enumerate(surfaces):
+            if surface is not None and surface.startswith(key):
+                rest = surface[len(key):].decode("utf-8", errors="ignore")
+                if rest:  # the prefix itself: renormalised away
+                    norm += float(rows[j, a])
+                    s = fine(rest, add_special_tokens=False)["input_ids"][0]
+                    expected[s] = expected.get(s, 0.0) + float(rows[j, a])
+        for s, mass in expected.items():
+            got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == s].sum()
+            assert abs(float(got) - mass / norm) < 1e-5
