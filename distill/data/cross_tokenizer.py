@@ -314,8 +314,7 @@ def teacher_items(cross: CrossTokenizer, items, limit: int | None = None) -> tup
 def _inside(student_starts: list[int], teacher_spans: list[tuple[int, int]], first: dict, text: str) -> list[tuple]:
     """Student tokens that start inside a teacher token (the student's tokenizer the finer one there): (student
     index, that teacher token's index, −1, the text of the teacher token before the student token). Without
-    them those positions would get no teacher at all, and they are where a coarser teacher merges a number's
-    digits."""
+    them those positions would get no teacher at all (docs/methods.md, "Tokens inside a teacher token")."""
     starts = [start for start, _ in teacher_spans]
     out = []
     for i, start in enumerate(student_starts):
