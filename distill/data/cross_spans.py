@@ -14,11 +14,11 @@ student token that merges its tokens would need its own continuation, which the 
 "Different tokenizers"). With one tokenizer on both sides every span is one token mapped to itself: no change.
 
 Inside (the student's tokenizer the finer one here): a student token that starts inside a teacher token (the
-student's "n" after its "A", where the teacher wrote "Answer") has no aligned position, so without a teacher of
-its own it would get no signal (on arith: the answer marker's letters, which the answers are parsed by). The
-teacher's row where its token began says, for every teacher token that extends the text written so far ("A" →
-"Answer", "Ava", …), how likely it is; conditioned on that prefix and mapped to the student's first token of
-each rest ("n", "v", …), it is the
+student's "-" after its "Ġ", where the teacher wrote "Ġ-") has no aligned position, so without a teacher of its
+own it would get no signal (on arith: the operators of every answer line). The teacher's row where its token
+began says, for every teacher token that extends the text written so far ("Ġ" → "Ġ-", "Ġ+", "Ġ=", …), how likely
+it is; conditioned on that prefix and mapped to the student's first token of each rest ("-", "+", "=", …), it is
+the
 teacher's distribution over the student's next token. Teacher tokens that are the prefix itself are left out
 (renormalised away): what follows them is in a row the batch does not hold.
 """
