@@ -18,8 +18,7 @@ student's "-" after its "Ġ", where the teacher wrote "Ġ-") has no aligned posi
 own it would get no signal (on arith: the operators of every answer line). The teacher's row where its token
 began says, for every teacher token that extends the text written so far ("Ġ" → "Ġ-", "Ġ+", "Ġ=", …), how likely
 it is; conditioned on that prefix and mapped to the student's first token of each rest ("-", "+", "=", …), it is
-the
-teacher's distribution over the student's next token. Teacher tokens that are the prefix itself are left out
+the teacher's distribution over the student's next token. Teacher tokens that are the prefix itself are left out
 (renormalised away): what follows them is in a row the batch does not hold.
 """
 
