@@ -77,7 +77,7 @@ def verdicts(cross: dict, gap: dict) -> tuple[str, str]:
     elif high < 0:
         keeps = "loses part of the same-tokenizer gain"
     else:
-        keeps = "inconclusive at this many seeds"
+        keeps = "is inconclusive at this many seeds"
     return transfers, keeps
 
 
