@@ -41,6 +41,12 @@ def _log_sub(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return a + torch.log1p(-torch.exp(b - a).clamp(max=1.0))
 
 
+def _slots(targets: torch.Tensor, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(each id's slot among the sorted ``targets``, whether it is there at all; −1 ids never are)."""
+    at = torch.searchsorted(targets, ids.clamp(min=0)).clamp(max=targets.numel() - 1)
+    return at, (ids >= 0) & (targets[at] == ids)
+
+
 def span_spellings(pairs: list[list[tuple]], teacher_mask: torch.Tensor, student_mask: torch.Tensor):
     """Index tensors over the aligned pairs, in ``pairs``' flattened order, for those whose student token ends at
     a teacher boundary: (which pair, the teacher's flat index of its first token, of the token after its last,
@@ -74,14 +80,10 @@ def merge_spans(values: torch.Tensor, tail: torch.Tensor, targets: torch.Tensor,
     rows, span = live.nonzero().squeeze(-1), span_log_prob[live]
     source, realised = source[live], realised[live]
 
-    def slot(ids):
-        at = torch.searchsorted(targets, ids.clamp(min=0)).clamp(max=targets.numel() - 1)
-        return at, (ids >= 0) & (targets[at] == ids)
-
-    at, mapped = slot(source)
+    at, mapped = _slots(targets, source)
     values[rows[mapped], at[mapped]] = _log_sub(values[rows[mapped], at[mapped]], span[mapped])
     tail[rows[~mapped]] = _log_sub(tail[rows[~mapped]], span[~mapped])
-    at, known = slot(realised)
+    at, known = _slots(targets, realised)
     values[rows[known], at[known]] = torch.logaddexp(values[rows[known], at[known]], span[known])
     extra_ids[rows[~known]], extra[rows[~known]] = realised[~known], span[~known]
     return values, tail, extra_ids, extra
@@ -121,8 +123,7 @@ def inside_teacher(cross, rows: torch.Tensor, prefix: str, targets: torch.Tensor
     is in a row the batch does not hold, and a bucket the student cannot put mass in (its support may be its
     whole vocabulary) would make the divergence infinite. (values over ``targets`` [n, k], log bucket [n])."""
     longer, student, _ = (t.to(rows.device) for t in continuations(cross, prefix))
-    at = torch.searchsorted(targets, student.clamp(min=0)).clamp(max=targets.numel() - 1)
-    slotted = (student >= 0) & (targets[at] == student)
+    at, slotted = _slots(targets, student)
     probs = rows.exp()
     mass = torch.zeros(rows.size(0), targets.numel(), dtype=probs.dtype, device=rows.device)
     mass.index_add_(1, at[slotted], probs[:, longer[slotted]])

@@ -178,41 +178,15 @@ def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(t
     at a position whose student token spells teacher tokens t1 … tm, the student token's teacher probability is
     what the mapping gives it plus p(t1) p(t2 | t1) ⋯ (from the teacher alone), t1's student token loses that
     much, and every aligned position keeps a total of 1."""
-    from types import SimpleNamespace
-
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from distill.data.collate import Encoded, collate
-    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, teacher_items
-    from distill.models.forward import token_view, view_targets
-
-    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
-    fine, coarse = build_tokenizer(texts, 270, tmp_path / "a"), build_tokenizer(texts, 300, tmp_path / "b")
-    cross = CrossTokenizer.build(fine, coarse)
-    torch.manual_seed(0)
-    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
-    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(fine), **config)).eval()
-    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(coarse), **config)).eval()
-    prompt, answer = TEXT.split("Answer:")
-    ids = lambda s: coarse(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    items = [Encoded(ids(prompt), ids("Answer:" + answer) + [coarse.eos_token_id], index=0)]
-    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
-    batch = collate(items, coarse.pad_token_id, False)
-    with torch.no_grad():
-        sparse, aligned, _ = cross_teacher(ctx, batch, items, 1.0)
-        encoded, pairs = teacher_items(cross, items)
-        view = token_view(teacher, collate(encoded, fine.pad_token_id, False))
-    rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)], -1)
+    (sparse, aligned), (cross, _, encoded, pairs, rows, targets, positions) = _pair_run(tmp_path, 270, 300)
     realised = rows.gather(-1, torch.tensor(encoded[0].target_ids)[:, None]).squeeze(-1)
-    targets, mask = view_targets(student, batch)
-    positions = mask[0].nonzero().squeeze(-1)
     total = torch.logsumexp(torch.cat([sparse.log_probs, sparse.log_tail.unsqueeze(-1)], -1), -1)
     assert torch.allclose(total[aligned > 0], torch.zeros(int(aligned.sum())), atol=1e-5)
     merged = [(i, j, e) for i, j, e, _ in pairs[0] if e > j + 1]
     assert len(merged) >= 3  # "Answer", "Ġ+", "Ġ=", "####": merges of the teacher's tokens here
     for i, j, e in merged:
         at, token = positions[i], int(targets[0, positions[i]])
-        plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, len(coarse))
+        plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, cross.student_vocab)
         p = lambda teacher_row, tid: teacher_row.log_probs[0, teacher_row.ids[0] == tid].exp().sum()  # noqa: E731
         got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == token].sum()
         expected = p(plain, token) + realised[j:e].sum().exp()
@@ -227,33 +201,10 @@ def test_a_student_token_inside_a_teacher_token_gets_the_teacher_given_the_prefi
     a teacher token ("w" of "Ans|w|e|r" inside the teacher's "Answer") gets, from the teacher's row where that
     token began, the mass of every teacher token extending the text written so far, on the student's first token
     of its rest, divided by the mass of the tokens extending it (brute force over the vocabulary here)."""
-    from types import SimpleNamespace
+    from distill.data.cross_tokenizer import surface_bytes
 
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from distill.data.collate import Encoded, collate
-    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, surface_bytes, teacher_items
-    from distill.models.forward import token_view, view_targets
-
-    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
-    fine, coarse = build_tokenizer(texts, 270, tmp_path / "a"), build_tokenizer(texts, 300, tmp_path / "b")
-    cross = CrossTokenizer.build(coarse, fine)
-    torch.manual_seed(0)
-    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
-    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(coarse), **config)).eval()
-    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(fine), **config)).eval()
-    prompt, answer = TEXT.split("Answer:")
-    ids = lambda s: fine(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-    items = [Encoded(ids(prompt), ids("Answer:" + answer) + [fine.eos_token_id], index=0)]
-    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
-    batch = collate(items, fine.pad_token_id, False)
-    with torch.no_grad():
-        sparse, aligned, _ = cross_teacher(ctx, batch, items, 1.0)
-        encoded, pairs = teacher_items(cross, items)
-        view = token_view(teacher, collate(encoded, coarse.pad_token_id, False))
-    rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)], -1).exp()
-    _, mask = view_targets(student, batch)
-    positions = mask[0].nonzero().squeeze(-1)
+    (sparse, aligned), (cross, coarse, _, pairs, rows, _, positions) = _pair_run(tmp_path, 300, 270)
+    rows, fine = rows.exp(), cross.student_tokenizer
     inside = [pair for pair in pairs[0] if pair[3]]
     assert len(inside) >= 3 and aligned[0, positions[[p[0] for p in inside]]].eq(1).all()
     surfaces = surface_bytes(coarse)
@@ -272,3 +223,37 @@ def test_a_student_token_inside_a_teacher_token_gets_the_teacher_given_the_prefi
         for s, mass in expected.items():
             got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == s].sum()
             assert abs(float(got) - mass / norm) < 1e-5
+
+
+def _pair_run(tmp_path, teacher_vocab: int, student_vocab: int):
+    """Two tiny BPEs of the same texts, random 1-layer GPT-2s on each, TEXT's answer as the one item: what
+    cross_teacher gives, and (cross, the teacher's tokenizer, its own items and pairs, its [T, V] log-probability rows
+    at its target positions, the student's targets and target positions)."""
+    from types import SimpleNamespace
+
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from distill.data.collate import Encoded, collate
+    from distill.data.cross_tokenizer import CrossTokenizer, cross_teacher, teacher_items
+    from distill.models.forward import token_view, view_targets
+
+    texts = [TEXT.replace("12", str(a)).replace("7", str(b)) for a in range(1, 30) for b in range(1, 9)]
+    t_tok = build_tokenizer(texts, teacher_vocab, tmp_path / "teacher")
+    s_tok = build_tokenizer(texts, student_vocab, tmp_path / "student")
+    cross = CrossTokenizer.build(t_tok, s_tok)
+    torch.manual_seed(0)
+    config = dict(n_embd=16, n_layer=1, n_head=2, n_positions=128)
+    teacher = GPT2LMHeadModel(GPT2Config(vocab_size=len(t_tok), **config)).eval()
+    student = GPT2LMHeadModel(GPT2Config(vocab_size=len(s_tok), **config)).eval()
+    prompt, answer = TEXT.split("Answer:")
+    ids = lambda s: s_tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+    items = [Encoded(ids(prompt), ids("Answer:" + answer) + [s_tok.eos_token_id], index=0)]
+    ctx = SimpleNamespace(cross=cross, teacher=teacher, student=student, device=torch.device("cpu"))
+    batch = collate(items, s_tok.pad_token_id, False)
+    with torch.no_grad():
+        sparse, aligned, _ = cross_teacher(ctx, batch, items, 1.0)
+        encoded, pairs = teacher_items(cross, items)
+        view = token_view(teacher, collate(encoded, t_tok.pad_token_id, False))
+    rows = torch.log_softmax(view.logits[0, view.mask[0].nonzero().squeeze(-1)], -1)
+    targets, mask = view_targets(student, batch)
+    return (sparse, aligned), (cross, t_tok, encoded, pairs, rows, targets, mask[0].nonzero().squeeze(-1))
