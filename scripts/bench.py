@@ -22,7 +22,7 @@ Section 6 (bench_gkd_step.py): a whole GKD step with Qwen- and T5-shaped models,
 GKDTrainer and DistillationTrainer.
 Sections 7 and 8 (bench_teacher_cache.py, bench_cross_tokenizer.py): teacher caches; tokenizers that differ.
 Section 9 (bench_decode.py): on-policy decoding against its own limit and HF generate.
-``--toy`` runs every section at toy sizes in about two minutes (tests/integration/test_bench.py).
+``--toy`` runs every section at toy sizes in about a minute and a half (tests/integration/test_bench.py).
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 import argparse
 import importlib.util
 import json
-import multiprocessing as mp
 import platform
 import statistics
 import sys
@@ -48,6 +47,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_steps, bench_trl, bench_setup
 
+import bench_process  # noqa: E402
 from bench_memory import PeakRSS, rss_mib  # noqa: E402
 from distill.losses import divergences as D  # noqa: E402
 
@@ -147,16 +147,6 @@ def _child(variant: str, div: str, shape, device: str, dtype: str, chunk_size: i
     queue.put({"time": statistics.median(times), "peak_mib": max(peak, 0.0)})
 
 
-def measure(variant, div, shape, device, dtype, chunk_size, repeats) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(variant, div, shape, device, dtype, chunk_size, repeats, queue))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def agreement(div: str, shape, chunk_size: int, trl: bool) -> dict:
     """Max relative difference of values and gradients, ours (and TRL's) vs float64 naive."""
     small = (shape[0], min(shape[1], 64), shape[2])
@@ -193,7 +183,8 @@ def divergence_section(args, trl: bool) -> list[str]:
     print("\n".join(lines), flush=True)
     for div in args.only or DIVERGENCES:
         variants = ["ours", "naive"] + (["trl"] if trl and div in TRL_BETA else [])
-        results = {v: measure(v, div, shape, args.device, args.dtype, args.chunk_size, args.repeats) for v in variants}
+        results = {v: bench_process.isolated(_child, v, div, shape, args.device, args.dtype, args.chunk_size,
+                                             args.repeats) for v in variants}
         agree = agreement(div, shape, args.chunk_size, trl)
         o, n, t = results["ours"], results["naive"], results.get("trl")
 
@@ -261,6 +252,7 @@ def main() -> None:
     if args.toy:
         args.quick, args.batch, args.tokens, args.vocab, args.chunk_size, args.layers = True, 1, 16, 128, 8, 1
         args.repeats = 1
+        bench_process.IN_PROCESS = True  # its figures mean nothing: no fresh process per variant
     args.repeats = args.repeats or (3 if args.quick else 7)
     has_trl = importlib.util.find_spec("trl") is not None
     lines = header()

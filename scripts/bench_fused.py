@@ -17,7 +17,7 @@ import time
 
 import torch
 
-from bench_trl import _run  # one variant in a fresh spawned process, its result through a queue
+from bench_process import isolated
 
 HEADS = {  # name: (student hidden, teacher hidden, vocabulary)
     "Qwen2.5-0.5B ← 1.5B": (896, 1536, 151_936),
@@ -93,7 +93,7 @@ def heads_section(args, trl: bool) -> list[str]:
     for head in heads:
         for kind in ["jsd(0.5)"] if args.toy else KINDS:
             variants = ["fused", "ours"] + (["trl"] if trl else [])
-            r = {v: _run(_child, v, kind, heads[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
+            r = {v: isolated(_child, v, kind, heads[head], tokens, args.device, args.dtype, args.chunk_size, repeats)
                  for v in variants}
             f, o, t = r["fused"], r["ours"], r.get("trl")
             trl_cells = (f"{t['time']:.2f}", f"{t['peak_mib']:.0f}", f"{f['peak_mib'] / max(t['peak_mib'], 1e-9):.2f}",

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import torch
 
-from bench_trl import _ours, _run, _trl
+from bench_process import isolated
+from bench_trl import _ours, _trl
 
 # Qwen/Qwen2.5-0.5B and Qwen/Qwen2.5-1.5B config.json (24 and 28 layers there).
 QWEN_05B = {"model_type": "qwen2", "hidden_size": 896, "intermediate_size": 4864, "num_attention_heads": 14,
@@ -138,7 +139,7 @@ def gkd_step_section(args, trl: bool) -> list[str]:
         fused = True if args.toy else "auto"  # at toy vocabularies auto would choose full logits
         for name, (target, opts) in _variants(seq2seq, trl, args.device, args.dtype, fused).items():
             try:
-                results[name] = _run(target, folder, batch, new, steps + warmup, warmup, opts=opts)
+                results[name] = isolated(target, folder, batch, new, steps + warmup, warmup, opts=opts)
             except RuntimeError as exc:  # a side killed (out of memory): a row that says so, not a lost section
                 results[name] = {"failed": str(exc)}
             print(f"  {shape} / {name}: {results[name]}", flush=True)

@@ -11,7 +11,6 @@ is the loop's own overhead: batching, collation, reduction, bookkeeping.
 from __future__ import annotations
 
 import functools
-import multiprocessing as mp
 import statistics
 import tempfile
 import time
@@ -20,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+
+from bench_process import isolated
 
 COLUMNS = ("generation", "teacher forward", "student forward+backward", "loss", "optimizer")
 METHODS = ("sft", "supervised_kd", "seqkd", "gkd", "minillm", "xkd")
@@ -128,21 +129,11 @@ def _child(method: str, steps: int, warmup: int, max_train: int, device: str, qu
                "examples": len(train_data)})
 
 
-def measure(method: str, steps: int, warmup: int, max_train: int, device: str, extra=()) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=_child, args=(method, steps, warmup, max_train, device, queue, extra))
-    proc.start()
-    result = queue.get()
-    proc.join()
-    return result
-
-
 def breakdown_section(args) -> list[str]:
     steps, warmup = (1, 1) if args.toy else (4, 1) if args.quick else (10, 2)
     print(f"## 2. Step breakdown per method (running {len(METHODS)} methods)...", flush=True)
     toy = ["trainer.micro_batch_size=2", "task.max_target_length=4"] if args.toy else []
-    results = {m: measure(m, steps, warmup, 8 if args.toy else 256, args.device, toy) for m in METHODS}
+    results = {m: isolated(_child, m, steps, warmup, 8 if args.toy else 256, args.device, extra=toy) for m in METHODS}
     first = next(iter(results.values()))
     lines = [f"## 2. Step breakdown per method, tiny presets ({first['teacher']}; random-init tiny student), "
              f"micro-batch {first['micro_batch']}, median of {steps} steps (ms, share of the step)", "",

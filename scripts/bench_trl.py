@@ -13,17 +13,16 @@ the process's peak RSS (VmHWM), imports included on both sides.
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import statistics
 import tempfile
 import time
 from pathlib import Path
-from queue import Empty
 
 import torch
 
 from bench_gkd_common import BETA, LMBDA, LR, TEMPERATURE, _summary  # noqa: F401 (re-exported)
+from bench_process import isolated
 
 
 def _prepare(folder: Path, max_train: int) -> None:
@@ -151,22 +150,6 @@ def _trl(folder: Path, batch: int, max_new_tokens: int, steps: int, warmup: int,
     queue.put(_summary(times, warmup, lmbda))
 
 
-def _run(target, *args, **kwargs) -> dict:
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    proc = ctx.Process(target=target, args=(*args, queue), kwargs=kwargs)
-    proc.start()
-    while True:  # a child killed (out of memory) never answers: say so instead of waiting forever
-        try:
-            result = queue.get(timeout=5)
-            break
-        except Empty:
-            if not proc.is_alive():
-                raise RuntimeError(f"{target.__name__} exited with code {proc.exitcode} before reporting") from None
-    proc.join()
-    return result
-
-
 def _table(title: str, med: dict) -> list[str]:
     """Rows per trainer, then the first (ours) over the last (TRL); the on-policy step split into generation and
     the rest where both sides timed their generation."""
@@ -212,7 +195,7 @@ def trl_section(args, has_trl: bool) -> list[str]:
     for _ in range(rounds):  # alternate the sides
         for table, runs in sides.items():
             for side, (target, opts) in runs.items():
-                results[table][side].append(_run(target, folder, batch, max_new_tokens, steps, warmup, opts=opts))
+                results[table][side].append(isolated(target, folder, batch, max_new_tokens, steps, warmup, opts=opts))
     med = {table: {side: {k: statistics.median(r[k] for r in runs if r[k] is not None) if runs[0][k] is not None
                           else None for k in runs[0]} for side, runs in tables.items()}
            for table, tables in results.items()}

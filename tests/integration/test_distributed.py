@@ -197,5 +197,7 @@ def test_a_teacher_cache_serves_each_rank_its_own_examples(tmp_path, cache_dir):
     assert difference <= 1e-5
     assert _losses(tmp_path / "two") == pytest.approx(_losses(tmp_path / "one"), rel=1e-5, abs=1e-6)
     logs = [(tmp_path / run / "train.log").read_text() for run in ("one", "two")]
-    assert sum("teacher cache built" in log for log in logs) == 1  # one build under the lock; the other reuses it
-    assert sum("reusing the teacher cache" in log for log in logs) == 1
+    # one of the three processes built it under the lock, the others reused it; rank 1 of the pair logs to no file,
+    # so when it wins the lock both logs say "reusing"
+    built, reused = (sum(phrase in log for log in logs) for phrase in ("teacher cache built", "reusing the teacher cache"))
+    assert built <= 1 and built + reused == 2, logs
