@@ -100,5 +100,7 @@ done
 stamp "speedups measured"
 
 $DISTILL report "$OUT/stream" --out "$OUT/report"
+# PLAN.md's OSD criteria (docs/results/testbed_v2): every arm against the draft before OSD, the mismatch arm's cost
+[ "$ARMS" = all ] && $PY scripts/osd_criteria.py "$OUT" --json "$OUT/criteria.json" > "$OUT/criteria.md"
 stamp "report written to $OUT/report"
 echo "[osd_study] wall time $(( $(date +%s) - start )) s"
