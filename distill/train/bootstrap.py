@@ -20,6 +20,8 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
+import torch
+
 from distill.data.collate import encode
 from distill.data.tasks import TaskSpec, format_examples, tokenizer_corpus
 from distill.io import build_once
@@ -27,7 +29,7 @@ from distill.models.load import ModelSpec, build_tiny, fit_lengths, load_model, 
 from distill.models.tokenizer import build_tokenizer
 from distill.settings_keys import BOOTSTRAP_IGNORED
 from distill.train.checkpoint import list_checkpoints
-from distill.train.loop import Context, Trainer, TrainerSettings
+from distill.train.loop import Context, Trainer, TrainerSettings, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,18 @@ def bootstrap_key(spec: ModelSpec, sources: ModelSources, recipe: TrainerSetting
     model = {"pretrained": spec.pretrained, "config": spec.config, "torch_dtype": spec.torch_dtype}
     semantic = {k: v for k, v in asdict(recipe).items() if k not in BOOTSTRAP_IGNORED}
     vocab = hashlib.sha256(json.dumps(sorted(tokenizer.get_vocab().items())).encode()).hexdigest()
-    blob = json.dumps({"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab,
-                       "seed": sources.bootstrap_seed},
-                      sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    identity = {"v": 1, "model": model, "task": task, "recipe": semantic, "vocab": vocab, "seed": sources.bootstrap_seed}
+    threads = cpu_threads(recipe)
+    if threads is not None:  # absent on GPUs: the keys of earlier GPU caches stay
+        identity["cpu_threads"] = threads
+    return hashlib.sha256(json.dumps(identity, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def cpu_threads(recipe: TrainerSettings) -> int | None:
+    """The intra-op thread count a bootstrap on the CPU trains with, None on a GPU. Its weights differ bit-wise
+    between thread counts (summation order), and thousands of steps amplify that into another model: the count is
+    part of which model a cache entry holds (docs/design.md, Offline first)."""
+    return torch.get_num_threads() if resolve_device(recipe.device).type == "cpu" else None
 
 
 def bootstrap_recipe(spec: ModelSpec, sources: ModelSources) -> TrainerSettings:
@@ -128,8 +138,9 @@ def prepare_model(spec: ModelSpec, role: str, sources: ModelSources):
             log.info("resuming the interrupted SFT bootstrap of %s %s (%d steps) in %s", role, spec.name,
                      recipe.max_steps, run_dir)
         else:
-            log.info("bootstrapping %s %s by SFT for %d steps (no cached model yet) -> %s", role, spec.name,
-                     recipe.max_steps, run_dir)
+            threads = cpu_threads(recipe)
+            log.info("bootstrapping %s %s by SFT for %d steps%s (no cached model yet) -> %s", role, spec.name,
+                     recipe.max_steps, f" on {threads} CPU thread(s)" if threads else "", run_dir)
         records = sources.bootstrap_records if role == "teacher" else sources.student_records
         run_sft(*initial_model(spec, sources), sources, records, recipe, run_dir, f"bootstrap {role}")
 
@@ -142,7 +153,6 @@ def run_sft(model, tokenizer, sources: ModelSources, records: list, recipe: Trai
             description: str = "bootstrap") -> None:
     from distill.methods.sft import SFT
     from distill.train.finalize import save_final
-    from distill.train.loop import resolve_device
 
     encoder_decoder = bool(model.config.is_encoder_decoder)
     device = resolve_device(recipe.device)
