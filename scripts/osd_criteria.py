@@ -2,7 +2,8 @@
 
     python scripts/osd_criteria.py outputs/osd_study [--json OUT/criteria.json]
 
-Reads each draft's per-request series (OUT/stream/DRAFT/metrics.jsonl) and prints, as markdown, on distribution B
+Reads each draft's per-request series (OUT/stream/DRAFT/metrics.jsonl, or metrics.jsonl.gz as committed in
+docs/results/testbed_v2/osd) and prints, as markdown, on distribution B
 (the requests from the shift on; where it starts is read from the run's config):
 - every arm served greedily against the draft before OSD served greedily, by the **accepted fraction** (greedy
   serving accepts a proposal iff it is the target's argmax); every arm served by sampling (T = 1) against the
@@ -18,6 +19,7 @@ replay is not below all-positions by ≥ 3 SE. These SEs are over requests of on
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import math
 import statistics
@@ -38,11 +40,17 @@ def series(run: Path) -> tuple[int, dict[int, dict]]:
     shift = config["task"]["generator"].get("shift") or {}
     first_b = int(shift["at"]) - int(config["method"]["stream_start"]) if shift else 0
     records = {}
-    for line in (run / "metrics.jsonl").read_text().splitlines():
+    plain = run / "metrics.jsonl"
+    text = plain.read_text() if plain.is_file() else gzip.decompress((run / "metrics.jsonl.gz").read_bytes()).decode()
+    for line in text.splitlines():
         record = json.loads(line)
         if "request" in record:
             records[record["request"]] = record
     return first_b, records
+
+
+def _has_series(run: Path) -> bool:
+    return (run / "metrics.jsonl").is_file() or (run / "metrics.jsonl.gz").is_file()
 
 
 def paired(arm: dict[int, dict], base: dict[int, dict], key: str, first: int) -> dict | None:
@@ -68,7 +76,7 @@ def _row(name: str, base: str, result: dict | None, verdict: str) -> str:
 
 def criteria(out: Path) -> tuple[list[str], dict]:
     """The markdown lines and the numbers behind them."""
-    runs = {d.name: series(d) for d in sorted((out / "stream").iterdir()) if (d / "metrics.jsonl").is_file()}
+    runs = {d.name: series(d) for d in sorted((out / "stream").iterdir()) if _has_series(d)}
     first_b = runs["before"][0]
     header = ["| arm | against | arm mean | base mean | difference ± SE | t | 95 % CI | requests | verdict |",
               "|---|---|---|---|---|---|---|---|---|"]
@@ -104,7 +112,7 @@ def main() -> None:
     parser.add_argument("out", type=Path, help="the study's output directory (OUT of scripts/osd_study.sh)")
     parser.add_argument("--json", type=Path, default=None, help="also write the numbers here")
     args = parser.parse_args()
-    if not (args.out / "stream" / "before" / "metrics.jsonl").is_file():
+    if not _has_series(args.out / "stream" / "before"):
         sys.exit(f"error: {args.out}/stream/before/metrics.jsonl not found: pass the OUT of scripts/osd_study.sh")
     lines, found = criteria(args.out)
     print("\n".join(lines))

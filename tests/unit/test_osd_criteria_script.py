@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import subprocess
 import sys
@@ -26,7 +27,11 @@ def _stream(root: Path, name: str, accepted: float, overlap: float, alpha: float
         wobble = jitter * (1 if request % 2 else -1)
         lines.append(json.dumps({"request": request, "accepted_fraction": 0.5 + accepted + noise + wobble,
                                  "overlap_t1": 0.7 + overlap + noise + wobble, "acceptance_rate": 0.6 + alpha + noise}))
-    (run / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    text = "\n".join(lines) + "\n"
+    if name.endswith("sampled"):  # as committed in docs/results: compressed
+        (run / "metrics.jsonl.gz").write_bytes(gzip.compress(text.encode()))
+    else:
+        (run / "metrics.jsonl").write_text(text)
 
 
 def _criteria(root: Path) -> tuple[str, dict]:
