@@ -9,8 +9,9 @@ that t1 maps to ("Ġ"): the student is taught to stop after "Ġ" exactly where i
 teacher does say how likely b's whole text is: the product of its conditionals along its own tokens,
 P(b) = p(t1) · p(t2 | t1) ⋯ p(tm | t1 … tm−1) (a span's summed log-probabilities). So at such a position P(b) moves
 from t1's student token (or from the bucket, when t1 maps nowhere) to b; everything else is as mapped, and the
-total stays 1. Only the realised token gets its span's probability: the teacher's probability of any other
-student token that merges its tokens would need its own continuation, which the batch does not hold (docs/design.md,
+total stays 1. Any other student token that spells the realised t1 and then one teacher token x gets its exact
+probability too, p(t1) · p(x | t1), from the teacher's next row along the realised path (``two_piece_rows``); a
+longer merge, or one of another first token, would need a continuation the batch does not hold (docs/design.md,
 "Different tokenizers"). With one tokenizer on both sides every span is one token mapped to itself: no change.
 
 Inside (the student's tokenizer the finer one here): a student token that starts inside a teacher token (the
@@ -163,5 +164,81 @@ def merged_rows(ctx, batch, teacher_view, pairs, mapped, kd_temperature: float):
     first_teacher, student_token = (torch.zeros(count, dtype=torch.long, device=ctx.device) for _ in range(2))
     first_teacher[which] = teacher_targets[view.mask > 0][first]
     student_token[which] = student_targets[student_mask > 0][student_at]
-    return merge_spans(*mapped, ctx.cross.mapping[0].to(ctx.device), ctx.cross.student_of.to(ctx.device), first_teacher, student_token,
-                       span)
+    targets = ctx.cross.mapping[0].to(ctx.device)
+    merged = merge_spans(*mapped, targets, ctx.cross.student_of.to(ctx.device), first_teacher, student_token, span)
+    student_first = _firsts(student_mask)
+    every_token = student_targets[student_mask > 0][[student_first[b] + pair[0] for b, row in enumerate(pairs)
+                                                     for pair in row]]
+    moved = two_piece_rows(ctx.cross, pairs, (view, teacher_targets, realised), every_token, merged[:2], targets,
+                           kd_temperature)
+    return (*moved, *merged[2:])
+
+
+def _firsts(mask: torch.Tensor) -> list[int]:
+    """Each row's first index among the masked positions in row-major order."""
+    counts = (mask > 0).sum(1)
+    return (counts.cumsum(0) - counts).tolist()
+
+
+def two_piece_rows(cross, pairs, teacher: tuple, student_tokens: torch.Tensor, mapped: tuple, targets: torch.Tensor,
+                   kd_temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two-piece merges of the realised teacher token (module docstring): at an aligned position whose teacher
+    token t1 has a next row in the batch, each student token s spelling t1 then x gets p(t1)·p(x | t1), moved from
+    t1's student token (or its bucket). Left as mapped: s = the realised student token (``merge_spans`` gave it its
+    span) and s whose text is a proper prefix of it (its mass is the realised path's minus continuations the batch
+    does not hold). ``teacher`` = (view, its targets, ``realised_log_probs``); ``student_tokens`` [N] the realised
+    student token at each pair; ``mapped`` (values [N, k] over ``targets``, bucket [N]). Positions inside a teacher
+    token keep ``inside_teacher``'s distribution."""
+    view, teacher_targets, realised = teacher
+    table, values, tail = two_pieces(cross), mapped[0].clone(), mapped[1].clone()
+    counts, firsts = (view.mask > 0).sum(1).tolist(), _firsts(view.mask)
+    flat_targets = teacher_targets[view.mask > 0]
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for n, (b, pair) in enumerate((b, pair) for b, row in enumerate(pairs) for pair in row):
+        if not pair[3] and pair[1] + 1 < counts[b] and int(flat_targets[firsts[b] + pair[1]]) in table:
+            groups.setdefault(int(flat_targets[firsts[b] + pair[1]]), []).append((n, firsts[b] + pair[1]))
+    rows, columns = view.mask.nonzero(as_tuple=True)
+    surfaces = table["student_surfaces"]
+    for first, members in groups.items():
+        at, flat = (torch.tensor(column, dtype=torch.long, device=values.device) for column in zip(*members))
+        rests, students = (column.to(values.device) for column in table[first])
+        following = (view.logits[rows[flat + 1], columns[flat + 1]].float() / kd_temperature).log_softmax(-1)
+        amounts = realised[flat].unsqueeze(-1) + following[:, rests]  # log p(t1) + log p(x | t1), [m, |x|]
+        own = [surfaces[int(token)] or b"" for token in student_tokens[at]]
+        left = torch.tensor([[s == b or own[i].startswith(surfaces[s] or b"\0") for s in students.tolist()]
+                             for i, b in enumerate(student_tokens[at].tolist())], dtype=torch.bool, device=values.device)
+        amounts = amounts.masked_fill(left, float("-inf"))
+        slot, known = _slots(targets, students)
+        values[at.unsqueeze(-1), slot[known]] = torch.logaddexp(values[at.unsqueeze(-1), slot[known]], amounts[:, known])
+        tail[at] = torch.logaddexp(tail[at], amounts[:, ~known].logsumexp(-1))
+        source, mapped_at = _slots(targets, cross.student_of[first].view(1).to(values.device))
+        if mapped_at.item():
+            values[at, source] = _log_sub(values[at, source], amounts.logsumexp(-1))
+        else:
+            tail[at] = _log_sub(tail[at], amounts.logsumexp(-1))
+    return values, tail
+
+
+def two_pieces(cross) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """Teacher token t1 -> (teacher tokens x, student tokens s) where s's text is exactly t1's then x's: the
+    student tokens that merge two of the teacher's, found once per run by splitting every student token's text
+    (surfaces unique on the teacher's side, as the vocabulary match takes them)."""
+    if "built" not in cross.two_pieces:
+        from distill.data.cross_tokenizer import surface_bytes
+
+        counts: dict[bytes, int] = {}
+        for surface in cross.teacher_surfaces:
+            counts[surface] = counts.get(surface, 0) + 1
+        teacher = {s: i for i, s in enumerate(cross.teacher_surfaces) if s is not None and counts[s] == 1}
+        table: dict[int, list[tuple[int, int]]] = {}
+        student_surfaces = surface_bytes(cross.student_tokenizer)
+        for student_id, surface in enumerate(student_surfaces):
+            for cut in range(1, len(surface or b"")):
+                first, rest = teacher.get(surface[:cut]), teacher.get(surface[cut:])
+                if first is not None and rest is not None:
+                    table.setdefault(first, []).append((rest, student_id))
+        cross.two_pieces.update({first: tuple(torch.tensor(column, dtype=torch.long) for column in zip(*entries))
+                                 for first, entries in table.items()})
+        cross.two_pieces["student_surfaces"] = student_surfaces
+        cross.two_pieces["built"] = True
+    return cross.two_pieces

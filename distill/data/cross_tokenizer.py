@@ -214,6 +214,7 @@ class CrossTokenizer:
     student_ids: torch.Tensor
     same: bool = False  # one vocabulary on both sides: the teacher reads the student's own tokens
     continuations: dict = field(default_factory=dict, repr=False)  # prefix -> cross_spans.continuations, per run
+    two_pieces: dict = field(default_factory=dict, repr=False)  # cross_spans.two_pieces, once per run
 
     @classmethod
     def build(cls, teacher_tokenizer, student_tokenizer) -> "CrossTokenizer":

@@ -193,7 +193,45 @@ def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(t
         assert torch.allclose(got, expected, atol=1e-6)
         source = int(cross.student_of[encoded[0].target_ids[j]])
         moved = p(plain, source) - sparse.log_probs[0, at].exp()[sparse.ids[0, at] == source].sum()
-        assert torch.allclose(moved, realised[j:e].sum().exp(), atol=1e-6)
+        two_piece = sum(mass for s, mass in _two_piece_masses(cross, rows, encoded[0].target_ids, j, token).items())
+        assert torch.allclose(moved, realised[j:e].sum().exp() + two_piece, atol=1e-6)
+
+
+def _two_piece_masses(cross, rows: torch.Tensor, teacher_targets: list[int], j: int, realised_student: int) -> dict:
+    """By brute force over both vocabularies: every student token s ≠ the realised one (nor a prefix of its text)
+    whose text is teacher token t1 = teacher_targets[j] then some teacher token x, with p(t1)·p(x | t1)."""
+    from distill.data.cross_tokenizer import surface_bytes
+
+    teacher, student = surface_bytes(cross.teacher_tokenizer), surface_bytes(cross.student_tokenizer)
+    first, out = teacher[teacher_targets[j]], {}
+    if j + 1 >= rows.size(0):
+        return out
+    for s, text in enumerate(student):
+        if text is None or s == realised_student or student[realised_student].startswith(text):
+            continue
+        for x, rest in enumerate(teacher):
+            if rest is not None and first + rest == text and teacher.count(rest) == 1:
+                out[s] = float((rows[j, teacher_targets[j]] + rows[j + 1, x]).exp())
+    return out
+
+
+def test_a_student_token_that_merges_the_teachers_token_and_another_gets_their_product(tmp_path):
+    """Beside the realised token: each student token spelling the teacher's realised t1 and then a teacher token x
+    gets p(t1)·p(x | t1) from the teacher's next row (brute force over both vocabularies), on top of its mapping."""
+    (sparse, aligned), (cross, _, encoded, pairs, rows, targets, positions) = _pair_run(tmp_path, 270, 300)
+    checked = 0
+    for i, j, _, prefix in pairs[0]:
+        if prefix:
+            continue
+        at, token = positions[i], int(targets[0, positions[i]])
+        plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, cross.student_vocab)
+        for s, mass in _two_piece_masses(cross, rows, encoded[0].target_ids, j, token).items():
+            before = plain.log_probs[0, plain.ids[0] == s].exp().sum()
+            got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == s].sum()
+            if (sparse.ids[0, at] == s).any():
+                assert abs(float(got - before) - mass) < 1e-6
+                checked += 1
+    assert checked >= 10
 
 
 def test_a_student_token_inside_a_teacher_token_gets_the_teacher_given_the_prefix(tmp_path):
