@@ -224,14 +224,12 @@ def two_pieces(cross) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     student tokens that merge two of the teacher's, found once per run by splitting every student token's text
     (surfaces unique on the teacher's side, as the vocabulary match takes them)."""
     if "built" not in cross.two_pieces:
-        from distill.data.cross_tokenizer import surface_bytes
-
         counts: dict[bytes, int] = {}
         for surface in cross.teacher_surfaces:
             counts[surface] = counts.get(surface, 0) + 1
         teacher = {s: i for i, s in enumerate(cross.teacher_surfaces) if s is not None and counts[s] == 1}
         table: dict[int, list[tuple[int, int]]] = {}
-        student_surfaces = surface_bytes(cross.student_tokenizer)
+        student_surfaces = cross.student_surfaces
         for student_id, surface in enumerate(student_surfaces):
             for cut in range(1, len(surface or b"")):
                 first, rest = teacher.get(surface[:cut]), teacher.get(surface[cut:])

@@ -238,6 +238,10 @@ class CrossTokenizer:
         return surface_bytes(self.teacher_tokenizer)
 
     @functools.cached_property
+    def student_surfaces(self) -> list[bytes | None]:
+        return surface_bytes(self.student_tokenizer)
+
+    @functools.cached_property
     def student_of(self) -> torch.Tensor:
         """[V_teacher] long: the student token each teacher token maps onto, −1 for none."""
         out = torch.full((len(self.teacher_tokenizer),), -1, dtype=torch.long)
