@@ -52,11 +52,7 @@ def span_spellings(pairs: list[list[tuple]], teacher_mask: torch.Tensor, student
     """Index tensors over the aligned pairs, in ``pairs``' flattened order, for those whose student token ends at
     a teacher boundary: (which pair, the teacher's flat index of its first token, of the token after its last,
     the student's flat index of its own token)."""
-    def firsts(mask):
-        counts = (mask > 0).sum(1)
-        return (counts.cumsum(0) - counts).tolist()
-
-    teacher_first, student_first = firsts(teacher_mask), firsts(student_mask)
+    teacher_first, student_first = _firsts(teacher_mask), _firsts(student_mask)
     chosen = [(n, teacher_first[b] + pair[1], teacher_first[b] + pair[2], student_first[b] + pair[0])
               for n, (b, pair) in enumerate((b, pair) for b, row in enumerate(pairs) for pair in row) if pair[2] > pair[1]]
     out = torch.tensor(chosen, dtype=torch.long, device=teacher_mask.device).reshape(-1, 4)
@@ -198,7 +194,7 @@ def two_piece_rows(cross, pairs, teacher: tuple, student_tokens: torch.Tensor, m
         if not pair[3] and pair[1] + 1 < counts[b] and int(flat_targets[firsts[b] + pair[1]]) in table:
             groups.setdefault(int(flat_targets[firsts[b] + pair[1]]), []).append((n, firsts[b] + pair[1]))
     rows, columns = view.mask.nonzero(as_tuple=True)
-    surfaces = table["student_surfaces"]
+    surfaces = cross.student_surfaces
     for first, members in groups.items():
         at, flat = (torch.tensor(column, dtype=torch.long, device=values.device) for column in zip(*members))
         rests, students = (column.to(values.device) for column in table[first])
@@ -229,14 +225,12 @@ def two_pieces(cross) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
             counts[surface] = counts.get(surface, 0) + 1
         teacher = {s: i for i, s in enumerate(cross.teacher_surfaces) if s is not None and counts[s] == 1}
         table: dict[int, list[tuple[int, int]]] = {}
-        student_surfaces = cross.student_surfaces
-        for student_id, surface in enumerate(student_surfaces):
+        for student_id, surface in enumerate(cross.student_surfaces):
             for cut in range(1, len(surface or b"")):
                 first, rest = teacher.get(surface[:cut]), teacher.get(surface[cut:])
                 if first is not None and rest is not None:
                     table.setdefault(first, []).append((rest, student_id))
         cross.two_pieces.update({first: tuple(torch.tensor(column, dtype=torch.long) for column in zip(*entries))
                                  for first, entries in table.items()})
-        cross.two_pieces["student_surfaces"] = student_surfaces
         cross.two_pieces["built"] = True
     return cross.two_pieces
