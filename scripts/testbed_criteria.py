@@ -68,7 +68,8 @@ def paired(a: dict[int, float], b: dict[int, float]) -> dict | None:
     if len(seeds) < 2:
         return None
     out = summary([a[s] - b[s] for s in seeds])
-    out["t"] = out["mean"] / out["se"] if out["se"] else math.copysign(math.inf, out["mean"])
+    # Identical seeds (SE 0): a zero difference has t 0, not +inf; a constant non-zero one is ±inf.
+    out["t"] = out["mean"] / out["se"] if out["se"] else 0.0 if out["mean"] == 0 else math.copysign(math.inf, out["mean"])
     half = t_quantile_975(out["n"] - 1) * (out["se"] or 0.0)
     out["ci"] = (out["mean"] - half, out["mean"] + half)
     return out
@@ -136,6 +137,53 @@ def criteria(start: float, arms: dict, repair: float | None) -> list[str]:
     return lines
 
 
+def read_sampled(study: Path, runs_csv: Path) -> dict:
+    """``{arm: {temperature: {seed: entry}}}`` from the sampled decodings of the runs' evaluations (the
+    trade-off phase): each entry holds the task metric, self_bleu and distinct_1/2 of one run at one T."""
+    out: dict = {}
+    with runs_csv.open() as handle:
+        for row in csv.DictReader(handle):
+            if row["variant"] in ("student", "teacher") or "/" not in row["run"]:
+                continue
+            path = study / row["run"] / "eval" / row["eval"] / row["variant"] / "metrics.json"
+            if not path.is_file():
+                continue
+            for entry in json.loads(path.read_text())["by_decoding"]:
+                if entry["strategy"] == "sample" and "self_bleu" in entry:
+                    entry = {**entry, "value": entry[row["metric"]]}
+                    by_t = out.setdefault(row["run"].split("/")[0], {})
+                    by_t.setdefault(float(entry["sampling_temperature"]), {})[int(row["seed"])] = entry
+    return out
+
+
+def tradeoff(sampled: dict) -> list[str]:
+    """The trade-off table (mean ± SE over seeds per arm and temperature) and PLAN.md's trade-off criterion:
+    X-KD improves on GKD's trade-off if at some temperature its metric is not lower by more than 1 SE and its
+    Self-BLEU is lower by ≥ 3 SE (paired over seeds)."""
+    keys = ("value", "self_bleu", "distinct_1", "distinct_2")
+    lines = ["| arm | T | metric | Self-BLEU | Distinct-1 | Distinct-2 | n |", "|---|---|---|---|---|---|---|"]
+    for arm, by_t in sorted(sampled.items()):
+        for temperature, by_seed in sorted(by_t.items()):
+            cells = []
+            for key in keys:
+                s = summary([e[key] * (100 if key.startswith("distinct") else 1) for e in by_seed.values()])
+                cells.append(f"{s['mean']:.2f}" + ("" if s["se"] is None else f" ± {s['se']:.2f}"))
+            lines.append(f"| {arm} | {temperature:g} | {' | '.join(cells)} | {len(by_seed)} |")
+    lines += ["", "Distinct-n in percent. Paired xkd − gkd per temperature:", ""]
+    improves = []
+    for temperature in sorted(sampled.get("xkd", {})):
+        xkd, gkd = sampled["xkd"][temperature], sampled.get("gkd", {}).get(temperature, {})
+        metric = paired({s: e["value"] for s, e in xkd.items()}, {s: e["value"] for s, e in gkd.items()})
+        diversity = paired({s: e["self_bleu"] for s, e in xkd.items()}, {s: e["self_bleu"] for s, e in gkd.items()})
+        lines.append(f"- T = {temperature:g}: metric {_fmt(metric)}; Self-BLEU {_fmt(diversity)}.")
+        if metric and diversity and metric["mean"] >= -metric["se"] and diversity["t"] <= -BAR_T:
+            improves.append(f"{temperature:g}")
+    verdict = f"yes, at T = {', '.join(improves)}" if improves else "no"
+    lines.append(f"- **X-KD improves on GKD's trade-off** (metric not lower by > 1 SE, Self-BLEU lower by ≥ 3 SE, "
+                 f"at some T): **{verdict}.**")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("study", type=Path)
@@ -144,8 +192,12 @@ def main() -> None:
     start, teacher, arms = read_scores(args.study / "report" / "runs.csv")
     repair_path = args.repair or args.study / "repair.json"
     repair = json.loads(repair_path.read_text())["repair_rate"] if repair_path.is_file() else None
-    print("\n".join(["## Arms", "", *arms_table(start, teacher, arms), "", "## Criteria (PLAN.md)", "",
-                     *criteria(start, arms, repair)]))
+    lines = ["## Arms", "", *arms_table(start, teacher, arms), "", "## Criteria (PLAN.md)", "",
+             *criteria(start, arms, repair)]
+    sampled = read_sampled(args.study, args.study / "report" / "runs.csv")
+    if sampled:
+        lines += ["", "## Trade-off (sampled, PLAN.md)", "", *tradeoff(sampled)]
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

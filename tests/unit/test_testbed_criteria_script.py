@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -59,3 +60,39 @@ def test_an_off_policy_lead_invalidates_unless_the_repair_rate_explains_it(tmp_p
     assert "Testbed valid (at the 3-SE bar): no" in out
     out = _run(_write_study(tmp_path / "b", arms, repair=49.9))
     assert "Testbed valid (at the 3-SE bar): yes" in out and "explained by the repair rate" in out
+
+
+def _write_sampled(study: Path, arm: str, seed: int, by_t: dict[float, tuple[float, float]]) -> None:
+    """One run's sampled evaluation (trade-off phase): {T: (bleu, self_bleu)}, listed in runs.csv."""
+    run, variant = f"{arm}/x-lingua-tiny/seed={seed}", "eval.num_samples=4"
+    entries = [{"strategy": "greedy", "bleu": 0.0}] + [
+        {"strategy": "sample", "sampling_temperature": t, "bleu": b, "self_bleu": s, "distinct_1": 0.5,
+         "distinct_2": 0.75} for t, (b, s) in by_t.items()]
+    path = study / run / "eval" / "lingua-test" / variant / "metrics.json"
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"by_decoding": entries}))
+    with (study / "report" / "runs.csv").open("a", newline="") as handle:
+        csv.writer(handle).writerow([run, variant, seed, "bleu", "0", "lingua-test"])
+
+
+def _tradeoff_study(root: Path, xkd_bleu_drop: float) -> Path:
+    (root / "report").mkdir(parents=True)
+    with (root / "report" / "runs.csv").open("w", newline="") as handle:
+        csv.writer(handle).writerows([["run", "variant", "seed", "metric", "bleu", "eval"],
+                                      ["start", "student", 0, "bleu", "40.0", "lingua-test"]])
+    for seed, offset in enumerate((0.0, 1.0, -1.0)):
+        _write_sampled(root, "gkd", seed, {0.5: (80 + offset, 60 + offset), 1.0: (70 + offset, 40 + offset)})
+        # xkd: Self-BLEU 5 lower at T = 1 (its own noise ±0.2), BLEU lower by xkd_bleu_drop (noise ±0.1)
+        _write_sampled(root, "xkd", seed, {0.5: (80 + offset, 60 + offset),
+                                           1.0: (70 + offset - xkd_bleu_drop + offset / 10, 35 + offset * 1.2)})
+    return root
+
+
+def test_the_tradeoff_criterion_reads_the_sampled_evaluations(tmp_path):
+    out = _run(_tradeoff_study(tmp_path / "tie", xkd_bleu_drop=0.0))
+    assert "| gkd | 1 | 70.00 ± 0.58 | 40.00 ± 0.58 | 50.00 ± 0.00 | 75.00 ± 0.00 | 3 |" in out
+    assert "- T = 1: metric +0.00 ± 0.06" in out  # the paired difference's own noise, not the arms'
+    assert "**X-KD improves on GKD's trade-off** (metric not lower by > 1 SE, Self-BLEU lower by ≥ 3 SE, at " \
+           "some T): **yes, at T = 1.**" in out
+    out = _run(_tradeoff_study(tmp_path / "drop", xkd_bleu_drop=2.0))  # BLEU lower by 2, far past its SE
+    assert "at some T): **no.**" in out
