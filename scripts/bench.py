@@ -292,9 +292,9 @@ def main() -> None:
         print("\n".join(part), flush=True)
         lines += part + [""]
     if "cross" in sections:
-        from bench_cross_tokenizer import cross_section
+        from bench_cross_tokenizer import GPT2, cross_section
 
-        part = cross_section(argparse.Namespace(steps=1 if args.toy else 10, batch=2 if args.toy else 32))
+        part = cross_section(argparse.Namespace(steps=1 if args.toy else 10, batch=2 if args.toy else 32, gpt2=GPT2))
         print("\n".join(part), flush=True)
         lines += part + [""]
     if "decode" in sections:

@@ -30,6 +30,7 @@ SECTIONS = {
     "## 9. On-policy decoding against its limit": rf"\| Qwen2 \(toy\) \| 2 \| \d+ \| \d+ \| \d+ \| {NUMBER} \| {NUMBER} \| \d+% \|",
     "## Teacher caches": rf"\| k = 8 \| \d+ \| {NUMBER} \|",
     "## Cross-tokenizer supervised KD": rf"\| teacher tokenizer of 400 tokens \| \d+ \| {NUMBER} \|",
+    "student on GPT-2's tokenizer (50 257)": rf"\| teacher on GPT-2's tokenizer \(50 257\) \| \d+ \| {NUMBER} \|",
 }
 
 
