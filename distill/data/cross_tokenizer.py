@@ -200,8 +200,8 @@ def matched_teacher(teacher_log_probs: torch.Tensor, teacher_ids: torch.Tensor, 
         summed = torch.zeros(*picked.shape[:-1], targets.numel(), dtype=picked.dtype, device=device)
         values = summed.index_add_(-1, slot, picked.exp()).log()
     rest = teacher_log_probs.masked_fill(~outside, float("-inf"))
-    ids = targets.expand(*teacher_log_probs.shape[:-1], targets.numel())
-    return SparseTeacher(ids, values, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab)
+    own = torch.empty(*teacher_log_probs.shape[:-1], 0, dtype=torch.long, device=device)  # every row's support is shared
+    return SparseTeacher(own, values, torch.logsumexp(rest, -1), teacher_log_probs.amin(-1), student_vocab, targets)
 
 
 @dataclass
@@ -375,10 +375,10 @@ def cross_teacher(ctx, batch: dict, items, kd_temperature: float, uld: str | Non
         if ranked is not None:
             probs = rows.exp() if keep is None else rows.exp()[:, keep]
             ranked[student_b, student_pos] = probs.sort(-1, descending=True).values
-    ids = targets.expand(*mask.shape, k)
-    if (extra_ids >= 0).any():  # realised student tokens no teacher token maps onto: one more slot
-        ids, values = torch.cat([ids, extra_ids.unsqueeze(-1)], -1), torch.cat([values, extra.unsqueeze(-1)], -1)
-    return SparseTeacher(ids, values, tail, None, cross.student_vocab), aligned, ranked
+    ids = torch.empty(*mask.shape, 0, dtype=torch.long, device=ctx.device)  # the matched tokens: shared by all
+    if (extra_ids >= 0).any():  # realised student tokens no teacher token maps onto: one more slot of their own
+        ids, values = extra_ids.unsqueeze(-1), torch.cat([values, extra.unsqueeze(-1)], -1)
+    return SparseTeacher(ids, values, tail, None, cross.student_vocab, targets), aligned, ranked
 
 
 def _aligned_positions(pairs: list[list[tuple[int, int]]], student_mask: torch.Tensor, teacher_mask: torch.Tensor):

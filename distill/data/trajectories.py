@@ -178,7 +178,8 @@ def _generate_missing(ctx, items: list[Encoded], decoding: Decoding, batch_size:
     return out
 
 
-SPARSE_KEYS = ("teacher_support_ids", "teacher_support_log_probs", "teacher_log_tail", "teacher_log_min")
+SPARSE_KEYS = ("teacher_support_ids", "teacher_support_log_probs", "teacher_log_tail", "teacher_log_min",
+               "teacher_shared_ids")  # the last: the support every position shares (another tokenizer's)
 
 
 def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, fused: bool = False,
@@ -202,11 +203,11 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
         sparse, batch["aligned_loss_mask"], ranked = cross_teacher(ctx, batch, items, kd_temperature, uld)
         if ranked is not None:
             batch["teacher_uld"] = ranked
-        batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
+        _keep_sparse(batch, sparse)
         return
     if ctx.teacher_cache is not None:
         sparse = ctx.teacher_cache.sparse_teacher(items, *view_targets(ctx.student, batch))
-        batch.update(zip(SPARSE_KEYS, (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min)))
+        _keep_sparse(batch, sparse)
         return
 
     if fused:
@@ -218,6 +219,12 @@ def teacher_forward(ctx, batch: dict[str, torch.Tensor], hidden: bool = False, f
         batch["teacher_hidden"], batch["teacher_action_hidden"] = view.hidden, view.action_hidden
 
 
+def _keep_sparse(batch: dict, sparse) -> None:
+    """The sparse teacher's tensors into the batch (absent fields stay out: a batch holds tensors only)."""
+    fields = (sparse.ids, sparse.log_probs, sparse.log_tail, sparse.log_min, sparse.shared_ids)
+    batch.update((key, value) for key, value in zip(SPARSE_KEYS, fields) if value is not None)
+
+
 def teacher_target(ctx, batch: dict[str, torch.Tensor]):
     """What ``divergence_term`` compares the student with: the teacher's logits, its fused view, or its cached
     sparse distributions (``distill.losses.sparse.SparseTeacher``)."""
@@ -226,7 +233,8 @@ def teacher_target(ctx, batch: dict[str, torch.Tensor]):
 
     if SPARSE_KEYS[0] in batch:
         vocab = ctx.teacher_cache.vocab_size if ctx.teacher_cache is not None else ctx.cross.student_vocab
-        return SparseTeacher(*(batch[key] for key in SPARSE_KEYS), vocab)
+        ids, log_probs, log_tail, log_min, shared = (batch.get(key) for key in SPARSE_KEYS)
+        return SparseTeacher(ids, log_probs, log_tail, log_min, vocab, shared)
 
     if "teacher_head_input" not in batch:
         return batch["teacher_logits"]

@@ -28,21 +28,56 @@ NEG_INF = float("-inf")
 
 @dataclass
 class SparseTeacher:
-    """Cached teacher distributions at the student's positions ([..., k] support, [...] per position)."""
+    """Teacher distributions at the student's positions as a support plus one tail bucket. The support of a
+    position is ``shared_ids`` (when given) followed by its own ``ids``; ``log_probs`` holds one column per
+    support slot in that order."""
 
-    ids: torch.Tensor  # long [..., k]; -1 marks an empty slot (ragged supports)
-    log_probs: torch.Tensor  # float [..., k]: log p of each kept token (-inf in empty slots)
+    ids: torch.Tensor  # long [..., j]: each position's own support; -1 marks an empty slot (ragged supports)
+    log_probs: torch.Tensor  # float [..., s + j]: log p of each kept token (-inf in empty slots)
     log_tail: torch.Tensor  # float [...]: log of the teacher's mass outside the support (-inf when none)
     log_min: torch.Tensor | None = None  # float [...]: the teacher's smallest log p over the vocabulary
     vocab_size: int | None = None  # the teacher's output width: a student padded wider is compared over these
+    # long [s]: support every position shares (another tokenizer's matched tokens), kept once: per position it
+    # would cost [positions × s] int64 index tensors, several times the logits at an LLM vocabulary
+    shared_ids: torch.Tensor | None = None
+
+    @property
+    def support_ids(self) -> torch.Tensor:
+        """[..., s + j]: every position's whole support, materialised (for inspection, not the loss)."""
+        if self.shared_ids is None:
+            return self.ids
+        shared = self.shared_ids.to(self.ids.device).expand(*self.ids.shape[:-1], self.shared_ids.numel())
+        return torch.cat([shared, self.ids], -1)
 
 
-def _in_support(ids: torch.Tensor, vocab: int) -> torch.Tensor:
-    """[..., V] bool: the token is one of the position's kept tokens."""
-    valid = ids >= 0
-    marks = torch.zeros(*ids.shape[:-1], vocab + 1, dtype=torch.bool, device=ids.device)
-    marks.scatter_(-1, torch.where(valid, ids, vocab), True)  # empty slots mark the spare column
-    return marks[..., :vocab]
+def _valid(ids: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+    """[..., s + j] bool: the slot holds a token."""
+    if shared is None:
+        return ids >= 0
+    shared = (shared.to(ids.device) >= 0).expand(*ids.shape[:-1], shared.numel())
+    return torch.cat([shared, ids >= 0], -1) if ids.size(-1) else shared
+
+
+def _in_support(ids: torch.Tensor, vocab: int, shared: torch.Tensor | None = None) -> torch.Tensor:
+    """[..., V] bool (or [V] when only ``shared`` marks anything): the token is one of the position's kept
+    tokens."""
+    def marks(index: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(*index.shape[:-1], vocab + 1, dtype=torch.bool, device=index.device)
+        return out.scatter_(-1, torch.where(index >= 0, index, vocab), True)[..., :vocab]  # empty slots: spare column
+
+    if shared is None:
+        return marks(ids)
+    common = marks(shared.to(ids.device))
+    return common | marks(ids) if ids.size(-1) else common
+
+
+def _support_values(scaled: torch.Tensor, ids: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+    """[..., s + j]: ``scaled`` at each support slot (token 0 in empty slots: the caller masks them)."""
+    own = torch.gather(scaled, -1, ids.clamp(min=0))
+    if shared is None:
+        return own
+    common = scaled.index_select(-1, shared.to(scaled.device).clamp(min=0))
+    return torch.cat([common, own], -1) if ids.size(-1) else common
 
 
 def _shared(student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
@@ -52,26 +87,54 @@ def _shared(student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tenso
     return student_logits[..., :size] if size is not None and size < student_logits.size(-1) else student_logits
 
 
-def student_outcomes(student_logits: torch.Tensor, ids: torch.Tensor, kd_temperature: float):
-    """(log q_S [..., k], log q_tail [...]) at ``kd_temperature``, differentiable in the logits; -inf in empty
-    slots, and for the tail when the support holds every token the student can give mass to."""
-    scaled = student_logits.float() / kd_temperature
-    log_z = torch.logsumexp(scaled, -1, keepdim=True)
-    valid = ids >= 0
-    kept = torch.gather(scaled, -1, ids.clamp(min=0)) - log_z
-    log_q_support = torch.where(valid, kept, torch.full_like(kept, NEG_INF))
-    outside = scaled.masked_fill(_in_support(ids, scaled.size(-1)), NEG_INF)
-    empty = torch.isneginf(outside).all(-1, keepdim=True)
-    # an empty tail gets -inf with no gradient path (logsumexp over only -inf has a NaN gradient)
-    tail = torch.logsumexp(torch.where(empty, torch.zeros_like(outside), outside), -1, keepdim=True) - log_z
-    log_q_tail = torch.where(empty, torch.full_like(tail, NEG_INF), tail)
-    return log_q_support, log_q_tail.squeeze(-1)
+class _Outcomes(torch.autograd.Function):
+    """log q over the support slots and the tail bucket, with a hand-written backward: one pass over the
+    vocabulary for the gradient (autograd through gather, masks and two logsumexps would make several).
+    With q = softmax(z / τ), S the support and g the upstream gradients:
+    ∂/∂z_v = (1/τ)·(Σ_i g_i·[v = s_i] + g_tail·[v ∉ S]·q_v / q_tail − (Σ_i g_i + g_tail)·q_v)."""
+
+    @staticmethod
+    def forward(ctx, logits, ids, shared, kd_temperature):
+        log_q = (logits.float() / kd_temperature).log_softmax(-1)
+        valid = _valid(ids, shared)
+        support = _support_values(log_q, ids, shared).masked_fill(~valid, NEG_INF)
+        tail = log_q.masked_fill_(_in_support(ids, log_q.size(-1), shared), NEG_INF).logsumexp(-1)
+        ctx.save_for_backward(logits, ids, tail, *(() if shared is None else (shared,)))
+        ctx.kd_temperature = kd_temperature
+        return support, tail
+
+    @staticmethod
+    def backward(ctx, grad_support, grad_tail):
+        logits, ids, tail, *rest = ctx.saved_tensors
+        shared, tau = (rest[0] if rest else None), ctx.kd_temperature
+        grad_support = grad_support.masked_fill(~_valid(ids, shared), 0.0)  # empty slots carry no gradient
+        empty = torch.isneginf(tail)
+        grad_tail, tail = grad_tail.masked_fill(empty, 0.0), tail.masked_fill(empty, 0.0)  # nor an empty tail
+        log_q = (logits.float() / tau).log_softmax(-1)
+        outside = ~_in_support(ids, log_q.size(-1), shared)
+        grad = (log_q - tail.unsqueeze(-1)).exp_().mul_(grad_tail.unsqueeze(-1)).mul_(outside)
+        grad.sub_(log_q.exp_().mul_((grad_support.sum(-1) + grad_tail).unsqueeze(-1)))
+        s = 0 if shared is None else shared.numel()
+        if shared is not None:
+            grad.index_add_(-1, shared.to(grad.device).clamp(min=0), grad_support[..., :s])
+        if ids.size(-1):
+            grad.scatter_add_(-1, ids.clamp(min=0), grad_support[..., s:])
+        return grad.div_(tau).to(logits.dtype), None, None, None
+
+
+def student_outcomes(student_logits: torch.Tensor, ids: torch.Tensor, kd_temperature: float,
+                     shared: torch.Tensor | None = None):
+    """(log q_S [..., s + j], log q_tail [...]) at ``kd_temperature``, differentiable in the logits; -inf in
+    empty slots, and for the tail when the support holds every token the student can give mass to (no gradient
+    reaches the logits through either). The support: ``shared`` (every position's) then ``ids`` (each
+    position's own), as in ``SparseTeacher``."""
+    return _Outcomes.apply(student_logits, ids, shared, kd_temperature)
 
 
 def sparse_divergence(divergence: Divergence, student_logits: torch.Tensor, teacher: SparseTeacher) -> torch.Tensor:
     """Per-position divergence between (p_S, p_tail) and (q_S, q_tail); the same kernels as the dense path."""
     log_q_support, log_q_tail = student_outcomes(_shared(student_logits, teacher), teacher.ids,
-                                                 divergence.kd_temperature)
+                                                 divergence.kd_temperature, teacher.shared_ids)
     log_q = torch.cat([log_q_support, log_q_tail.unsqueeze(-1)], -1)
     log_p = torch.cat([teacher.log_probs.float(), teacher.log_tail.float().unsqueeze(-1)], -1).to(log_q.device)
     # The outcomes are already log-probabilities at the run's temperature: the kernels see them at τ = 1. Their
@@ -117,7 +180,7 @@ def grad_l1_bound(divergence: Divergence, student_logits: torch.Tensor, teacher:
     tau = divergence.kd_temperature
     student_logits = _shared(student_logits, teacher)
     if divergence.name == "tvd":
-        _, log_q_tail = student_outcomes(student_logits, teacher.ids, tau)
+        _, log_q_tail = student_outcomes(student_logits, teacher.ids, tau, teacher.shared_ids)
         p_tail = teacher.log_tail.float().to(log_q_tail.device).exp()
         return 2.0 * torch.minimum(p_tail, log_q_tail.exp()) / tau
     return _rkl_bound(student_logits, teacher, tau)
@@ -127,13 +190,14 @@ def _rkl_bound(student_logits, teacher: SparseTeacher, tau: float) -> torch.Tens
     """rkl: 2·Σ_tail q_v·max over p_v ∈ [p_min, p_hi] of |log(r_v·p_tail / p_v)|, r_v = q_v / q_tail."""
     scaled = student_logits.float() / tau
     log_q = scaled - torch.logsumexp(scaled, -1, keepdim=True)
-    outside = ~_in_support(teacher.ids, scaled.size(-1))
+    outside = ~_in_support(teacher.ids, scaled.size(-1), teacher.shared_ids)
     log_q_tail = torch.logsumexp(log_q.masked_fill(~outside, NEG_INF), -1)  # -inf when the support holds every token
     if teacher.log_min is None:
         bound = torch.full_like(log_q_tail, math.inf)
         return torch.where(torch.isneginf(log_q_tail), torch.zeros_like(bound), bound)
     log_p_tail = teacher.log_tail.float().to(log_q.device)
-    kept = torch.where(teacher.ids >= 0, teacher.log_probs.float(), torch.full_like(teacher.log_probs.float(), math.inf))
+    valid = _valid(teacher.ids, teacher.shared_ids)
+    kept = torch.where(valid, teacher.log_probs.float(), torch.full_like(teacher.log_probs.float(), math.inf))
     log_hi = torch.minimum(kept.amin(-1), log_p_tail)  # a tail token has p ≤ the smallest kept one, and ≤ p_tail
     log_lo = teacher.log_min.float().to(log_q.device)
     log_target = log_q - log_q_tail.unsqueeze(-1) + log_p_tail.unsqueeze(-1)  # log(r_v·p_tail)
@@ -144,16 +208,16 @@ def _rkl_bound(student_logits, teacher: SparseTeacher, tau: float) -> torch.Tens
 
 
 def _flat(teacher: SparseTeacher, mask: torch.Tensor):
-    """The cached rows and the mask flattened over positions: ([N, k], [N, k], [N], [N] | None, [N], vocab)."""
-    k = teacher.ids.size(-1)
+    """The cached rows and the mask flattened over positions: ([N, j], [N, s + j], [N], [N] | None, [N], vocab,
+    shared [s] | None)."""
     low = None if teacher.log_min is None else teacher.log_min.reshape(-1)
-    return (teacher.ids.reshape(-1, k), teacher.log_probs.reshape(-1, k), teacher.log_tail.reshape(-1), low,
-            mask.reshape(-1), teacher.vocab_size)
+    return (teacher.ids.flatten(0, -2), teacher.log_probs.flatten(0, -2), teacher.log_tail.reshape(-1), low,
+            mask.reshape(-1), teacher.vocab_size, teacher.shared_ids)
 
 
 def _rows(flat, rows: torch.Tensor) -> SparseTeacher:
-    ids, values, tail, low, _, vocab = flat
-    return SparseTeacher(ids[rows], values[rows], tail[rows], None if low is None else low[rows], vocab)
+    ids, values, tail, low, _, vocab, shared = flat
+    return SparseTeacher(ids[rows], values[rows], tail[rows], None if low is None else low[rows], vocab, shared)
 
 
 class _FusedSparse(torch.autograd.Function):

@@ -187,12 +187,12 @@ def test_a_student_token_that_spells_several_teacher_tokens_gets_their_product(t
     for i, j, e in merged:
         at, token = positions[i], int(targets[0, positions[i]])
         plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, cross.student_vocab)
-        p = lambda teacher_row, tid: teacher_row.log_probs[0, teacher_row.ids[0] == tid].exp().sum()  # noqa: E731
-        got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == token].sum()
+        p = lambda teacher_row, tid: teacher_row.log_probs[0, teacher_row.support_ids[0] == tid].exp().sum()  # noqa: E731
+        got = sparse.log_probs[0, at].exp()[sparse.support_ids[0, at] == token].sum()
         expected = p(plain, token) + realised[j:e].sum().exp()
         assert torch.allclose(got, expected, atol=1e-6)
         source = int(cross.student_of[encoded[0].target_ids[j]])
-        moved = p(plain, source) - sparse.log_probs[0, at].exp()[sparse.ids[0, at] == source].sum()
+        moved = p(plain, source) - sparse.log_probs[0, at].exp()[sparse.support_ids[0, at] == source].sum()
         two_piece = sum(mass for s, mass in _two_piece_masses(cross, rows, encoded[0].target_ids, j, token).items())
         assert torch.allclose(moved, realised[j:e].sum().exp() + two_piece, atol=1e-6)
 
@@ -226,9 +226,9 @@ def test_a_student_token_that_merges_the_teachers_token_and_another_gets_their_p
         at, token = positions[i], int(targets[0, positions[i]])
         plain = matched_teacher(rows[j:j + 1], cross.teacher_ids, cross.student_ids, cross.student_vocab)
         for s, mass in _two_piece_masses(cross, rows, encoded[0].target_ids, j, token).items():
-            before = plain.log_probs[0, plain.ids[0] == s].exp().sum()
-            got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == s].sum()
-            if (sparse.ids[0, at] == s).any():
+            before = plain.log_probs[0, plain.support_ids[0] == s].exp().sum()
+            got = sparse.log_probs[0, at].exp()[sparse.support_ids[0, at] == s].sum()
+            if (sparse.support_ids[0, at] == s).any():
                 assert abs(float(got - before) - mass) < 1e-6
                 checked += 1
     assert checked >= 10
@@ -259,7 +259,7 @@ def test_a_student_token_inside_a_teacher_token_gets_the_teacher_given_the_prefi
                     s = fine(rest, add_special_tokens=False)["input_ids"][0]
                     expected[s] = expected.get(s, 0.0) + float(rows[j, a])
         for s, mass in expected.items():
-            got = sparse.log_probs[0, at].exp()[sparse.ids[0, at] == s].sum()
+            got = sparse.log_probs[0, at].exp()[sparse.support_ids[0, at] == s].sum()
             assert abs(float(got) - mass / norm) < 1e-5
 
 

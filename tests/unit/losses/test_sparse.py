@@ -173,3 +173,80 @@ def test_a_student_padded_wider_than_the_teacher_is_compared_over_the_teachers_t
     div = divergence("fkl")
     assert torch.allclose(sparse_divergence(div, padded, capped), sparse_divergence(div, student, cache))
     assert not torch.allclose(sparse_divergence(div, padded, cache), sparse_divergence(div, student, cache))
+
+
+@pytest.mark.parametrize("case", ["fkl", "jsd", "rkl", "tvd"])
+@pytest.mark.parametrize("own_column", [False, True])
+def test_a_shared_support_is_the_same_support_kept_per_position(case, own_column):
+    """Another tokenizer's matched tokens are one support for every position (``shared_ids``, kept once), plus at
+    most one slot of a position's own: the loss, its gradient and the bound are those of the same support written
+    out per position, on full logits and from hidden states."""
+    from distill.losses.sparse import fused_grad_l1_bound, fused_sparse_divergence
+
+    torch.manual_seed(6)
+    hidden, weight = torch.randn(2, 5, 6), torch.randn(V, 6)
+    mask = torch.tensor([[1.0, 1, 0, 1, 1], [0, 1, 1, 1, 0]])
+    shared = torch.tensor([7, 2, 9, 0])
+    log_p = torch.log_softmax(torch.randn(2, 5, V) * 2, -1)
+    own = torch.tensor([[[3], [-1], [5], [-1], [3]], [[-1], [11], [-1], [4], [-1]]])[..., :1 if own_column else 0]
+    support = torch.cat([shared.expand(2, 5, 4), own], -1)
+    values = log_p.gather(-1, support.clamp(min=0)).masked_fill(support < 0, float("-inf"))
+    spare = torch.where(support >= 0, support, V)  # empty slots mark a spare column, not token 0
+    kept = torch.zeros(2, 5, V + 1, dtype=torch.bool).scatter_(-1, spare, True)[..., :V]
+    tail = torch.logsumexp(log_p.masked_fill(kept, float("-inf")), -1)
+    written_out = SparseTeacher(support, values, tail, log_p.amin(-1))
+    compact = SparseTeacher(own, values, tail, log_p.amin(-1), shared_ids=shared)
+    assert torch.equal(compact.support_ids, support)
+    div = divergence(case)
+    results = []
+    for teacher in (written_out, compact):
+        for fused in (False, True):
+            h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+            if fused:
+                out = fused_sparse_divergence(div, h, w, teacher, mask)
+                bound = fused_grad_l1_bound(div, h.detach(), w.detach(), teacher, mask)
+            else:
+                out = sparse_divergence(div, h @ w.T, teacher) * mask
+                bound = grad_l1_bound(div, (h @ w.T).detach(), teacher) * mask
+            (out * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()
+            results.append((out.detach(), bound, h.grad, w.grad))
+    for reference, other in ((results[0], results[1]), (results[0], results[2]), (results[0], results[3])):
+        for a, b in zip(reference, other):
+            assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert results[0][0].abs().sum() > 0 and results[0][2].abs().sum() > 0  # something was compared
+
+
+@pytest.mark.parametrize("tau", [1.0, 2.0])
+@pytest.mark.parametrize("shared", [None, torch.tensor([10, 1])])
+def test_the_outcomes_hand_written_backward_is_autograds(tau, shared):
+    """student_outcomes' one-pass backward against autograd through the plain formula (gather, masked
+    logsumexp), with empty slots, a shared support, an empty tail and arbitrary upstream gradients."""
+    torch.manual_seed(7)
+    logits = torch.randn(4, V, dtype=torch.float64) * 2
+    ids = torch.tensor([[3, -1, 5], [0, 2, -1], [-1, -1, -1], [4, 6, 8]])
+    if shared is None:  # one row whose support is every token: its tail is empty
+        ids = torch.cat([ids, torch.full((4, V - 3), -1)], -1)
+        ids[3] = torch.arange(V)
+    support = ids if shared is None else torch.cat([shared.expand(4, 2), ids], -1)
+
+    def plain(z):
+        log_q = (z / tau).log_softmax(-1)
+        kept = log_q.gather(-1, support.clamp(min=0)).masked_fill(support < 0, float("-inf"))
+        spare = torch.where(support >= 0, support, V)  # empty slots mark a spare column, not token 0
+        marks = torch.zeros(4, V + 1, dtype=torch.bool).scatter_(-1, spare, True)[:, :V]
+        outside = log_q.masked_fill(marks, float("-inf"))
+        empty = torch.isneginf(outside).all(-1)
+        tail = torch.where(empty[:, None], torch.zeros_like(outside), outside).logsumexp(-1)
+        return kept, tail.masked_fill(empty, float("-inf"))
+
+    up_support, up_tail = torch.randn(4, support.size(-1)), torch.randn(4)
+    grads = []
+    for fn in (plain, lambda z: student_outcomes(z, ids, tau, shared)):
+        z = logits.float().clone().requires_grad_(True)
+        kept, tail = fn(z)
+        finite = lambda t: torch.where(torch.isfinite(t), t, torch.zeros_like(t))  # noqa: E731
+        ((finite(kept) * up_support).sum() + (finite(tail) * up_tail).sum()).backward()
+        grads.append((kept.detach(), tail.detach(), z.grad))
+    assert torch.isneginf(grads[1][1]).any() == (shared is None)  # the full row's tail is empty
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, rtol=1e-5, atol=1e-6, equal_nan=False) or torch.equal(a, b)
