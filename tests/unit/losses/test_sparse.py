@@ -140,27 +140,30 @@ def test_ragged_supports_and_the_student_outcomes_by_hand():
 @pytest.mark.parametrize("case", ["fkl", "jsd", "rkl"])
 def test_from_hidden_states_it_is_the_same_loss_gradient_and_bound(case):
     """The fused path (hidden states and projection, a chunk of rows of logits at a time) against full logits."""
-    from distill.losses.sparse import fused_grad_l1_bound, fused_sparse_divergence
-
     torch.manual_seed(4)
     hidden, weight = torch.randn(2, 5, 6), torch.randn(V, 6)
     mask = torch.tensor([[1.0, 1, 0, 1, 1], [0, 1, 1, 1, 0]])
     cache = sparse_from_dense(torch.randn(2, 5, V) * 2, K)
     div = divergence(case)
-    outputs = []
-    for fused in (False, True):
-        h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-        if fused:
-            values = fused_sparse_divergence(div, h, w, cache, mask)
-            bound = fused_grad_l1_bound(div, h.detach(), w.detach(), cache, mask)
-        else:
-            logits = h @ w.T
-            values = sparse_divergence(div, logits, cache) * mask
-            bound = grad_l1_bound(div, logits.detach(), cache) * mask
-        (values * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()  # unequal upstream weights per position
-        outputs.append((values.detach(), bound, h.grad, w.grad))
+    outputs = [_loss_bound_grads(div, hidden, weight, cache, mask, fused) for fused in (False, True)]
     for unfused, fused in zip(*outputs):
         assert torch.allclose(fused, unfused, rtol=1e-5, atol=1e-6)
+
+
+def _loss_bound_grads(div, hidden, weight, teacher, mask, fused: bool) -> tuple:
+    """(values, bound, ∂hidden, ∂weight) of the sparse loss from full logits or from hidden states (fused)."""
+    from distill.losses.sparse import fused_grad_l1_bound, fused_sparse_divergence
+
+    h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
+    if fused:
+        values = fused_sparse_divergence(div, h, w, teacher, mask)
+        bound = fused_grad_l1_bound(div, h.detach(), w.detach(), teacher, mask)
+    else:
+        logits = h @ w.T
+        values = sparse_divergence(div, logits, teacher) * mask
+        bound = grad_l1_bound(div, logits.detach(), teacher) * mask
+    (values * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()  # unequal upstream weights per position
+    return values.detach(), bound, h.grad, w.grad
 
 
 def test_a_student_padded_wider_than_the_teacher_is_compared_over_the_teachers_tokens():
@@ -181,8 +184,6 @@ def test_a_shared_support_is_the_same_support_kept_per_position(case, own_column
     """Another tokenizer's matched tokens are one support for every position (``shared_ids``, kept once), plus at
     most one slot of a position's own: the loss, its gradient and the bound are those of the same support written
     out per position, on full logits and from hidden states."""
-    from distill.losses.sparse import fused_grad_l1_bound, fused_sparse_divergence
-
     torch.manual_seed(6)
     hidden, weight = torch.randn(2, 5, 6), torch.randn(V, 6)
     mask = torch.tensor([[1.0, 1, 0, 1, 1], [0, 1, 1, 1, 0]])
@@ -198,18 +199,8 @@ def test_a_shared_support_is_the_same_support_kept_per_position(case, own_column
     compact = SparseTeacher(own, values, tail, log_p.amin(-1), shared_ids=shared)
     assert torch.equal(compact.support_ids, support)
     div = divergence(case)
-    results = []
-    for teacher in (written_out, compact):
-        for fused in (False, True):
-            h, w = hidden.clone().requires_grad_(True), weight.clone().requires_grad_(True)
-            if fused:
-                out = fused_sparse_divergence(div, h, w, teacher, mask)
-                bound = fused_grad_l1_bound(div, h.detach(), w.detach(), teacher, mask)
-            else:
-                out = sparse_divergence(div, h @ w.T, teacher) * mask
-                bound = grad_l1_bound(div, (h @ w.T).detach(), teacher) * mask
-            (out * torch.arange(1.0, 11.0).view(2, 5)).sum().backward()
-            results.append((out.detach(), bound, h.grad, w.grad))
+    results = [_loss_bound_grads(div, hidden, weight, teacher, mask, fused)
+               for teacher in (written_out, compact) for fused in (False, True)]
     for reference, other in ((results[0], results[1]), (results[0], results[2]), (results[0], results[3])):
         for a, b in zip(reference, other):
             assert torch.allclose(a, b, rtol=1e-5, atol=1e-6)
